@@ -1,0 +1,192 @@
+"""Run folders: the single source of truth for a run's state.
+
+    results/<sweep>/<run_id>/
+        config.json      the frozen RunConfig (+ "meta": sweep, cell, levels), written before the job starts
+        metrics.jsonl    one JSON object per finished epoch (appended, one line = one complete write)
+        checkpoint.pt    latest training state (atomic: temp file + rename)
+        result.json      written once, when the run finished successfully
+        error.json       written when the run failed: {"reason", "traceback", "epoch"}
+        log.txt          the job's log
+        .lock            held (flock) while a job works in the folder
+
+A run's state is derived from these files alone: done (valid result.json), failed (error.json), partial
+(checkpoint or metrics, or a result.json that cannot be read), new (none of them).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+RESULT = "result.json"
+ERROR = "error.json"
+LOG = "log.txt"
+LOCK = ".lock"
+
+DONE, FAILED, PARTIAL, NEW, RUNNING = "done", "failed", "partial", "new", "running"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`: readers never see half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    import torch
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def append_jsonl(path: Path, obj: Any) -> None:
+    """Append one line with a single write() call, then fsync."""
+    line = (json.dumps(obj, sort_keys=True) + "\n").encode()
+    with open(path, "ab") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@dataclass
+class MetricsRead:
+    rows: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_metrics(path: Path) -> MetricsRead:
+    """Every complete line of metrics.jsonl; a truncated or corrupt line is reported, not raised."""
+    out = MetricsRead()
+    path = Path(path)
+    if not path.exists():
+        return out
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not an object")
+            out.rows.append(row)
+        except ValueError as err:
+            out.problems.append(f"{path}: line {number} is not valid JSON ({err}); ignored")
+    return out
+
+
+def read_json(path: Path) -> tuple[Any, str | None]:
+    """(object, None) or (None, problem) for a missing, truncated or corrupt JSON file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text()), None
+    except FileNotFoundError:
+        return None, f"{path}: missing"
+    except (ValueError, UnicodeDecodeError) as err:
+        return None, f"{path}: not valid JSON ({err})"
+
+
+@dataclass
+class RunState:
+    state: str
+    epochs_done: int = 0
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def run_state(run_dir: Path) -> RunState:
+    """The state of a run folder, from its files alone; never raises on corrupt content."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return RunState(NEW)
+    problems: list[str] = []
+    epochs = 0
+    if (run_dir / METRICS).exists():
+        metrics = read_metrics(run_dir / METRICS)
+        problems += metrics.problems
+        epochs = len(metrics.rows)
+    if (run_dir / RESULT).exists():
+        result, problem = read_json(run_dir / RESULT)
+        if problem is None and isinstance(result, dict) and "final" in result:
+            return RunState(DONE, epochs, problems)
+        problems.append(problem or f"{run_dir / RESULT}: no 'final' entry")
+        return RunState(PARTIAL, epochs, problems)
+    if (run_dir / ERROR).exists():
+        error, problem = read_json(run_dir / ERROR)
+        reason = error.get("reason") if isinstance(error, dict) else None
+        return RunState(FAILED, epochs, problems + ([problem] if problem else []), reason or "unknown error")
+    if epochs or (run_dir / CHECKPOINT).exists():
+        return RunState(PARTIAL, epochs, problems)
+    return RunState(NEW, epochs, problems)
+
+
+class RunLocked(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive, non-blocking flock on the run folder; raise RunLocked if another job has it.
+
+    flock is released by the kernel when its process dies, so a killed job never leaves a stale lock.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"{run_dir} is being worked on by another job") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def is_locked(run_dir: Path) -> bool:
+    path = Path(run_dir) / LOCK
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
