@@ -126,29 +126,30 @@ class RunState:
 
 
 def run_state(run_dir: Path) -> RunState:
-    """The state of a run folder, from its files alone; never raises on corrupt content."""
+    """The state of a run folder, from its files alone; never raises on corrupt content.
+
+    A done run is decided from result.json alone (planning reads thousands of folders).
+    """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return RunState(NEW)
     problems: list[str] = []
-    epochs = 0
-    if (run_dir / METRICS).exists():
-        metrics = read_metrics(run_dir / METRICS)
-        problems += metrics.problems
-        epochs = len(metrics.rows)
     if (run_dir / RESULT).exists():
         result, problem = read_json(run_dir / RESULT)
         if problem is None and isinstance(result, dict) and "final" in result:
-            return RunState(DONE, epochs, problems)
+            epochs = result.get("epochs")
+            return RunState(DONE, epochs if isinstance(epochs, int) else 0)
         problems.append(problem or f"{run_dir / RESULT}: no 'final' entry")
+    metrics = read_metrics(run_dir / METRICS)
+    problems += metrics.problems
+    epochs = len(metrics.rows)
+    if problems:  # an unreadable result.json: the run is not done, and resumes from its checkpoint
         return RunState(PARTIAL, epochs, problems)
     if (run_dir / ERROR).exists():
         error, problem = read_json(run_dir / ERROR)
         reason = error.get("reason") if isinstance(error, dict) else None
-        return RunState(FAILED, epochs, problems + ([problem] if problem else []), reason or "unknown error")
+        return RunState(FAILED, epochs, [problem] if problem else [], reason or "unknown error")
     if epochs or (run_dir / CHECKPOINT).exists():
-        return RunState(PARTIAL, epochs, problems)
-    return RunState(NEW, epochs, problems)
+        return RunState(PARTIAL, epochs)
+    return RunState(NEW, epochs)
 
 
 class RunLocked(RuntimeError):

@@ -1,0 +1,346 @@
+"""Sweep files: load, validate, expand into runs.
+
+A sweep file is data that says which paper table it reproduces:
+
+    name: pe                                    # results go to results/<name>/
+    paper_table: "Table 5: positional encoding (ResT-Lite, ImageNet-1k)"
+    recipe: quick                               # training protocol, by name (ablations/recipes/)
+    model: rest_lite
+    overrides: {train.epochs: 4}                # fixed dotted overrides for every run (optional)
+    seeds: [0]                                  # every cell is repeated per seed (optional, default [0])
+    columns: [top1, top5]                       # what the paper's table shows (optional)
+    axes:                                       # several axes combine as a grid
+      - name: pos_encoding
+        key: model.pos_encoding                 # the key a plain-value level sets
+        baseline: PA
+        levels:                                 # level name -> value, or -> mapping of dotted overrides
+          none: none
+          PA: pa
+          "w/o Conv-1 & IN": {model.head_conv: false, model.head_norm: false}
+    published:                                  # the paper's numbers, by cell label (optional)
+      PA: {top1: 72.88, top5: 90.62}
+    slurm: {...}                                # cluster resources (optional, see ablations/slurm.py)
+
+Everything is checked before anything runs; a problem raises SweepError naming the file and the key.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablations.config import ConfigError, RunConfig, check_value, with_overrides
+from ablations.yamlio import YamlError, load_yaml_strict
+
+TOP_LEVEL_KEYS = {
+    "name": "the sweep's name (results/<name>/)",
+    "paper_table": "which paper table it reproduces",
+    "description": "free text",
+    "recipe": "the training protocol, by name",
+    "model": "the ResT size",
+    "overrides": "dotted config keys applied to every run",
+    "seeds": "list of seeds",
+    "columns": "metrics the table shows",
+    "axes": "the ablation axes",
+    "published": "the paper's numbers by cell label",
+    "slurm": "cluster resources",
+}
+REQUIRED_KEYS = ("name", "paper_table", "recipe", "model", "axes")
+AXIS_KEYS = {"name", "key", "baseline", "levels"}
+METRICS = ("top1", "top5", "params_m", "gflops", "img_s")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class SweepError(ValueError):
+    """A problem in a sweep file (or in a command-line override), with the file and key at fault."""
+
+    def __init__(self, path: Path | str, key: str, message: str):
+        super().__init__(f"{path}: {key}: {message}")
+        self.path = str(path)
+        self.key = key
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    baseline: str
+    levels: dict[str, dict[str, Any]]  # level name -> dotted overrides
+
+
+@dataclass(frozen=True)
+class Cell:
+    label: str  # level names joined by " / "
+    levels: dict[str, str]  # axis name -> level name
+    overrides: dict[str, Any]
+    is_baseline: bool
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    cell: Cell
+    seed: int
+    config: RunConfig
+
+
+@dataclass(frozen=True)
+class Sweep:
+    path: Path
+    name: str
+    paper_table: str
+    recipe: str
+    model: str
+    description: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    columns: list[str] = field(default_factory=lambda: ["top1", "top5"])
+    axes: list[Axis] = field(default_factory=list)
+    published: dict[str, dict[str, float]] = field(default_factory=dict)
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cells(self) -> list[Cell]:
+        cells = []
+        for combo in itertools.product(*(axis.levels.items() for axis in self.axes)):
+            overrides: dict[str, Any] = {}
+            for _, level_overrides in combo:
+                overrides.update(level_overrides)
+            levels = {axis.name: level for axis, (level, _) in zip(self.axes, combo, strict=True)}
+            cells.append(
+                Cell(
+                    label=" / ".join(levels.values()),
+                    levels=levels,
+                    overrides=overrides,
+                    is_baseline=all(levels[a.name] == a.baseline for a in self.axes),
+                )
+            )
+        return cells
+
+    def meta(self, run: Run, recipe: str) -> dict[str, Any]:
+        return {
+            "sweep": self.name,
+            "paper_table": self.paper_table,
+            "cell": run.cell.label,
+            "levels": run.cell.levels,
+            "baseline": run.cell.is_baseline,
+            "recipe": recipe,
+            "seed": run.seed,
+            "run_id": run.run_id,
+        }
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "cell"
+
+
+def run_id_for(cell: Cell, seed: int, config: RunConfig) -> str:
+    """Readable prefix + a hash of what the run computes: the same run always lands in the same folder."""
+    return f"{slug(cell.label)}-s{seed}-{config.short_hash()}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------------------
+def load_sweep(path: Path | str) -> Sweep:
+    """Parse and validate a sweep file (structure, keys, types, knob values); raise SweepError."""
+    path = Path(path)
+    try:
+        raw = load_yaml_strict(path)
+    except YamlError as err:
+        raise SweepError(path, "<file>", err.message) from None
+    if not isinstance(raw, dict):
+        raise SweepError(path, "<file>", f"a sweep file is a mapping of keys ({', '.join(REQUIRED_KEYS)}, ...), "
+                                         f"got {type(raw).__name__}")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            allowed = "; ".join(f"{k} ({v})" for k, v in TOP_LEVEL_KEYS.items())
+            raise SweepError(path, str(key), f"unknown key; allowed keys are: {allowed}")
+    for key in REQUIRED_KEYS:
+        if key not in raw:
+            raise SweepError(path, key, f"missing; a sweep needs {', '.join(REQUIRED_KEYS)}")
+
+    name = expect(path, "name", raw["name"], str)
+    if not NAME_PATTERN.match(name):
+        raise SweepError(path, "name", f"{name!r} must be a folder name: letters, digits, '_', '-', '.'")
+    model = expect(path, "model", raw["model"], str)
+    check_config_value(path, "model", "model.name", model)
+    overrides = parse_overrides(path, "overrides", raw.get("overrides", {}))
+    seeds = parse_seeds(path, raw.get("seeds", [0]))
+    columns = expect(path, "columns", raw.get("columns", ["top1", "top5"]), list)
+    for column in columns:
+        if column not in METRICS:
+            raise SweepError(path, "columns", f"{column!r} is not a metric; allowed: {', '.join(METRICS)}")
+    axes = parse_axes(path, raw["axes"])
+    sweep = Sweep(
+        path=path,
+        name=name,
+        paper_table=expect(path, "paper_table", raw["paper_table"], str),
+        recipe=expect(path, "recipe", raw["recipe"], str),
+        model=model,
+        description=expect(path, "description", raw.get("description", ""), str),
+        overrides=overrides,
+        seeds=seeds,
+        columns=columns,
+        axes=axes,
+        slurm=expect(path, "slurm", raw.get("slurm") or {}, dict),
+    )
+    published = parse_published(path, raw.get("published") or {}, {c.label for c in sweep.cells})
+    check_axis_conflicts(path, sweep)
+    return Sweep(**{**sweep.__dict__, "published": published})
+
+
+def expect(path: Path, key: str, value: Any, kind: type) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SweepError(path, key, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_config_value(path: Path, where: str, key: str, value: Any) -> Any:
+    try:
+        return check_value(key, value)
+    except ConfigError as err:
+        raise SweepError(path, where, err.args[0]) from None
+
+
+def parse_overrides(path: Path, where: str, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise SweepError(path, where, f"expected a mapping of dotted keys (e.g. optim.lr: 0.1), got {raw!r}")
+    out = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or "." not in key:
+            raise SweepError(path, f"{where}.{key}", "keys are dotted config keys like model.reduction or optim.lr")
+        out[key] = check_config_value(path, f"{where}.{key}", key, value)
+    return out
+
+
+def parse_seeds(path: Path, raw: Any) -> list[int]:
+    if not isinstance(raw, list) or not raw:
+        raise SweepError(path, "seeds", f"expected a non-empty list of integers, got {raw!r}")
+    for seed in raw:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise SweepError(path, "seeds", f"seeds are non-negative integers, got {seed!r}")
+    if len(set(raw)) != len(raw):
+        raise SweepError(path, "seeds", f"a seed is listed twice: {raw}")
+    return list(raw)
+
+
+def parse_axes(path: Path, raw: Any) -> list[Axis]:
+    if not isinstance(raw, list) or not raw:
+        raise SweepError(path, "axes", "expected a non-empty list of axes (name, key, baseline, levels)")
+    axes, names = [], set()
+    for i, axis in enumerate(raw):
+        where = f"axes[{i}]"
+        if not isinstance(axis, dict):
+            raise SweepError(path, where, f"an axis is a mapping with {', '.join(sorted(AXIS_KEYS))}")
+        for key in axis:
+            if key not in AXIS_KEYS:
+                raise SweepError(path, f"{where}.{key}", f"unknown key; an axis has: {', '.join(sorted(AXIS_KEYS))}")
+        for key in ("name", "baseline", "levels"):
+            if key not in axis:
+                raise SweepError(path, f"{where}.{key}", "missing")
+        name = expect(path, f"{where}.name", axis["name"], str)
+        if name in names:
+            raise SweepError(path, f"{where}.name", f"axis name {name!r} is used twice")
+        names.add(name)
+        levels_raw = axis["levels"]
+        if not isinstance(levels_raw, dict) or not levels_raw:
+            raise SweepError(path, f"{where}.levels", "expected a non-empty mapping of level name -> value")
+        axis_key = axis.get("key")
+        if axis_key is not None:
+            expect(path, f"{where}.key", axis_key, str)
+        levels: dict[str, dict[str, Any]] = {}
+        for level, value in levels_raw.items():
+            lwhere = f"{where}.levels.{level}"
+            if not isinstance(level, str | int | float) or isinstance(level, bool):
+                raise SweepError(path, lwhere, "level names are strings")
+            level = str(level)
+            if level in levels:
+                raise SweepError(path, lwhere, "duplicate level name")
+            if isinstance(value, dict):
+                levels[level] = parse_overrides(path, lwhere, value)
+            elif axis_key is None:
+                raise SweepError(path, lwhere, f"a plain value ({value!r}) needs the axis to name its key "
+                                               f"(e.g. key: model.pos_encoding), or give a mapping of overrides")
+            else:
+                levels[level] = {axis_key: check_config_value(path, lwhere, axis_key, value)}
+        baseline = str(axis["baseline"])
+        if baseline not in levels:
+            raise SweepError(path, f"{where}.baseline", f"{baseline!r} is not a level; levels: {', '.join(levels)}")
+        axes.append(Axis(name, baseline, levels))
+    return axes
+
+
+def parse_published(path: Path, raw: Any, labels: set[str]) -> dict[str, dict[str, float]]:
+    if not isinstance(raw, dict):
+        raise SweepError(path, "published", "expected a mapping of cell label -> {metric: number}")
+    out = {}
+    for label, values in raw.items():
+        where = f"published.{label}"
+        if str(label) not in labels:
+            raise SweepError(path, where, f"not a cell of this sweep; cells: {', '.join(sorted(labels))}")
+        if not isinstance(values, dict):
+            raise SweepError(path, where, "expected a mapping of metric -> number")
+        for metric, number in values.items():
+            if metric not in METRICS:
+                raise SweepError(path, f"{where}.{metric}", f"unknown metric; allowed: {', '.join(METRICS)}")
+            if not isinstance(number, int | float) or isinstance(number, bool):
+                raise SweepError(path, f"{where}.{metric}", f"expected a number, got {number!r}")
+        out[str(label)] = {m: float(v) for m, v in values.items()}
+    return out
+
+
+def check_axis_conflicts(path: Path, sweep: Sweep) -> None:
+    owner: dict[str, str] = {}
+    for axis in sweep.axes:
+        for key in {k for overrides in axis.levels.values() for k in overrides}:
+            if key in owner and owner[key] != axis.name:
+                raise SweepError(path, f"axes.{axis.name}", f"sets {key}, which axis {owner[key]!r} sets too")
+            owner[key] = axis.name
+
+
+def parse_cli_sets(items: Iterable[str]) -> dict[str, Any]:
+    """--set key=value (value parsed as YAML: 0.1, true, null, [1, 2]); checked like the file."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SweepError("--set", item, "expected key=value, e.g. --set optim.lr=0.1")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        out[key.strip()] = check_config_value(Path("--set"), key.strip(), key.strip(), value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Expansion
+# --------------------------------------------------------------------------------------------------------
+def expand(
+    sweep: Sweep, recipe, cli_overrides: dict[str, Any] | None = None, seeds: list[int] | None = None
+) -> list[Run]:
+    """Every cell x seed as a Run with its frozen config: recipe -> per-model -> sweep -> level -> CLI -> seed.
+
+    `recipe` is an ablations.recipes.Recipe. The base config is resolved once per model size; each run then
+    only applies its own overrides.
+    """
+    cli_overrides = cli_overrides or {}
+    runs, bases = [], {}
+    for cell in sweep.cells:
+        overrides = {"model.name": sweep.model, **sweep.overrides, **cell.overrides, **cli_overrides}
+        model = overrides["model.name"]
+        if model not in bases:
+            bases[model] = with_overrides(RunConfig(), {**recipe.overrides, **recipe.per_model.get(model, {})})
+        for seed in seeds if seeds is not None else sweep.seeds:
+            try:
+                config = with_overrides(bases[model], {**overrides, "train.seed": seed})
+            except ConfigError as err:
+                raise SweepError(sweep.path, f"cell {cell.label!r}", err.args[0]) from None
+            runs.append(Run(run_id_for(cell, seed, config), cell, seed, config))
+    return runs
