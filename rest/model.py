@@ -267,7 +267,9 @@ def instance_norm(attn: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     zero; torch's InstanceNorm raises on it instead, so that case is handled here.
     """
     if attn.shape[-1] * attn.shape[-2] == 1:
-        return torch.zeros_like(attn)
+        # zeros that stay in the autograd graph (with zero gradient), so every parameter still gets a
+        # gradient: DistributedDataParallel rejects parameters that take no part in the loss
+        return attn * 0.0
     return F.instance_norm(attn, eps=eps)
 
 
