@@ -45,6 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again (resuming their checkpoint)")
     p.add_argument("--force", action="store_true", help="run every run again; earlier outputs go to previous/")
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes per run")
+    cluster = p.add_argument_group("SLURM (override the sweep file's slurm: block)")
+    cluster.add_argument("--partition")
+    cluster.add_argument("--account")
+    cluster.add_argument("--qos")
+    cluster.add_argument("--constraint")
+    cluster.add_argument("--time-min", type=int, help="time limit per job, minutes")
+    cluster.add_argument("--nodes", type=int)
+    cluster.add_argument("--gpus-per-node", type=int)
+    cluster.add_argument("--tasks-per-node", type=int, help="one task per GPU; >1 runs torch.distributed")
+    cluster.add_argument("--cpus-per-task", type=int)
+    cluster.add_argument("--mem-gb", type=float)
+    cluster.add_argument("--array-parallelism", type=int, help="at most this many runs at once")
+    cluster.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                         help="any other sbatch option, e.g. --sbatch exclusive=true (repeatable)")
+    cluster.add_argument("--wait", action="store_true", help="block until the submitted jobs end, with progress")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-eta", action="store_true", help="skip the speed measurement behind the ETA")
     return p
@@ -141,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = load_plan(args)
         executor = resolve_executor(args.executor)
+        settings = slurm_settings(args, plan) if executor == "slurm" else None
     except (SweepError, UsageError) as err:
         print(paragraph(f"error: {err}"), file=sys.stderr)
         return EXIT_USAGE
@@ -158,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nnothing to run: every run is done (or running elsewhere). --force runs them again.")
         return EXIT_OK if not plan.counts()[store.FAILED] else EXIT_FAILED
     print(f"\nlaunching {len(todo)} run(s) with the {executor} executor", flush=True)
-    return launch(plan, todo, executor, args)
+    if executor == "slurm":
+        return submit_to_slurm(plan, todo, settings, args)
+    return launch(plan, todo, args)
 
 
 def resolve_executor(name: str) -> str:
@@ -172,12 +190,80 @@ def resolve_executor(name: str) -> str:
     return chosen
 
 
-def launch(plan: Plan, todo, executor: str, args: argparse.Namespace) -> int:
+def slurm_settings(args: argparse.Namespace, plan: Plan):
+    """The sweep's slurm: block with the command line on top, checked before anything is submitted."""
+    from ablations.config import ConfigError
+    from ablations.slurm import SlurmSettings
+
+    try:
+        extra = dict(item.split("=", 1) for item in args.sbatch)
+    except ValueError:
+        raise UsageError(f"--sbatch {args.sbatch}: expected KEY=VALUE, e.g. --sbatch exclusive=true") from None
+    cli = {name: getattr(args, name) for name in (
+        "partition", "account", "qos", "constraint", "time_min", "nodes", "gpus_per_node", "tasks_per_node",
+        "cpus_per_task", "mem_gb", "array_parallelism")}
+    try:
+        settings = SlurmSettings.from_mapping(plan.sweep.slurm or None, str(plan.sweep.path)).with_cli(**cli)
+        if extra:
+            settings = settings.with_cli(additional_parameters={**settings.additional_parameters, **extra})
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    return settings
+
+
+def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int:
+    from ablations import slurm
+    from ablations.launch import archive_previous, write_configs
+
+    write_configs(plan, todo)
+    if args.force:
+        for planned in todo:
+            if planned.state.state in (store.DONE, store.FAILED):
+                archive_previous(planned.run_dir)
+    job_ids = slurm.submit(plan.results_dir, [p.run_dir for p in todo], settings, plan.sweep.name,
+                           retry_failed=args.retry_failed or args.force, num_workers=args.workers)
+    if not job_ids:
+        print("nothing submitted: every pending run already has a queued or running job")
+        return EXIT_OK
+    print(f"submitted {len(job_ids)} run(s) as one job array: {job_ids[0].split('_')[0]} "
+          f"(logs: {plan.results_dir}/.submitit/)")
+    print(f"status: python -m ablations.status {plan.sweep.path}   cancel: python -m ablations.cancel "
+          f"{plan.sweep.path}")
+    if not args.wait:
+        return EXIT_OK
+    return wait_for_jobs(plan, args)
+
+
+def wait_for_jobs(plan: Plan, args: argparse.Namespace, poll_s: float = 5.0) -> int:
+    """--wait: poll the cluster and the run folders until no run of the sweep is queued or running."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from ablations import slurm
+
+    active = {"pending", "running", "requeued"}
+    with tqdm(total=len(plan.runs), desc=f"sweep {plan.sweep.name}", unit="run",
+              disable=args.no_progress) as bar:
+        while True:
+            states = [s.state for s in slurm.status(plan.results_dir)]
+            finished = sum(s in ("done", "failed", "cancelled") for s in states)
+            bar.n = finished
+            bar.set_postfix_str(", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
+            bar.refresh()
+            if not any(s in active for s in states):
+                break
+            time.sleep(poll_s)
+    failed = [s for s in slurm.status(plan.results_dir) if s.state in ("failed", "cancelled")]
+    for run in failed:
+        print(f"  {run.state} {run.run_id}: {(run.error or '').splitlines()[-1:] or ''}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def launch(plan: Plan, todo, args: argparse.Namespace) -> int:
     from ablations.launch import run_local, write_configs
 
     write_configs(plan, todo)
-    if executor == "slurm":
-        raise UsageError("--executor slurm is not available yet")
     report = run_local(plan, todo, force=args.force, retry_failed=args.retry_failed,
                        progress=not args.no_progress, num_workers=args.workers)
     print(f"\n{len(report.done)} run(s) finished, {len(report.failed)} failed, {len(report.skipped)} skipped")

@@ -12,8 +12,9 @@ from ablations.run import EXIT_OK, EXIT_USAGE, UsageError, build_parser, load_pl
 from ablations.spec import SweepError
 
 
-def describe(planned) -> list[str]:
+def describe(planned, cluster: dict) -> list[str]:
     state = planned.state
+    on_cluster = cluster.get(planned.run.run_id)
     metrics = store.read_metrics(planned.run_dir / store.METRICS).rows
     last = metrics[-1] if metrics else {}
     detail = ""
@@ -23,10 +24,25 @@ def describe(planned) -> list[str]:
         detail = f"top1 {final.get('top1', float('nan')):.2f}  top5 {final.get('top5', float('nan')):.2f}"
     elif last:
         detail = f"epoch {last.get('epoch')}  top1 {last.get('top1', float('nan')):.2f}"
-    if state.state == store.FAILED:
+    shown = state.state
+    if on_cluster is not None and on_cluster.state != "new":
+        shown = on_cluster.state  # pending / running / requeued / done / failed / cancelled, from SLURM + folder
+        detail = f"job {on_cluster.job_id}  {detail}".strip()
+        if on_cluster.state in ("failed", "cancelled") and on_cluster.error:
+            detail = f"{detail}  error: {on_cluster.error.strip().splitlines()[-1]}"
+    elif state.state == store.FAILED:
         detail = f"{detail}  error: {state.error}".strip()
-    return [planned.run.cell.label, str(planned.run.seed), state.state, str(state.epochs_done), planned.run.run_id,
+    return [planned.run.cell.label, str(planned.run.seed), shown, str(state.epochs_done), planned.run.run_id,
             detail]
+
+
+def cluster_view(results_dir) -> dict:
+    """run id -> ablations.slurm.RunStatus, for sweeps that were submitted to SLURM."""
+    if not any(results_dir.glob("*/slurm.json")):
+        return {}
+    from ablations import slurm
+
+    return {s.run_id: s for s in slurm.status(results_dir)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SweepError, UsageError) as err:
         print(paragraph(f"error: {err}"), file=sys.stderr)
         return EXIT_USAGE
-    rows = [["cell", "seed", "state", "epochs", "run id", ""]] + [describe(p) for p in plan.runs]
+    cluster = cluster_view(plan.results_dir)
+    rows = [["cell", "seed", "state", "epochs", "run id", ""]] + [describe(p, cluster) for p in plan.runs]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"sweep {plan.sweep.name} ({plan.recipe} recipe): {plan.results_dir}/")
     for i, row in enumerate(rows):

@@ -128,20 +128,24 @@ class RunState:
 def run_state(run_dir: Path) -> RunState:
     """The state of a run folder, from its files alone; never raises on corrupt content.
 
-    A done run is decided from result.json alone (planning reads thousands of folders).
+    A done run is decided from result.json and the last byte of metrics.jsonl (every append ends with a
+    newline, so a file that does not was cut mid-write): planning reads thousands of folders.
     """
     run_dir = Path(run_dir)
     problems: list[str] = []
     if (run_dir / RESULT).exists():
         result, problem = read_json(run_dir / RESULT)
         if problem is None and isinstance(result, dict) and "final" in result:
-            epochs = result.get("epochs")
-            return RunState(DONE, epochs if isinstance(epochs, int) else 0)
-        problems.append(problem or f"{run_dir / RESULT}: no 'final' entry")
+            if ends_cleanly(run_dir / METRICS):
+                epochs = result.get("epochs")
+                return RunState(DONE, epochs if isinstance(epochs, int) else 0)
+            problems.append(f"{run_dir / METRICS}: ends mid-line (a write was cut off); the run is resumed")
+        else:
+            problems.append(problem or f"{run_dir / RESULT}: no 'final' entry")
     metrics = read_metrics(run_dir / METRICS)
     problems += metrics.problems
     epochs = len(metrics.rows)
-    if problems:  # an unreadable result.json: the run is not done, and resumes from its checkpoint
+    if problems:  # an unreadable result.json or cut metrics: not done; it resumes from its checkpoint
         return RunState(PARTIAL, epochs, problems)
     if (run_dir / ERROR).exists():
         error, problem = read_json(run_dir / ERROR)
@@ -150,6 +154,19 @@ def run_state(run_dir: Path) -> RunState:
     if epochs or (run_dir / CHECKPOINT).exists():
         return RunState(PARTIAL, epochs)
     return RunState(NEW, epochs)
+
+
+def ends_cleanly(path: Path) -> bool:
+    """True if the file is absent, empty or ends with a newline."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return True
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+    except FileNotFoundError:
+        return True
 
 
 class RunLocked(RuntimeError):

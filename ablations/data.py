@@ -1,0 +1,338 @@
+"""Datasets and loaders for a run: bundled digits, an ImageFolder root, or CIFAR from local files.
+
+    digits       scikit-learn's 1,797 8x8 handwritten digits (shipped with scikit-learn): a fixed stratified
+                 80/20 split (seed 0, whatever the run seed), upsampled once to data.img_size, 3 channels.
+                 Augmentation is tensor ops only: random-resized crop, flip, random erasing.
+    imagefolder  data.root/train/<class>/* and data.root/val/<class>/* (ImageNet-1k, Imagenette), with
+                 timm's create_transform (RandAugment, random erasing, bicubic, eval crop_pct).
+    cifar10/100  torchvision's CIFAR from local files under data.root; nothing is ever downloaded.
+
+A dataset that needs a folder takes it from data.root, else from the environment variable REST_DATA_ROOT.
+
+Exact resume: the training loader yields batches of (epoch, index) keys; each sample's augmentation is
+drawn from RNGs seeded by (run seed, epoch, index), so a sample looks the same whichever worker loads it
+and whether or not the run was interrupted. The epoch's order comes from a DistributedSampler seeded by
+(seed, epoch) (one replica when not distributed), and a resumed epoch skips the batches already done.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+from ablations.config import RunConfig
+
+ENV_ROOT = "REST_DATA_ROOT"
+SPLIT_SEED = 0  # the fixed split / subset order, independent of the run seed
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+CIFAR_FILES = {
+    "cifar10": ["batches.meta", "test_batch"] + [f"data_batch_{i}" for i in range(1, 6)],
+    "cifar100": ["meta", "train", "test"],
+}
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be found or read; the message says where it looked and how to point at it."""
+
+
+def resolve_data_root(config: RunConfig) -> str | None:
+    """The folder the dataset is read from: data.root, else $REST_DATA_ROOT; None for digits (bundled)."""
+    if config.data.dataset == "digits":
+        return None
+    return config.data.root or os.environ.get(ENV_ROOT) or None
+
+
+def _missing(dataset: str, path: str | Path | None, what: str) -> DatasetError:
+    where = f"looked at {path}" if path else "no folder was given"
+    return DatasetError(
+        f"dataset {dataset!r}: {what} ({where}). Point at it with `--data-root PATH` on the runner, the "
+        f"environment variable {ENV_ROOT}=PATH, or data.root in the sweep or recipe."
+    )
+
+
+def _require_root(config: RunConfig) -> Path:
+    root = resolve_data_root(config)
+    dataset = config.data.dataset
+    if root is None:
+        raise _missing(dataset, None, "data.root is not set and neither is " + ENV_ROOT)
+    if not Path(root).is_dir():
+        raise _missing(dataset, root, "the folder does not exist")
+    return Path(root)
+
+
+def _cifar_dir(config: RunConfig) -> Path:
+    """The folder holding CIFAR's python batches: ROOT/cifar-10-batches-py, or ROOT itself if it is that."""
+    root, dataset = _require_root(config), config.data.dataset
+    folder = CIFAR_FOLDERS[dataset]
+    base = root if root.name == folder else root / folder
+    missing = [name for name in CIFAR_FILES[dataset] if not (base / name).is_file()]
+    if missing:
+        raise _missing(dataset, base, f"missing {', '.join(missing)} (the python version of {dataset}, "
+                                      f"unpacked so that {folder}/ sits in the root)")
+    return base
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir()) if folder.is_dir() else []
+
+
+def check_dataset(config: RunConfig) -> None:
+    """Raise DatasetError if the dataset cannot be found; cheap (lists folders, decodes no image)."""
+    dataset = config.data.dataset
+    if dataset == "digits":
+        return
+    if dataset in CIFAR_FOLDERS:
+        _cifar_dir(config)
+        return
+    root = _require_root(config)
+    for split in ("train", "val"):
+        if not _class_dirs(root / split):
+            raise _missing(dataset, root / split, f"no class folders in {split}/ (expected {split}/<class>/<image>, "
+                                                  "the ImageNet / Imagenette layout)")
+    if _class_dirs(root / "train") != _class_dirs(root / "val"):
+        raise DatasetError(f"dataset 'imagefolder' at {root}: train/ and val/ have different class folders")
+
+
+# --------------------------------------------------------------------------------------------------------
+# digits: in memory, tensor augmentation
+# --------------------------------------------------------------------------------------------------------
+class DigitsDataset(Dataset):
+    """(N, 1, S, S) normalized images and labels; `augment` is applied per sample (3 channels out)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment=None):
+        self.images, self.labels, self.augment = images, labels, augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        x = self.images[index]
+        if self.augment is not None:
+            x = self.augment(x.clone())  # random erasing writes in place
+        return x.expand(3, -1, -1), self.labels[index]
+
+
+def _digits_augment(config: RunConfig):
+    from timm.data.random_erasing import RandomErasing
+    from torchvision.transforms import v2
+
+    aug, size = config.aug, config.data.img_size
+    ops = []
+    if aug.scale_min < 1.0:
+        ops.append(v2.RandomResizedCrop(size, scale=(aug.scale_min, 1.0), antialias=True))
+    if aug.hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(aug.hflip))
+    if aug.reprob > 0:
+        ops.append(RandomErasing(aug.reprob, mode="pixel", device="cpu"))
+    return v2.Compose(ops) if ops else None
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ((1797, 8, 8) float pixels in 0..16, (1797,) int labels).
+
+    Read straight from the CSV that scikit-learn ships (what load_digits reads): importing scikit-learn
+    costs seconds per run, longer than the rest of the data pipeline.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is None or not path.is_file():  # a future layout: take the slow, public way
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images, digits.target
+    with gzip.open(path) as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices: `val_fraction` of each class to val, both in a seeded shuffled order."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = round(len(idx) * val_fraction)
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(val))
+
+
+def _digits(config: RunConfig) -> tuple[Dataset, Dataset]:
+    if config.aug.rand_augment:
+        raise DatasetError("dataset 'digits': aug.rand_augment is not supported (timm's RandAugment works on "
+                           "PIL images); set it to null or use imagefolder / cifar10")
+    images, labels = load_digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0  # (1797, 1, 8, 8) in [0, 1]
+    y = torch.tensor(labels, dtype=torch.long)
+    train_idx, val_idx = stratified_split(labels, 0.2, SPLIT_SEED)
+    size = config.data.img_size
+    x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
+    mean, std = x[train_idx].mean(), x[train_idx].std()
+    x = (x - mean) / std
+    train_idx, val_idx = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
+    train = DigitsDataset(x[train_idx], y[train_idx], _digits_augment(config))
+    val = DigitsDataset(x[val_idx], y[val_idx])
+    return train, val
+
+
+# --------------------------------------------------------------------------------------------------------
+# image files: ImageFolder / CIFAR with timm transforms
+# --------------------------------------------------------------------------------------------------------
+def _transforms(config: RunConfig):
+    from timm.data import create_transform
+
+    aug, size = config.aug, config.data.img_size
+    train = create_transform(
+        size, is_training=True, scale=(aug.scale_min, 1.0), hflip=aug.hflip, color_jitter=None,
+        auto_augment=aug.rand_augment, interpolation="bicubic", re_prob=aug.reprob, re_mode="pixel",
+    )
+    val = create_transform(size, is_training=False, interpolation="bicubic", crop_pct=config.data.eval_crop_pct)
+    return train, val
+
+
+def _imagefolder(config: RunConfig) -> tuple[Dataset, Dataset]:
+    from torchvision.datasets import ImageFolder
+
+    check_dataset(config)
+    root = _require_root(config)
+    train_tf, val_tf = _transforms(config)
+    try:
+        return ImageFolder(str(root / "train"), train_tf), ImageFolder(str(root / "val"), val_tf)
+    except (FileNotFoundError, RuntimeError) as err:  # e.g. class folders without images
+        raise DatasetError(f"dataset 'imagefolder' at {root}: {err}") from None
+
+
+def _cifar(config: RunConfig) -> tuple[Dataset, Dataset]:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    base = _cifar_dir(config)
+    cls = CIFAR10 if config.data.dataset == "cifar10" else CIFAR100
+    train_tf, val_tf = _transforms(config)
+    try:
+        return (cls(str(base.parent), train=True, transform=train_tf, download=False),
+                cls(str(base.parent), train=False, transform=val_tf, download=False))
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        raise _missing(config.data.dataset, base, f"the files are unreadable or corrupt ({err})") from None
+
+
+def _limit(ds: Dataset, limit: int | None, shuffle: bool) -> Dataset:
+    """The first `limit` samples; in a fixed shuffled order when the dataset is sorted by class."""
+    if limit is None or limit >= len(ds):
+        return ds
+    if shuffle:
+        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(SPLIT_SEED))[:limit]
+    else:
+        order = torch.arange(limit)
+    return Subset(ds, order.tolist())
+
+
+def build_datasets(config: RunConfig) -> tuple[Dataset, Dataset, int]:
+    """(train, val, num_classes); samples are (3 x img_size x img_size float tensor, int label)."""
+    dataset = config.data.dataset
+    if dataset == "digits":
+        train, val = _digits(config)
+        num_classes = NUM_CLASSES[dataset]
+    elif dataset in CIFAR_FOLDERS:
+        train, val = _cifar(config)
+        num_classes = NUM_CLASSES[dataset]
+    else:
+        train, val = _imagefolder(config)
+        num_classes = len(train.classes)
+    # digits is already in a shuffled stratified order; files are sorted by class, so shuffle first
+    shuffle = dataset != "digits"
+    return _limit(train, config.data.train_limit, shuffle), _limit(val, config.data.val_limit, shuffle), num_classes
+
+
+# --------------------------------------------------------------------------------------------------------
+# loaders
+# --------------------------------------------------------------------------------------------------------
+def mix_seed(*parts: int) -> int:
+    """A stable 63-bit seed from integers (Python's hash() of ints would collide and is not mixed)."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+class SeededSamples(Dataset):
+    """Index with (epoch, i): seeds torch, numpy and random from (seed, epoch, i), then returns ds[i]."""
+
+    def __init__(self, ds: Dataset, seed: int):
+        self.ds, self.seed = ds, seed
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        seed_everything(mix_seed(self.seed, epoch, index))
+        return self.ds[index]
+
+
+class EpochSampler(Sampler):
+    """This rank's share of the epoch's (seed, epoch)-seeded permutation, as (epoch, index) keys.
+
+    `set_epoch(epoch, skip)` starts the next pass `skip` samples in: a resumed epoch picks up where it was.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
+        # DistributedSampler needs only len(); drop_last gives every rank the same number of samples
+        self.base = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                       drop_last=True)
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+        self.base.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in list(self.base)[self.skip:]:
+            yield self.epoch, index
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+
+def build_loaders(config: RunConfig, *, distributed: bool = False,
+                  num_workers: int = 0) -> tuple[DataLoader, DataLoader, int]:
+    """(train_loader, val_loader, num_classes).
+
+    train.batch_size is the global batch; each of the world_size ranks loads batch_size / world_size.
+    The train loader drops the last partial batch; its sampler is an EpochSampler (call set_epoch).
+    The val loader gives rank r the samples r, r + world, ... in order, nothing padded or repeated.
+    """
+    rank, world = 0, 1
+    if distributed:
+        import torch.distributed as dist
+
+        rank, world = dist.get_rank(), dist.get_world_size()
+    batch = config.train.batch_size
+    if batch % world:
+        raise ValueError(f"train.batch_size={batch} must be divisible by the number of processes ({world})")
+    batch //= world
+    train_ds, val_ds, num_classes = build_datasets(config)
+    if len(train_ds) // world < batch:
+        raise ValueError(f"{len(train_ds)} training images are fewer than one batch of {batch} per process")
+    pin = torch.cuda.is_available()
+    train = DataLoader(
+        SeededSamples(train_ds, config.train.seed), batch_size=batch, drop_last=True,
+        sampler=EpochSampler(len(train_ds), config.train.seed, rank, world),
+        num_workers=num_workers, pin_memory=pin,
+    )
+    val_part = Subset(val_ds, range(rank, len(val_ds), world)) if world > 1 else val_ds
+    val = DataLoader(val_part, batch_size=batch, shuffle=False, num_workers=num_workers, pin_memory=pin)
+    return train, val, num_classes

@@ -1,0 +1,10 @@
+"""The paper's tables and plots, regenerated from run folders.
+
+Data flows one way: run folders -> one DataFrame (:mod:`analysis.collect`) -> tables (:mod:`analysis.tables`)
+and plots (:mod:`analysis.plots`). Tables and plots are pure functions of that DataFrame and of the sweep's
+layout (:mod:`analysis.source`); nothing here writes into a run folder.
+
+    python -m analysis.tables sweeps/pe.yaml            # results/pe/table.{md,tex,csv}
+    python -m analysis.plots table sweeps/pe.yaml       # results/pe/plots/*.{png,pdf}
+    python -m analysis.collect results -o runs.csv      # every run, for a notebook
+"""

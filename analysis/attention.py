@@ -1,0 +1,179 @@
+"""Attention maps of the last block of stage 4, as in the paper's figure, for one image.
+
+The block's attention module (rest.model.EfficientAttention) is not changed: a forward pre-hook records its
+input tokens, and the attention is recomputed from them with the module's own weights (q, kv, the optional
+reduction, transform_conv = Conv-1). The figure shows the softmax probabilities, i.e. before the
+InstanceNorm (IN): after IN a map is no longer a distribution over keys (it is zero-mean, with negative
+entries). Each head's map is the attention every key position receives, averaged over all queries.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+import rest
+from ablations import store
+from analysis.source import InputError
+from rest.model import instance_norm, map_to_tokens, tokens_to_map
+
+# ----------------------------------------------------------------------------------------------------------
+# Model: from a trained run, or random weights
+# ----------------------------------------------------------------------------------------------------------
+KNOBS = ("pos_encoding", "reduction", "head_conv", "head_norm", "stem")
+
+
+def model_from_run(run_dir: Path) -> tuple[torch.nn.Module, int, str]:
+    """(model with the run's weights, its training input size, a description). Needs config.json and
+    checkpoint.pt ({"model": state_dict, ...}); classes and input channels are read off the weights."""
+    import timm
+
+    document, problem = store.read_json(run_dir / store.CONFIG)
+    if problem is not None or not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise InputError(f"{run_dir}: not a run folder with a readable {store.CONFIG} ({problem or 'no config'}).")
+    config = document["config"]
+    model_cfg, data_cfg = config.get("model", {}), config.get("data", {})
+    path = run_dir / store.CHECKPOINT
+    if not path.exists():
+        raise InputError(f"{path}: missing; this run has not saved a checkpoint yet (train it, or plot random "
+                         f"weights by leaving out --run).")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - an older checkpoint may hold non-tensor state; it is our own file
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - truncated or corrupt: say so, no traceback
+            raise InputError(f"{path}: cannot be loaded ({err.__class__.__name__}: {err}).") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise InputError(f"{path}: expected a dict with a 'model' state_dict, got "
+                         f"{sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__}.")
+    name = model_cfg.get("name", "rest_lite")
+    state = rest.checkpoint_filter_fn(checkpoint["model"], None)
+    first_conv = next((k for k in ("stem.conv1.weight", "stem.conv.weight") if k in state), None)
+    if "head.weight" not in state or first_conv is None:
+        raise InputError(f"{path}: the 'model' state_dict is not a ResT's (no head.weight / stem conv).")
+    img_size = int(data_cfg.get("img_size", 224))
+    model = timm.create_model(name, num_classes=state["head.weight"].shape[0], in_chans=state[first_conv].shape[1],
+                              img_size=img_size, **{k: model_cfg[k] for k in KNOBS if k in model_cfg})
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise InputError(f"{path}: the weights do not fit {name} with the run's knobs: {err}") from None
+    meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
+    return model.eval(), img_size, f"{meta.get('cell', name)} (run {run_dir.name})"
+
+
+def random_model(name: str = "rest_lite", **knobs) -> tuple[torch.nn.Module, str]:
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(name, **knobs).eval(), f"{name}, random weights"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Image
+# ----------------------------------------------------------------------------------------------------------
+def load_image(path: Path | None, size: int) -> np.ndarray:
+    """An RGB uint8 (size, size, 3) array: resized (shorter side) and center-cropped. Default: scikit-learn's
+    bundled sample photo, so the figure needs no download."""
+    from PIL import Image
+
+    if path is None:
+        from sklearn.datasets import load_sample_image
+
+        image = Image.fromarray(load_sample_image("flower.jpg"))
+    else:
+        try:
+            image = Image.open(path).convert("RGB")
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: cannot be read as an image ({err}).") from None
+    scale = size / min(image.size)
+    image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+                         Image.BICUBIC)
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return np.array(image.crop((left, top, left + size, top + size)))  # a writable copy, for torch
+
+
+def to_input(image: np.ndarray, model: torch.nn.Module) -> torch.Tensor:
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+    x = (torch.from_numpy(image).permute(2, 0, 1).float().unsqueeze(0) / 255 - mean) / std
+    in_chans = model.stem.conv1.in_channels if hasattr(model.stem, "conv1") else model.stem.conv.in_channels
+    return x.mean(dim=1, keepdim=True) if in_chans == 1 else x
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attention
+# ----------------------------------------------------------------------------------------------------------
+def attention_probs(attn: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, tuple]:
+    """EfficientAttention's attention for tokens x (B, N, C): softmax probabilities (B, heads, N, M) and the
+    key grid (h, w). Mirrors its forward up to the softmax."""
+    B, N, _ = x.shape
+    h, d = attn.num_heads, attn.head_dim
+    q = attn.q(x).view(B, N, h, d).transpose(1, 2)
+    key_grid = tuple(size)
+    if attn.reduce:
+        reduced = attn.sr(tokens_to_map(x, size))
+        key_grid = tuple(reduced.shape[-2:])
+        x = attn.sr_norm(map_to_tokens(reduced))
+    k = attn.kv(x).view(B, -1, 2, h, d).permute(2, 0, 3, 1, 4)[0]
+    logits = (q * attn.scale) @ k.transpose(-2, -1)
+    if attn.head_conv:  # Conv-1: a 1x1 conv across heads on the logits
+        logits = F.conv2d(logits, attn.transform_conv.weight, attn.transform_conv.bias)
+    return logits.softmax(dim=-1), key_grid
+
+
+def recompute_output(attn: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The module's output from attention_probs (+ IN, @ v, proj): lets a test prove the recomputation exact."""
+    probs, _ = attention_probs(attn, x, size)
+    if attn.head_norm:
+        probs = instance_norm(probs)
+    B, N, C = x.shape
+    kv_in = attn.sr_norm(map_to_tokens(attn.sr(tokens_to_map(x, size)))) if attn.reduce else x
+    v = attn.kv(kv_in).view(B, -1, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)[1]
+    return attn.proj((probs @ v).transpose(1, 2).reshape(B, N, C))
+
+
+def last_block_attention(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Run the model on x; return stage 4's last block attention probabilities (heads, N, M) and key grid."""
+    module = model.stage4[-1].attn
+    captured = {}
+
+    def hook(_module, args):
+        captured["x"], captured["size"] = args[0].detach(), tuple(args[1])
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            model(x)
+            probs, grid = attention_probs(module, captured["x"], captured["size"])
+    finally:
+        handle.remove()
+    return probs[0], grid
+
+
+def figure(image: np.ndarray, probs: torch.Tensor, grid: tuple[int, int], title: str) -> Figure:
+    """The image, the head-averaged map, then one map per head, each overlaid on the image."""
+    per_head = probs.mean(dim=1).view(probs.shape[0], 1, *grid)  # attention received by each key position
+    maps = torch.cat([per_head.mean(dim=0, keepdim=True), per_head])
+    maps = F.interpolate(maps, size=image.shape[:2], mode="bilinear", align_corners=False)[:, 0].numpy()
+    names = ["mean of heads"] + [f"head {i + 1}" for i in range(probs.shape[0])]
+    cols = 5
+    rows = -(-(len(names) + 1) // cols)
+    fig = Figure(figsize=(2.4 * cols, 2.5 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    axes[0].imshow(image)
+    axes[0].set_title("input", fontsize=9)
+    for ax, amap, name in zip(axes[1:], maps, names, strict=False):
+        ax.imshow(image)
+        ax.imshow(amap, cmap="jet", alpha=0.5)
+        ax.set_title(name, fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(f"Stage 4, last block: attention per key position (softmax, before IN; mean over queries)\n"
+                 f"{title}; {grid[0]}x{grid[1]} tokens", fontsize=10)
+    return fig

@@ -1,0 +1,171 @@
+"""A Table as Markdown, LaTeX (booktabs) and CSV. Text only: every number is formatted here, once."""
+from __future__ import annotations
+
+import math
+
+from analysis.tables import METRICS, Table
+
+SHORT = {"params_m": "#Params", "gflops": "FLOPs", "img_s": "Throughput", "top1": "Top-1", "top5": "Top-5"}
+DASH = "–"
+FIXED = ("params_m", "gflops")  # set by the architecture: the same for every seed, so no "± 0.00"
+
+
+def has_paper(table: Table) -> bool:
+    return any(table.layout.published.get(label) for label in table.rows.get("cell", []))
+
+
+def fmt(value: float, decimals: int, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    return f"{value:+.{decimals}f}" if sign else f"{value:.{decimals}f}"
+
+
+def headers(table: Table) -> list[str]:
+    out = [" / ".join(table.layout.axes) or "cell", "n"]
+    for metric in table.columns:
+        out.append(METRICS[metric][0])
+        if has_paper(table):
+            out.append(f"{SHORT[metric]} paper (Δ)")
+    out += [f"Δ {SHORT[m]} vs {table.baseline} [95 % CI]" for m in table.compared]
+    return out
+
+
+def n_text(row) -> str:
+    others = [f"{row[k]} {word}" for k, word in (("n_failed", "failed"), ("n_running", "running"),
+                                                  ("n_partial", "partial"), ("n_missing", "missing")) if row[k]]
+    return f"{row['n']}" + (f" ({', '.join(others)})" if others else "")
+
+
+def ours_text(row, metric: str) -> str:
+    """mean ± std; the cell's state in words when nothing finished; n when it differs from the row's."""
+    if row["n"] == 0:
+        return row["status"]
+    n, decimals = row[f"{metric}_n"], METRICS[metric][1]
+    if n == 0:
+        return "n/a"
+    if metric in FIXED:
+        text = fmt(row[f"{metric}_mean"], decimals)
+    else:
+        text = fmt(row[f"{metric}_mean"], decimals) + " ± " + fmt(row[f"{metric}_std"], decimals)
+    return text + (f" (n={n})" if n != row["n"] else "")
+
+
+def paper_text(row, metric: str) -> str:
+    paper, decimals = row[f"{metric}_paper"], METRICS[metric][1]
+    if math.isnan(paper):
+        return DASH
+    diff = row[f"{metric}_vs_paper"]
+    return fmt(paper, decimals) + ("" if math.isnan(diff) else f" ({fmt(diff, decimals, sign=True)})")
+
+
+def delta_text(row, metric: str) -> str:
+    decimals = METRICS[metric][1]
+    delta, method, note = row[f"{metric}_delta"], row[f"{metric}_ci_method"], row[f"{metric}_ci_note"]
+    if math.isnan(delta):
+        return note
+    if method in ("", "none"):
+        return f"{fmt(delta, decimals, sign=True)} ({note})"
+    text = (f"{fmt(delta, decimals, sign=True)} [{fmt(row[f'{metric}_ci_low'], decimals, sign=True)}, "
+            f"{fmt(row[f'{metric}_ci_high'], decimals, sign=True)}]")
+    if method == "welch":
+        text += " Welch"
+    return text + (" n.s." if row[f"{metric}_ci_contains_zero"] else "")
+
+
+def body(table: Table) -> list[list[str]]:
+    lines = []
+    for _, row in table.rows.iterrows():
+        line = [row["cell"], n_text(row)]
+        for metric in table.columns:
+            line.append(ours_text(row, metric))
+            if has_paper(table):
+                line.append(paper_text(row, metric))
+        line += [delta_text(row, m) for m in table.compared]
+        lines.append(line)
+    return lines
+
+
+def caption(table: Table) -> str:
+    p = table.protocol
+    text = (f"Ours: recipe {p['recipe']}, dataset {p['dataset']}, {p['epochs']} epochs, {p['img_size']} px, "
+            f"model {p['model']}, device {p['device']}, seeds {p['seeds']}.")
+    if not p["recipe"].startswith(("paper", "n/a")):  # the paper's protocols are named paper, paper-ablation
+        text += (f" Recipe {p['recipe']} is not the paper's training protocol: compare rankings and differences "
+                 f"between rows, not absolute numbers with the paper's.")
+    if has_paper(table):
+        text += " Paper: the published numbers (the paper's own protocol and hardware)."
+    else:
+        text += " No published numbers for this table" + ("." if table.layout.sweep_path else
+                                                          " (no sweep file given).")
+    return text
+
+
+def legend(table: Table) -> list[str]:
+    out = ["Ours: mean ± std over finished seeds; n = finished seeds (other runs in parentheses)."]
+    if has_paper(table):
+        out.append("Paper (Δ): the published value, and ours minus it.")
+    if table.compared and table.baseline:
+        methods = {m: set(table.rows[f"{m}_ci_method"]) | set(table.rows[f"{m}_ci_note"]) for m in table.compared}
+        seen = set().union(*methods.values())
+        out.append(f"Δ vs {table.baseline}: row minus baseline with a 95 % t interval, paired on per-seed "
+                   f"differences (same seeds in both rows)" + (", or Welch's (marked) when the seeds differ."
+                                                               if "welch" in seen else "."))
+        out.append("n.s.: the interval contains 0, so these seeds do not establish that the row differs from "
+                   "the baseline.")
+        if "n=1: no CI" in seen:
+            out.append("n=1: no CI: a single seed gives no estimate of seed-to-seed variance, so no interval "
+                       "(run more seeds).")
+    elif table.compared:
+        out.append("No baseline row (no cell is marked as baseline): no differences computed.")
+    return out + table.notes
+
+
+# ----------------------------------------------------------------------------------------------------------
+def to_markdown(table: Table) -> str:
+    head = headers(table)
+    align = ["---"] + ["---:"] * (len(head) - 1)
+    lines = [f"**{table.title}**", "", caption(table), "",
+             "| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in body(table)]
+    lines += [""] + [f"- {note}" for note in legend(table)]
+    return "\n".join(lines) + "\n"
+
+
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "≥": r"$\geq$"}
+
+
+def tex(text: str) -> str:
+    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def to_latex(table: Table) -> str:
+    head = headers(table)
+    spec = "l" + "r" * (len(head) - 1)
+    label = "".join(ch if ch.isalnum() else "-" for ch in table.layout.name)
+    lines = [
+        f"% Generated by python -m analysis.tables from {tex(table.layout.source)}; needs \\usepackage{{booktabs}}.",
+        r"\begin{table}[t]",
+        r"  \centering",
+        f"  \\caption{{{tex(table.title)}. {tex(caption(table))}}}",
+        f"  \\label{{tab:{label}}}",
+        r"  \resizebox{\linewidth}{!}{%",
+        f"  \\begin{{tabular}}{{{spec}}}",
+        r"    \toprule",
+        "    " + " & ".join(tex(h) for h in head) + r" \\",
+        r"    \midrule",
+    ]
+    lines += ["    " + " & ".join(tex(cell) for cell in line) + r" \\" for line in body(table)]
+    lines += [r"    \bottomrule", r"  \end{tabular}}", r"  \par\smallskip",
+              r"  {\footnotesize " + r" \\ ".join(tex(n) for n in legend(table)) + "}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """The numbers unrounded, with what they are (sweep, recipe, dataset, epochs, device) on every row."""
+    context = {"sweep": table.layout.name, **{k: v for k, v in table.protocol.items() if k != "seeds"}}
+    out = table.rows.copy()
+    for i, (key, value) in enumerate(context.items()):
+        out.insert(1 + i, key, value)
+    return out.to_csv(index=False)

@@ -1,0 +1,66 @@
+"""Synthetic run folders with known numbers, laid out exactly as the trainer writes them (tests, bench).
+
+Writes plain files (no fsync): these folders are throwaway, and the benchmark creates a thousand of them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ablations import store
+from ablations.config import RunConfig, with_overrides
+
+
+def write_run(
+    results_dir: Path,
+    cell: str,
+    seed: int,
+    *,
+    top1: float = 70.0,
+    top5: float = 90.0,
+    state: str = store.DONE,
+    recipe: str = "quick",
+    baseline: bool = False,
+    axis: str = "pos_encoding",
+    epochs: int = 5,
+    params: int = 10_490_000,
+    macs_paper: float = 1.4e9,
+    img_s: float = 1000.0,
+    device: str = "cpu",
+    sweep: str | None = None,
+    paper_table: str = "Table (synthetic)",
+    overrides: dict | None = None,
+) -> Path:
+    """One run folder. state: done (result.json), failed (error.json at the last epoch), partial (metrics only)."""
+    sweep = sweep or Path(results_dir).name
+    config = with_overrides(RunConfig(), {"train.seed": seed, "train.epochs": epochs, **(overrides or {})})
+    run_id = f"{cell.lower().replace(' ', '-').replace('/', '')}-s{seed}-{config.short_hash()}"
+    run_dir = Path(results_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"sweep": sweep, "cell": cell, "levels": {axis: cell}, "baseline": baseline, "recipe": recipe,
+            "seed": seed, "run_id": run_id, "paper_table": paper_table}
+    write_json(run_dir / store.CONFIG, {"config": config.to_dict(), "meta": meta})
+
+    done_epochs = epochs if state == store.DONE else max(1, epochs // 2)
+    lines = []
+    for epoch in range(1, done_epochs + 1):  # numbered from 1, as ablations.train does
+        progress = epoch / epochs  # a curve that rises to the final numbers
+        lines.append(json.dumps({"epoch": epoch, "train_loss": 2.0 - progress, "lr": 1e-3, "val_loss": 1.5 - progress,
+                                 "top1": top1 * progress, "top5": top5 * progress, "epoch_time_s": 1.0}))
+    (run_dir / store.METRICS).write_text("\n".join(lines) + "\n")
+    if state == store.DONE:
+        write_json(run_dir / store.RESULT, {
+            "final": {"top1": top1, "top5": top5, "val_loss": 0.5},
+            "best": {"top1": top1, "top5": top5, "epoch": epochs},
+            "params": params, "macs_paper": macs_paper, "macs_total": macs_paper * 1.1,
+            "throughput_img_s": img_s, "device": device, "wall_time_s": 10.0 * epochs, "epochs": epochs,
+            "versions": {"torch": "x"}, "git_commit": "0" * 40, "finished_at": f"2025-01-01T00:00:{seed:02d}",
+        })
+    elif state == store.FAILED:
+        write_json(run_dir / store.ERROR, {"reason": "RuntimeError: out of memory", "traceback": "...",
+                                           "epoch": done_epochs})
+    return run_dir
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,294 @@
+"""A sweep's table as in the paper: one row per cell, ours (mean ± std over seeds) beside the published value.
+
+    python -m analysis.tables sweeps/pe.yaml                   # -> results/pe/table.{md,tex,csv}
+    python -m analysis.tables results/pe                       # rows and baseline from the runs' meta
+    python -m analysis.tables results/pe --sweep sweeps/pe.yaml --recipe quick
+
+Every row is compared with the baseline row: the difference with a 95 % confidence interval (paired by seed
+when the seeds match, Welch otherwise; see analysis.stats), marked "n.s." when the interval contains 0.
+Failed, running and missing cells are rows that say so. Runs of different recipes are never mixed in one
+table: pick one with --recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from ablations import store
+from analysis.collect import collect
+from analysis.source import CellSpec, InputError, Layout, cli, load_layout, warn
+from analysis.stats import compare, summarize
+
+# metric -> (header, decimals). Accuracies are in percent, as result.json and the paper give them.
+METRICS = {
+    "params_m": ("#Params (M)", 2),
+    "gflops": ("FLOPs (G)", 2),
+    "img_s": ("Throughput (img/s)", 0),
+    "top1": ("Top-1 (%)", 2),
+    "top5": ("Top-5 (%)", 2),
+}
+# Only accuracies vary with the seed; params/FLOPs are fixed by the architecture, throughput by the machine.
+COMPARED = ("top1", "top5")
+NOT_DONE = (store.FAILED, store.RUNNING, store.PARTIAL, store.NEW)
+
+
+@dataclass
+class Table:
+    layout: Layout
+    title: str
+    protocol: dict[str, str]  # recipe, dataset, epochs, img_size, device, model, seeds: what "ours" means
+    baseline: str | None
+    rows: pd.DataFrame  # one row per cell; the columns are described in build_rows
+    notes: list[str] = field(default_factory=list)  # shown under the table (failures, order, legend)
+    problems: list[str] = field(default_factory=list)  # warnings for stderr
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.layout.columns
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        return tuple(m for m in self.columns if m in COMPARED)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Selecting the runs of one table
+# ----------------------------------------------------------------------------------------------------------
+def select_runs(df: pd.DataFrame, layout: Layout, recipe: str | None = None) -> pd.DataFrame:
+    """The runs of this table: one recipe only (refuse to mix), optionally the one named."""
+    if df.empty:
+        return df
+    found = df.groupby("recipe", sort=True)["path"].agg(["size", "first"])
+    if recipe is not None:
+        if recipe not in found.index:
+            raise InputError(f"{layout.results_dir}: no runs of recipe {recipe!r}; the run folders hold "
+                             f"{describe_recipes(found)}.")
+        return df[df["recipe"] == recipe]
+    if len(found) > 1:
+        options = " or ".join(f"--recipe {r}" for r in found.index)
+        raise InputError(
+            f"{layout.results_dir}: refusing to mix training recipes in one table. The run folders "
+            f"(their config.json meta.recipe) hold {describe_recipes(found)}. Numbers from different protocols "
+            f"are not comparable; tabulate one recipe at a time with {options}.")
+    return df
+
+
+def describe_recipes(found: pd.DataFrame) -> str:
+    return ", ".join(f"{recipe!r} ({row['size']} runs, e.g. {Path(row['first']) / store.CONFIG})"
+                     for recipe, row in found.iterrows())
+
+
+def cell_specs(runs: pd.DataFrame, layout: Layout) -> tuple[list[CellSpec], list[str], list[str]]:
+    """Rows in table order: the sweep's cells, then cells found only in run folders. (specs, notes, problems)"""
+    notes, problems = [], []
+    labels_in_runs = list(dict.fromkeys(runs["cell"])) if len(runs) else []
+    if layout.cells:
+        specs = list(layout.cells)
+        known = {c.label for c in specs}
+        extra = [label for label in labels_in_runs if label not in known]
+        for label in extra:
+            specs.append(CellSpec(label, False))
+            problems.append(f"{layout.results_dir}: runs of cell {label!r}, which {layout.sweep_path} does not "
+                            f"list; shown as an extra row")
+        if extra:
+            notes.append(f"Rows {', '.join(extra)}: run folders of cells that the sweep file does not list.")
+        return specs, notes, problems
+    baseline_labels = list(dict.fromkeys(runs.loc[runs["baseline"].astype(bool), "cell"]))
+    if len(baseline_labels) > 1:
+        problems.append(f"{layout.results_dir}: several cells claim to be the baseline ({', '.join(baseline_labels)}); "
+                        f"using {baseline_labels[0]!r}")
+    baseline = baseline_labels[0] if baseline_labels else None
+    notes.append("Row order: alphabetical (no sweep file given; pass --sweep for the paper's order and numbers).")
+    return [CellSpec(label, label == baseline) for label in sorted(labels_in_runs, key=str.casefold)], notes, problems
+
+
+def per_seed(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One run per seed: a finished one if any (the latest), else the furthest along. Duplicates are reported."""
+    problems = []
+    rank = {store.DONE: 0, store.RUNNING: 1, store.PARTIAL: 2, store.FAILED: 3, store.NEW: 4}
+    ordered = runs.assign(_rank=runs["state"].map(rank).fillna(5)).sort_values(
+        ["_rank", "finished_at", "epochs_done"], ascending=[True, False, False], na_position="last")
+    for (cell, seed), group in ordered.groupby(["cell", "seed"], sort=False, dropna=False):
+        if len(group) > 1:
+            problems.append(f"cell {cell!r} seed {seed}: {len(group)} run folders ({', '.join(group['run_id'])}), "
+                            f"probably from different overrides; using {group['run_id'].iloc[0]} "
+                            f"({group['state'].iloc[0]}, the latest finished or furthest along)")
+    return ordered.drop_duplicates(["cell", "seed"]).drop(columns="_rank"), problems
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------------------------------------
+def build_table(df: pd.DataFrame, layout: Layout, recipe: str | None = None) -> Table:
+    """A pure function of the collected DataFrame and the layout."""
+    runs = select_runs(df, layout, recipe)
+    specs, notes, problems = cell_specs(runs, layout)
+    if not specs:
+        raise InputError(f"{layout.results_dir}: no run folder there could be read (see the warnings above), and "
+                         f"no sweep file lists the cells: nothing to tabulate.")
+    runs, duplicates = per_seed(runs) if len(runs) else (runs, [])
+    baseline = next((c.label for c in specs if c.is_baseline), None)
+    rows = build_rows(runs, specs, layout, baseline)
+    notes += failure_notes(runs)
+    title = layout.paper_table or first(runs, "paper_table") or f"Sweep {layout.name}"
+    if not layout.axes and len(runs):  # no sweep file: the axis names come from the runs' meta.levels
+        layout = replace(layout, axes=tuple(json.loads(first(runs, "levels") or "{}")))
+    return Table(layout, title, protocol(runs, layout), baseline, rows, notes, problems + duplicates)
+
+
+def values_by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
+    done = runs[runs["state"] == store.DONE]
+    return {int(s): float(v) for s, v in zip(done["seed"], done[metric], strict=True) if pd.notna(s)}
+
+
+def build_rows(runs: pd.DataFrame, specs: list[CellSpec], layout: Layout, baseline: str | None) -> pd.DataFrame:
+    """Columns: cell, baseline, n, n_failed, n_running, n_partial, n_missing, seeds, status; per metric m:
+    m_mean, m_std, m_n, m_paper, m_vs_paper; per accuracy m: m_delta, m_ci_low, m_ci_high, m_ci_method,
+    m_ci_contains_zero, m_ci_note."""
+    by_cell = {label: group for label, group in runs.groupby("cell", sort=False)} if len(runs) else {}
+    empty = runs.iloc[0:0]
+    base_runs = by_cell.get(baseline, empty)
+    out = []
+    for spec in specs:
+        cell_runs = by_cell.get(spec.label, empty)
+        row = {"cell": spec.label, "baseline": spec.label == baseline, **counts(cell_runs, layout.seeds)}
+        published = layout.published.get(spec.label, {})
+        for metric in layout.columns:
+            s = summarize(list(values_by_seed(cell_runs, metric).values()))
+            paper = published.get(metric, math.nan)
+            row |= {f"{metric}_mean": s.mean, f"{metric}_std": s.std, f"{metric}_n": s.n,
+                    f"{metric}_paper": paper, f"{metric}_vs_paper": s.mean - paper}
+        for metric in (m for m in layout.columns if m in COMPARED):
+            if baseline is None or spec.label == baseline:
+                d = None
+            else:
+                d = compare(values_by_seed(cell_runs, metric), values_by_seed(base_runs, metric))
+            row |= {
+                f"{metric}_delta": d.delta if d else math.nan,
+                f"{metric}_ci_low": d.low if d else math.nan,
+                f"{metric}_ci_high": d.high if d else math.nan,
+                f"{metric}_ci_method": d.method if d else "",
+                f"{metric}_ci_contains_zero": d.contains_zero if d else None,
+                f"{metric}_ci_note": (d.note if d else ("baseline" if baseline else "no baseline")),
+            }
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def counts(runs: pd.DataFrame, expected: tuple[int, ...]) -> dict:
+    states = runs["state"].value_counts() if len(runs) else pd.Series(dtype=int)
+    seeds = sorted(int(s) for s in runs["seed"].dropna()) if len(runs) else []
+    missing = [s for s in expected if s not in seeds]
+    c = {
+        "n": int(states.get(store.DONE, 0)),
+        "n_failed": int(states.get(store.FAILED, 0)),
+        "n_running": int(states.get(store.RUNNING, 0)),
+        "n_partial": int(states.get(store.PARTIAL, 0) + states.get(store.NEW, 0)),
+        "n_missing": len(missing),
+        "seeds": " ".join(str(s) for s in seeds),
+    }
+    c["status"] = status(c)
+    return c
+
+
+def status(c: dict) -> str:
+    """The cell's state in one word, for a cell without any finished run."""
+    if c["n"]:
+        return store.DONE
+    for key, word in (("n_running", "running"), ("n_failed", "failed"), ("n_partial", "partial")):
+        if c[key]:
+            return word
+    return "missing"
+
+
+def failure_notes(runs: pd.DataFrame) -> list[str]:
+    failed = runs[runs["state"] == store.FAILED] if len(runs) else runs
+    return [f"{r.cell} seed {r.seed}: failed" + (f" at epoch {r.error_epoch:g}" if is_number(r.error_epoch) else "")
+            + f": {r.error} ({r.path})" for r in failed.itertuples()]
+
+
+def is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def first(runs: pd.DataFrame, column: str):
+    values = runs[column].dropna() if len(runs) else []
+    return values.iloc[0] if len(values) else None
+
+
+def protocol(runs: pd.DataFrame, layout: Layout) -> dict[str, str]:
+    """What our numbers are: every distinct value found, so a mixed or unusual setting cannot hide."""
+
+    def distinct(column: str, source: pd.DataFrame = runs) -> str:
+        values = source[column].dropna().unique().tolist() if len(source) else []
+        return ", ".join(str(v) for v in sorted(values, key=str)) or "n/a"
+
+    done = runs[runs["state"] == store.DONE] if len(runs) else runs
+    return {
+        "recipe": distinct("recipe"),
+        "dataset": distinct("dataset"),
+        "epochs": distinct("epochs"),
+        "img_size": distinct("img_size"),
+        "model": distinct("model"),
+        "device": distinct("device", done) if len(done) else "n/a (no finished run)",
+        "seeds": distinct("seed") if len(runs) else ", ".join(map(str, layout.seeds)) or "n/a",
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------
+def write_table(table: Table, out_dir: Path) -> list[Path]:
+    from analysis.render import to_csv, to_latex, to_markdown
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, render in (("table.md", to_markdown), ("table.tex", to_latex), ("table.csv", to_csv)):
+        path = out_dir / name
+        store.atomic_write_bytes(path, render(table).encode())
+        paths.append(path)
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis.tables", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", type=Path, help="a sweep file (sweeps/pe.yaml) or a sweep's results folder")
+    p.add_argument("--sweep", type=Path, help="with a results folder: the sweep file, for row order and paper numbers")
+    p.add_argument("--results-root", type=Path, default=Path("results"), help="where sweeps' results live")
+    p.add_argument("--recipe", help="tabulate only the runs of this recipe (needed when a folder holds several)")
+    p.add_argument("--columns", type=lambda s: tuple(filter(None, s.split(","))),
+                   help=f"metrics to show, comma-separated, among {','.join(METRICS)} (default: the sweep's)")
+    p.add_argument("--out", type=Path, help="folder for table.{md,tex,csv} (default: the results folder)")
+    return p
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.columns and (unknown := [c for c in args.columns if c not in METRICS]):
+        raise InputError(f"--columns: unknown metric(s) {', '.join(unknown)}; choose among {', '.join(METRICS)}.")
+    layout = load_layout(args.target, args.sweep, args.results_root, args.columns)
+    if not layout.results_dir.is_dir():
+        raise InputError(f"{layout.results_dir}: no such folder; the sweep {layout.source} has no results yet "
+                         f"(launch it first, or pass --results-root).")
+    df, problems = collect(layout.results_dir, curves=False)  # a table needs no curves
+    warn(problems)
+    table = build_table(df, layout, args.recipe)
+    warn(table.problems)
+    paths = write_table(table, args.out or layout.results_dir)
+    from analysis.render import to_markdown
+
+    print(to_markdown(table), end="")
+    print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,354 @@
+"""analysis: run folders -> DataFrame -> tables (numbers, statistics, refusals, corrupt files, CLI)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import collect as collect_mod
+from analysis import tables
+from analysis.collect import collect, export, read_export
+from analysis.render import to_csv, to_latex, to_markdown
+from analysis.source import InputError, load_layout
+from analysis.stats import compare, summarize
+from analysis.synthetic import write_run
+
+SWEEP = """\
+name: pe
+paper_table: "Table 5: positional encoding (ResT-Lite, ImageNet-1k)"
+recipe: quick
+model: rest_lite
+seeds: [0, 1, 2]
+columns: [top1, top5]
+axes:
+  - name: pos_encoding
+    key: model.pos_encoding
+    baseline: PA
+    levels: {none: none, LE: le, GL: gl, PA: pa}
+published:
+  none: {top1: 71.54, top5: 89.82}
+  LE: {top1: 71.98, top5: 90.32}
+  GL: {top1: 72.04, top5: 90.41}
+  PA: {top1: 72.88, top5: 90.62}
+"""
+# Known numbers: top-1 per seed 0, 1, 2. GL has one seed finished and one failed; "none" only failed.
+LE = [72.0, 73.0, 71.5]
+PA = [73.0, 73.5, 72.9]
+LE5 = [90.0, 90.4, 90.2]
+PA5 = [90.6, 90.7, 90.5]
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    results = tmp_path / "results" / "pe"
+    for seed in range(3):
+        write_run(results, "LE", seed, top1=LE[seed], top5=LE5[seed])
+        write_run(results, "PA", seed, top1=PA[seed], top5=PA5[seed], baseline=True)
+    write_run(results, "GL", 0, top1=72.1, top5=90.3)
+    write_run(results, "GL", 1, state="failed")
+    write_run(results, "none", 0, state="failed")
+    path = tmp_path / "pe.yaml"
+    path.write_text(SWEEP)
+    return path
+
+
+def table_for(sweep: Path, **kwargs) -> tables.Table:
+    layout = load_layout(sweep, results_root=sweep.parent / "results")
+    df, problems = collect(layout.results_dir)
+    assert problems == []
+    return tables.build_table(df, layout, **kwargs)
+
+
+def row(table: tables.Table, cell: str) -> pd.Series:
+    return table.rows.set_index("cell").loc[cell]
+
+
+def sample_std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cells, paper column, statistics
+# ----------------------------------------------------------------------------------------------------------
+def test_every_cell_mean_std_n_and_paper_difference(sweep):
+    table = table_for(sweep)
+    assert list(table.rows["cell"]) == ["none", "LE", "GL", "PA"]  # the sweep's order
+    assert table.baseline == "PA"
+    for cell, top1, top5, paper1, paper5 in (("LE", LE, LE5, 71.98, 90.32), ("PA", PA, PA5, 72.88, 90.62)):
+        r = row(table, cell)
+        assert r["n"] == 3 and r["top1_n"] == 3 and r["top5_n"] == 3
+        assert r["top1_mean"] == pytest.approx(sum(top1) / 3)
+        assert r["top1_std"] == pytest.approx(sample_std(top1))
+        assert r["top5_mean"] == pytest.approx(sum(top5) / 3)
+        assert r["top5_std"] == pytest.approx(sample_std(top5))
+        assert r["top1_paper"] == paper1 and r["top5_paper"] == paper5
+        assert r["top1_vs_paper"] == pytest.approx(sum(top1) / 3 - paper1)
+        assert r["top5_vs_paper"] == pytest.approx(sum(top5) / 3 - paper5)
+    gl = row(table, "GL")
+    assert (gl["n"], gl["n_failed"], gl["n_missing"], gl["top1_mean"]) == (1, 1, 1, 72.1)
+    assert math.isnan(gl["top1_std"])
+    assert gl["top1_vs_paper"] == pytest.approx(72.1 - 72.04)
+
+
+def test_paired_interval_matches_hand_computation(sweep):
+    table = table_for(sweep)
+    le = row(table, "LE")
+    # per-seed differences LE - PA: -1.0, -0.5, -1.4; mean -0.96667, sd 0.450925, se 0.260342,
+    # t(0.975, df=2) = 4.302653 -> half width 1.120160
+    assert le["top1_ci_method"] == "paired"
+    assert le["top1_delta"] == pytest.approx(-0.966667, abs=1e-5)
+    assert le["top1_ci_low"] == pytest.approx(-2.086826, abs=1e-5)
+    assert le["top1_ci_high"] == pytest.approx(0.153493, abs=1e-5)
+    assert le["top1_ci_contains_zero"]  # the interval reaches above 0: not established
+    # top-5: differences -0.6, -0.3, -0.3 -> mean -0.4, sd 0.173205, half width 4.302653 * 0.1 = 0.430265
+    assert le["top5_ci_low"] == pytest.approx(-0.830265, abs=1e-5)
+    assert le["top5_ci_high"] == pytest.approx(0.030265, abs=1e-5)
+    md = to_markdown(table)
+    assert "| LE | 3 | 72.17 ± 0.76 | 71.98 (+0.19) |" in md
+    assert "-0.97 [-2.09, +0.15] n.s." in md
+    assert row(table, "PA")["top1_ci_note"] == "baseline"
+
+
+def test_single_seed_has_no_interval(sweep):
+    table = table_for(sweep)
+    gl = row(table, "GL")
+    assert gl["top1_ci_method"] == "none" and gl["top1_ci_note"] == "n=1: no CI"
+    assert gl["top1_delta"] == pytest.approx(72.1 - sum(PA) / 3)
+    assert "(n=1: no CI)" in to_markdown(table)
+
+
+def test_welch_when_seeds_differ():
+    from scipy import stats
+
+    d = compare({0: 1.0, 1: 2.0}, {2: 0.0, 3: 0.5, 4: 1.0})
+    va, vb = 0.5 / 2, 0.25 / 3
+    dof = (va + vb) ** 2 / (va**2 / 1 + vb**2 / 2)
+    half = stats.t.ppf(0.975, dof) * math.sqrt(va + vb)
+    assert d.method == "welch" and d.delta == pytest.approx(1.0)
+    assert (d.low, d.high) == pytest.approx((1.0 - half, 1.0 + half))
+    assert d.contains_zero
+
+
+def test_summary_and_exact_differences():
+    assert summarize([]).n == 0 and math.isnan(summarize([]).mean)
+    s = summarize([1.0, 2.0, 3.0, math.nan])
+    assert (s.mean, s.std, s.n) == (2.0, 1.0, 3)
+    d = compare({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0})  # same difference for every seed: a zero-width interval
+    assert (d.delta, d.low, d.high, d.contains_zero) == (1.0, 1.0, 1.0, False)
+    assert compare({}, {0: 1.0}).note == "no finished runs"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Failed and missing cells, caption, outputs
+# ----------------------------------------------------------------------------------------------------------
+def test_failed_and_missing_cells_are_rows_that_say_so(sweep, tmp_path):
+    table = table_for(sweep)
+    none = row(table, "none")
+    assert (none["n"], none["n_failed"], none["n_missing"], none["status"]) == (0, 1, 2, "failed")
+    md = to_markdown(table)
+    assert "| none | 0 (1 failed, 2 missing) | failed | 71.54 |" in md
+    assert "none seed 0: failed at epoch 2: RuntimeError: out of memory" in md
+    # a cell of the sweep without any run folder
+    for child in (tmp_path / "results" / "pe").glob("none-*"):
+        for f in child.iterdir():
+            f.unlink()
+        child.rmdir()
+    table = table_for(sweep)
+    assert row(table, "none")["status"] == "missing"
+    assert "| none | 0 (3 missing) | missing |" in to_markdown(table)
+
+
+def test_caption_names_recipe_dataset_epochs_device(sweep):
+    table = table_for(sweep)
+    for text in (to_markdown(table), to_latex(table)):
+        assert "recipe quick" in text and "dataset digits" in text and "5 epochs" in text
+        assert "device cpu" in text and "not the paper's training protocol" in text
+    csv = pd.read_csv(pd.io.common.StringIO(to_csv(table)))
+    assert set(csv["recipe"]) == {"quick"} and set(csv["device"]) == {"cpu"} and len(csv) == 4
+
+
+def test_cli_writes_markdown_latex_csv(sweep, capsys):
+    assert tables.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
+    out_dir = sweep.parent / "results" / "pe"
+    md = (out_dir / "table.md").read_text()
+    assert md == capsys.readouterr().out
+    tex = (out_dir / "table.tex").read_text()
+    assert all(k in tex for k in (r"\toprule", r"\midrule", r"\bottomrule", r"$\pm$", r"\caption{"))
+    csv = pd.read_csv(out_dir / "table.csv")
+    assert list(csv["cell"]) == ["none", "LE", "GL", "PA"]
+    assert csv.set_index("cell").loc["LE", "top1_ci_low"] == pytest.approx(-2.086826, abs=1e-5)
+
+
+def test_results_folder_without_sweep(sweep):
+    layout = load_layout(sweep.parent / "results" / "pe")
+    df, _ = collect(layout.results_dir)
+    table = tables.build_table(df, layout)
+    assert list(table.rows["cell"]) == ["GL", "LE", "none", "PA"]  # alphabetical, said in a note
+    assert table.baseline == "PA" and table.layout.axes == ("pos_encoding",)
+    md = to_markdown(table)
+    assert "paper (Δ)" not in md and "no sweep file given" in md and "Row order: alphabetical" in md
+    with_sweep = load_layout(sweep.parent / "results" / "pe", sweep=sweep)
+    assert with_sweep.published["PA"]["top1"] == 72.88
+
+
+def test_columns_of_the_main_table(tmp_path):
+    results = tmp_path / "variants"
+    write_run(results, "Lite", 0, params=10_490_000, macs_paper=1.4e9, img_s=500.0, baseline=True, axis="model")
+    write_run(results, "Lite", 1, params=10_490_000, macs_paper=1.4e9, img_s=520.0, baseline=True, axis="model")
+    layout = load_layout(results, columns=("params_m", "gflops", "img_s", "top1", "top5"))
+    table = tables.build_table(collect(results)[0], layout)
+    lite = row(table, "Lite")
+    assert (lite["params_m_mean"], lite["gflops_mean"], lite["img_s_mean"], lite["img_s_std"]) == (
+        pytest.approx(10.49), pytest.approx(1.4), 510.0, pytest.approx(sample_std([500.0, 520.0])))
+    md = to_markdown(table)
+    assert "#Params (M)" in md and "FLOPs (G)" in md and "Throughput (img/s)" in md and "510 ± 14" in md
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Refusals and bad input
+# ----------------------------------------------------------------------------------------------------------
+def test_mixing_recipes_is_refused(sweep, capsys):
+    results = sweep.parent / "results" / "pe"
+    write_run(results, "PA", 0, recipe="paper-ablation", top1=72.5, baseline=True, overrides={"train.epochs": 7})
+    with pytest.raises(InputError, match="refusing to mix"):
+        table_for(sweep)
+    assert tables.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 2
+    err = capsys.readouterr().err
+    assert "'quick' (9 runs" in err and "'paper-ablation' (1 runs" in err and str(results) in err
+    assert "--recipe paper-ablation or --recipe quick" in err and "Traceback" not in err
+    assert err.count("\n") == 1  # one paragraph
+    only = table_for(sweep, recipe="paper-ablation")
+    assert row(only, "PA")["top1_mean"] == 72.5 and row(only, "LE")["status"] == "missing"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "nope", "no such file or folder"),
+    (lambda tmp: (tmp / "x.txt").write_text("hi") and tmp / "x.txt", "not a sweep file"),
+    (lambda tmp: (tmp / "bad.yaml").write_text("name: [unclosed\n") and tmp / "bad.yaml", "not a valid sweep file"),
+    (lambda tmp: (tmp / "odd.yaml").write_text("name: pe\n") and tmp / "odd.yaml", "not a valid sweep file"),
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "no run folders here"),
+])
+def test_bad_input_is_one_paragraph_and_exit_2(tmp_path, capsys, make, message):
+    target = make(tmp_path)
+    assert tables.main([str(target), "--results-root", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(target) in err and "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_sweep_without_results_yet(sweep, capsys):
+    assert tables.main([str(sweep), "--results-root", str(sweep.parent / "elsewhere")]) == 2
+    assert "has no results yet" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Corrupt and partial files
+# ----------------------------------------------------------------------------------------------------------
+def truncate(path: Path, keep: int = 25) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def test_corrupt_files_are_reported_and_skipped(sweep, capsys):
+    results = sweep.parent / "results" / "pe"
+    le = sorted(results.glob("le-*"))
+    truncate(le[0] / "config.json")  # LE seed 0: cell unknown -> skipped
+    truncate(le[1] / "result.json")  # LE seed 1: not done -> partial, not counted
+    metrics = le[2] / "metrics.jsonl"  # LE seed 2: last line cut mid-write -> that line ignored
+    metrics.write_bytes(metrics.read_bytes()[:-20])
+    df, problems = collect(results)
+    assert len(df) == 8
+    text = "\n".join(problems)
+    assert f"{le[0] / 'config.json'}: not valid JSON" in text and "run folder skipped" in text
+    assert f"{le[1] / 'result.json'}: not valid JSON" in text
+    assert f"{le[2] / 'metrics.jsonl'}: line 5 is not valid JSON" in text
+    assert df.set_index("path").loc[str(le[2]), "state"] == "done"  # the result stands; the curve loses a line
+
+    assert tables.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {le[0] / 'config.json'}" in captured.err and "Traceback" not in captured.err
+    assert "| LE | 1 (1 partial, 1 missing) | 71.50 ± – |" in captured.out
+
+
+def test_corrupt_metrics_only_run_and_odd_content(tmp_path):
+    results = tmp_path / "r"
+    run = write_run(results, "A", 0, state="partial")
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "top1": 10}\n[1, 2]\n{"epoch": 1, "top1": 2')
+    odd = write_run(results, "B", 0)
+    (odd / "result.json").write_text(json.dumps({"final": {"top1": "high"}, "params": None}))
+    (results / "stray").mkdir()  # not a run folder: ignored
+    (results / "stray" / "notes.txt").write_text("x")
+    (results / "noconfig").mkdir()
+    (results / "noconfig" / "metrics.jsonl").write_text("{}\n")
+    df, problems = collect(results)
+    assert sorted(df["cell"]) == ["A", "B"]
+    a = df.set_index("cell").loc["A"]
+    assert a["curve_top1"] == [10.0] and a["state"] == "partial"
+    assert math.isnan(df.set_index("cell").loc["B", "top1"])
+    assert any("noconfig" in p and "missing" in p for p in problems)
+    assert any("line 2" in p for p in problems) and any("line 3" in p for p in problems)
+
+
+def test_duplicate_runs_of_a_seed_are_reported(sweep):
+    results = sweep.parent / "results" / "pe"
+    write_run(results, "PA", 0, top1=99.0, baseline=True, overrides={"optim.lr": 0.5})
+    table = table_for(sweep)
+    assert any("cell 'PA' seed 0: 2 run folders" in p for p in table.problems)
+    assert row(table, "PA")["n"] == 3
+
+
+def test_cells_not_in_the_sweep_are_shown(sweep):
+    write_run(sweep.parent / "results" / "pe", "old level", 0)
+    table = table_for(sweep)
+    assert list(table.rows["cell"])[-1] == "old level"
+    assert any("does not list" in p for p in table.problems)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Export and speed
+# ----------------------------------------------------------------------------------------------------------
+def test_collect_export_roundtrip(sweep, tmp_path, capsys):
+    out = tmp_path / "runs.csv"
+    assert collect_mod.main([str(sweep.parent / "results"), "-o", str(out)]) == 0
+    df = read_export(out)
+    assert len(df) == 9 and set(collect_mod.COLUMNS) == set(df.columns)
+    le = df[(df["cell"] == "LE") & (df["seed"] == 1)].iloc[0]
+    assert le["top1"] == 73.0 and le["curve_top1"][-1] == pytest.approx(73.0) and len(le["curve_epoch"]) == 5
+    assert collect_mod.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
+    assert "9 runs" in capsys.readouterr().out
+
+
+def test_parquet_needs_pyarrow(sweep, tmp_path, capsys):
+    pytest.importorskip("pandas")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        df, _ = collect(sweep.parent / "results")
+        with pytest.raises(InputError, match="needs pyarrow.*runs.csv"):
+            export(df, tmp_path / "runs.parquet")
+        assert collect_mod.main([str(sweep.parent / "results"), "-o", str(tmp_path / "runs.parquet")]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+    else:
+        export(collect(sweep.parent / "results")[0], tmp_path / "runs.parquet")
+        assert len(read_export(tmp_path / "runs.parquet")) == 9
+
+
+def test_bench_runs(capsys):
+    from analysis import bench
+
+    assert bench.main(["--runs", "40", "--epochs", "3", "--repeat", "1"]) == 0
+    assert "collect + table of 40 runs" in capsys.readouterr().out
+
+
+def test_a_locked_partial_run_is_running(sweep):
+    from ablations import store
+
+    run = write_run(sweep.parent / "results" / "pe", "GL", 2, state="partial")
+    with store.run_lock(run):
+        table = table_for(sweep)
+    gl = row(table, "GL")
+    assert (gl["n"], gl["n_failed"], gl["n_running"], gl["n_missing"]) == (1, 1, 1, 0)
+    assert "| GL | 1 (1 failed, 1 running) |" in to_markdown(table)

@@ -1,0 +1,151 @@
+"""analysis plots: every figure is written as a non-empty PNG and PDF; attention and memory are measured right."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import timm
+import torch
+
+import rest  # noqa: F401 - registers the ResT models with timm
+from analysis import attention, plots, scaling
+from analysis.collect import collect
+from analysis.figures import table_figures
+from analysis.source import load_layout
+from analysis.synthetic import write_run
+
+SWEEP = """\
+name: attention
+paper_table: "MSA vs EMSA (paper Table 8), ResT-Lite, ImageNet-1k"
+recipe: quick
+model: rest_lite
+seeds: [0, 1]
+columns: [params_m, gflops, img_s, top1, top5]
+axes:
+  - name: attention
+    baseline: EMSA
+    levels:
+      MSA: {model.reduction: none, model.head_conv: false, model.head_norm: false}
+      EMSA: {}
+published:
+  MSA: {params_m: 10.48, gflops: 1.6, img_s: 512, top1: 72.68, top5: 90.46}
+  EMSA: {params_m: 10.49, gflops: 1.4, img_s: 1246, top1: 72.88, top5: 90.62}
+"""
+
+
+def assert_written(paths: list[Path], *suffixes: str) -> None:
+    magic = {".png": b"\x89PNG", ".pdf": b"%PDF"}
+    assert sorted({p.suffix for p in paths}) == sorted(suffixes)
+    for path in paths:
+        assert path.stat().st_size > 1000, path
+        if path.suffix in magic:
+            assert path.read_bytes().startswith(magic[path.suffix]), path
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    results = tmp_path / "results" / "attention"
+    for seed in range(2):
+        write_run(results, "EMSA", seed, top1=95.0 + seed, top5=99.5, img_s=30.0 + seed, baseline=True,
+                  axis="attention")
+    write_run(results, "MSA", 0, top1=94.0, top5=99.0, img_s=20.0, params=10_480_000, macs_paper=1.6e9,
+              axis="attention")
+    write_run(results, "MSA", 1, state="failed", axis="attention")
+    path = tmp_path / "attention.yaml"
+    path.write_text(SWEEP)
+    return path
+
+
+def test_table_plots_cli(sweep, capsys):
+    assert plots.main(["table", str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
+    out = sweep.parent / "results" / "attention" / "plots"
+    assert_written(sorted(out.iterdir()), ".png", ".pdf")
+    assert sorted(p.stem for p in out.iterdir()) == ["bars", "bars", "curves", "curves"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_table_plots_with_missing_cells_and_no_sweep(tmp_path):
+    results = tmp_path / "pe"
+    write_run(results, "PA", 0, baseline=True)
+    write_run(results, "GL", 0, state="partial")
+    write_run(results, "LE", 0, state="failed")
+    layout = load_layout(results)
+    paths = table_figures(collect(results)[0], layout, tmp_path / "plots")
+    assert_written(paths, ".png", ".pdf")
+
+
+def test_plots_bad_input(tmp_path, capsys):
+    assert plots.main(["table", str(tmp_path / "missing")]) == 2
+    assert plots.main(["attention", "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no such file or folder" in err and "config.json" in err and "Traceback" not in err
+
+
+def test_scaling_plot_and_csv(tmp_path):
+    out = tmp_path / "plots"
+    args = ["scaling", "--sizes", "32,64", "-b", "2", "--warmup", "0", "--iters", "1", "--threads", "1",
+            "--device", "cpu", "--out", str(out)]
+    assert plots.main(args) == 0
+    assert_written([out / "scaling.png", out / "scaling.pdf"], ".png", ".pdf")
+    df = pd.read_csv(out / "scaling.csv")
+    assert sorted(zip(df["model"], df["img_size"], strict=True)) == [("EMSA", 32), ("EMSA", 64), ("MSA", 32),
+                                                                       ("MSA", 64)]
+    weights_mb = 10.4e6 * 4 / 2**20
+    assert (df["peak_mem_mb"] > weights_mb).all() and (df["infer_img_s"] > 0).all()
+    assert set(df["memory_method"]) == {scaling.CPU_MEMORY}
+
+
+def test_cpu_peak_memory_sees_a_temporary_allocation():
+    class Spike(torch.nn.Module):
+        def forward(self, x):
+            big = torch.ones(25_000_000)  # 100 MB, freed before returning
+            return x + big[:1]
+
+    peak = scaling.cpu_peak_bytes(Spike(), torch.zeros(1))
+    assert 100e6 <= peak < 110e6
+
+
+@pytest.mark.parametrize("knobs", [{}, dict(reduction="avg", head_norm=False), scaling.benchmark.MSA_KNOBS])
+def test_attention_recomputation_is_exact(knobs):
+    """The maps are recomputed from the hooked input with the module's weights: they must be the module's."""
+    model = timm.create_model("rest_lite", num_classes=10, **knobs).eval()
+    blocks = [model.stage2[0].attn, model.stage4[-1].attn]  # with key/value reduction, and without
+    seen = {}
+    hooks = [b.register_forward_hook(lambda m, a, out: seen.__setitem__(m, (a[0], tuple(a[1]), out)))
+             for b in blocks]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+        for block in blocks:
+            x, size, out = seen[block]
+            assert torch.allclose(attention.recompute_output(block, x, size), out, atol=1e-5)
+    for h in hooks:
+        h.remove()
+    probs, grid = attention.last_block_attention(model, torch.randn(1, 3, 64, 64))
+    assert probs.shape == (8, 4, 4) and grid == (2, 2)
+    assert torch.allclose(probs.sum(-1), torch.ones(8, 4))
+
+
+def test_attention_plot_random_weights(tmp_path):
+    assert plots.main(["attention", "--img-size", "64", "--out", str(tmp_path)]) == 0
+    assert_written(sorted(tmp_path.iterdir()), ".png", ".pdf")
+
+
+def test_attention_plot_from_a_run(tmp_path, capsys):
+    run = write_run(tmp_path / "pe", "GL", 0, overrides={"model.pos_encoding": "le", "data.img_size": 64})
+    model = timm.create_model("rest_lite", num_classes=10, pos_encoding="le", img_size=64)
+    torch.save({"model": model.state_dict(), "epoch": 5}, run / "checkpoint.pt")
+    image = tmp_path / "img.png"
+    from PIL import Image
+
+    Image.new("RGB", (80, 60), (200, 30, 30)).save(image)
+    loaded, size, title = attention.model_from_run(run)
+    assert size == 64 and "GL" in title
+    key = "patch_embed_2.pos.pos_embed"  # the learned embedding of the run, not a fresh one
+    assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
+    assert plots.main(["attention", "--run", str(run), "--image", str(image), "--out", str(tmp_path / "o")]) == 0
+    assert_written(sorted((tmp_path / "o").iterdir()), ".png", ".pdf")
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert plots.main(["attention", "--run", str(run), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt: cannot be loaded" in err and "Traceback" not in err

@@ -1,0 +1,153 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ablations.config import RunConfig, with_overrides
+from ablations.data import (
+    ENV_ROOT,
+    DatasetError,
+    EpochSampler,
+    SeededSamples,
+    build_datasets,
+    build_loaders,
+    check_dataset,
+    load_digits_arrays,
+    resolve_data_root,
+)
+
+
+def cfg(**overrides) -> RunConfig:
+    base = {"data.img_size": 32}
+    base.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return with_overrides(RunConfig(), base)
+
+
+def write_imagefolder(root, classes=("cat", "dog"), train=6, val=3, size=40):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_digits_arrays_are_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits_arrays()
+    digits = load_digits()
+    assert np.array_equal(images, digits.images) and np.array_equal(labels, digits.target)
+
+
+def test_digits_split_is_fixed_and_stratified():
+    train, val, num_classes = build_datasets(cfg())
+    assert (len(train), len(val), num_classes) == (1438, 359, 10)
+    x, y = val[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= int(y) < 10
+    assert torch.equal(x[0], x[2])  # grey replicated to 3 channels
+    assert set(np.bincount([int(val[i][1]) for i in range(len(val))])) <= {35, 36, 37}
+    # the run seed does not move the split
+    _, val_other, _ = build_datasets(cfg(train__seed=7))
+    assert all(torch.equal(val[i][0], val_other[i][0]) for i in range(0, 359, 50))
+
+
+def test_digits_limits_take_the_first_n():
+    train, val, _ = build_datasets(cfg(data__train_limit=64, data__val_limit=32))
+    full_train, full_val, _ = build_datasets(cfg(aug__scale_min=1.0, aug__hflip=0.0))
+    assert (len(train), len(val)) == (64, 32)
+    assert torch.equal(val[5][0], full_val[5][0])
+
+
+def test_digits_without_augmentation_is_the_image_itself():
+    train, val, _ = build_datasets(cfg(aug__scale_min=1.0, aug__hflip=0.0))
+    x1, _ = train[3]
+    x2, _ = train[3]
+    assert torch.equal(x1, x2)
+    assert train.augment is None
+
+
+def test_digits_augmentation_is_seeded_per_epoch_and_sample():
+    train, _, _ = build_datasets(cfg(aug__scale_min=0.3, aug__reprob=0.5))
+    stored = train.images[4].clone()
+    seeded = SeededSamples(train, seed=0)
+    a, b, c = seeded[(0, 4)][0], seeded[(0, 4)][0], seeded[(1, 4)][0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(train.images[4], stored)  # random erasing did not write into the dataset
+
+
+def test_digits_rejects_rand_augment():
+    with pytest.raises(DatasetError, match="rand_augment"):
+        build_datasets(cfg(aug__rand_augment="rand-m9-mstd0.5"))
+
+
+def test_epoch_sampler_resumes_and_shards():
+    sampler = EpochSampler(20, seed=3)
+    sampler.set_epoch(0)
+    full = [i for _, i in sampler]
+    assert sorted(full) == list(range(20))
+    sampler.set_epoch(0, skip=8)
+    assert [i for _, i in sampler] == full[8:] and len(sampler) == 12
+    sampler.set_epoch(1)
+    assert [i for _, i in sampler] != full and {e for e, _ in sampler} == {1}
+    ranks = [EpochSampler(20, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for s in ranks:
+        s.set_epoch(2)
+    shards = [{i for _, i in s} for s in ranks]
+    assert not shards[0] & shards[1] and len(shards[0]) == len(shards[1]) == 10
+
+
+def test_loaders_drop_the_last_partial_batch():
+    train, val, num_classes = build_loaders(cfg(data__train_limit=40, data__val_limit=10, train__batch_size=16))
+    assert len(train) == 2 and len(val) == 1 and num_classes == 10
+    train.sampler.set_epoch(0)
+    x, y = next(iter(train))
+    assert x.shape == (16, 3, 32, 32) and y.shape == (16,)
+
+
+def test_imagefolder_missing_root_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_ROOT, raising=False)
+    missing = tmp_path / "imagenet"
+    with pytest.raises(DatasetError) as err:
+        check_dataset(cfg(data__dataset="imagefolder", data__root=str(missing)))
+    message = str(err.value)
+    assert str(missing) in message and "--data-root" in message and ENV_ROOT in message and "imagefolder" in message
+    with pytest.raises(DatasetError, match="data.root is not set"):
+        build_datasets(cfg(data__dataset="imagefolder"))
+    missing.mkdir()
+    with pytest.raises(DatasetError, match="train"):
+        check_dataset(cfg(data__dataset="imagefolder", data__root=str(missing)))
+
+
+def test_rest_data_root_is_honoured(tmp_path, monkeypatch):
+    root = write_imagefolder(tmp_path / "data")
+    monkeypatch.setenv(ENV_ROOT, str(root))
+    config = cfg(data__dataset="imagefolder")
+    assert resolve_data_root(config) == str(root)
+    check_dataset(config)
+    train, val, num_classes = build_datasets(config)
+    assert (len(train), len(val), num_classes) == (12, 6, 2)
+    assert train[0][0].shape == (3, 32, 32) and val[0][0].shape == (3, 32, 32)
+    # data.root wins over the environment; digits needs no root at all
+    assert resolve_data_root(cfg(data__dataset="imagefolder", data__root="/elsewhere")) == "/elsewhere"
+    assert resolve_data_root(cfg()) is None
+
+
+def test_imagefolder_limit_takes_a_fixed_mix_of_classes(tmp_path):
+    root = write_imagefolder(tmp_path / "data", train=8)
+    train, _, _ = build_datasets(cfg(data__dataset="imagefolder", data__root=str(root), data__train_limit=6))
+    labels = [int(train[i][1]) for i in range(6)]
+    assert len(train) == 6 and set(labels) == {0, 1}
+
+
+@pytest.mark.parametrize("dataset, folder", [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")])
+def test_cifar_is_never_downloaded(tmp_path, monkeypatch, dataset, folder):
+    monkeypatch.delenv(ENV_ROOT, raising=False)
+    config = cfg(data__dataset=dataset, data__root=str(tmp_path))
+    for call in (check_dataset, build_datasets):
+        with pytest.raises(DatasetError) as err:
+            call(config)
+        assert str(tmp_path / folder) in str(err.value) and "--data-root" in str(err.value)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,107 @@
+import pytest
+
+from ablations.config import RunConfig, check_value
+from ablations.recipes import RECIPES_DIR, RecipeError, list_recipes, load_recipe, load_yaml_strict, resolve
+
+SHIPPED = ["paper", "paper-ablation", "quick"]
+
+
+def test_shipped_recipes_load_and_every_override_is_valid():
+    assert list_recipes() == SHIPPED
+    for name in SHIPPED:
+        recipe = load_recipe(name)
+        assert recipe.name == name and recipe.description and recipe.source
+        for key, value in recipe.overrides.items():
+            assert check_value(key, value) == value
+        for values in recipe.per_model.values():
+            for key, value in values.items():
+                assert check_value(key, value) == value
+        assert isinstance(resolve(recipe), RunConfig)
+
+
+def test_quick_is_bundled_digits_without_flips():
+    config = resolve(load_recipe("quick"))
+    assert config.data.dataset == "digits" and config.data.root is None
+    assert config.aug.hflip == 0.0
+    assert 48 <= config.data.img_size <= 64
+
+
+def test_paper_ablation_protocol():
+    recipe = load_recipe("paper-ablation")
+    assert "Section 4" in recipe.source and "check" in recipe.source
+    config = resolve(recipe)
+    assert (config.optim.name, config.optim.momentum, config.optim.weight_decay) == ("sgd", 0.9, 1e-4)
+    assert config.lr == pytest.approx(0.1 * config.train.batch_size / 512)
+    assert (config.train.epochs, config.sched.warmup_epochs, config.sched.name) == (100, 5, "cosine")
+    assert (config.data.dataset, config.data.root, config.data.eval_crop_pct) == ("imagefolder", None, 0.875)
+    assert config.aug.rand_augment is None and config.aug.mixup == 0 and config.aug.reprob == 0
+
+
+def test_paper_recipe_drop_path_per_model():
+    recipe = load_recipe("paper")
+    expected = {"rest_lite": 0.1, "rest_small": 0.1, "rest_base": 0.2, "rest_large": 0.3}
+    for model, rate in expected.items():
+        assert resolve(recipe, {"model.name": model}).model.drop_path_rate == rate
+    assert resolve(recipe).model.drop_path_rate == 0.1  # the recipe's model: rest_lite
+    # the caller's overrides come last
+    assert resolve(recipe, {"model.name": "rest_base", "model.drop_path_rate": 0.05}).model.drop_path_rate == 0.05
+    config = resolve(recipe)
+    assert (config.aug.mixup, config.aug.cutmix, config.aug.label_smoothing, config.aug.reprob) == (0.8, 1.0, 0.1, 0.25)
+    assert config.aug.rand_augment == "rand-m9-mstd0.5-inc1" and config.optim.clip_grad == 5.0
+    assert config.lr == pytest.approx(5e-4 * 1024 / 512)
+
+
+def test_resolve_order():
+    recipe = load_recipe("quick")
+    config = resolve(recipe, {"optim.lr": 0.5, "train": {"epochs": 1}})
+    assert config.optim.lr == 0.5 and config.train.epochs == 1
+    assert config.train.batch_size == recipe.overrides["train.batch_size"]
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    with pytest.raises(RecipeError) as err:
+        load_recipe("nope")
+    for name in SHIPPED:
+        assert name in str(err.value)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text("description: d\nsource: s\n" + text)
+    return path
+
+
+@pytest.mark.parametrize("text, key", [
+    ("overrides: {}\nextra: 1\n", "extra"),
+    ("overrides:\n  optim.lrr: 0.1\n", "optim.lrr"),
+    ("overrides:\n  optim.lr: fast\n", "optim.lr"),
+    ("overrides:\n  optim.weight_decay: 1e-4\n", "optim.weight_decay"),
+    ("overrides:\n  train.epochs: 2\n  train.epochs: 3\n", "train.epochs"),
+    ("overrides:\n  optim.lr: !!python/object/apply:os.system ['true']\n", "optim.lr"),
+    ("overrides: {}\nper_model:\n  rest_huge: {model.drop_path_rate: 0.1}\n", "per_model.rest_huge"),
+    ("overrides: {}\nper_model:\n  rest_base: {model.drop_path_rate: 2.0}\n", "model.drop_path_rate"),
+    ("overrides: [1, 2]\n", "overrides"),
+    ("overrides:\n  model.name: rest_tiny\n", "model.name"),
+])
+def test_bad_recipe_names_file_and_key(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(path) in str(err.value) and key in str(err.value)
+    assert isinstance(err.value, ValueError)
+
+
+def test_number_written_yaml_1_1_style_gets_a_hint(tmp_path):
+    with pytest.raises(RecipeError, match="with a dot"):
+        load_recipe(write(tmp_path, "overrides:\n  optim.weight_decay: 1e-4\n"))
+
+
+def test_missing_required_key(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("description: d\noverrides: {}\n")
+    with pytest.raises(RecipeError, match="source"):
+        load_recipe(path)
+
+
+def test_load_yaml_strict_is_shared():
+    assert load_yaml_strict(RECIPES_DIR / "quick.yaml")["overrides"]["data.dataset"] == "digits"

@@ -1,0 +1,171 @@
+"""The sweep runner end to end, through the real CLI (`python -m ablations.run`), on tiny bundled-data runs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ablations import store
+from ablations.plan import make_plan
+from ablations.recipes import load_recipe
+from ablations.spec import expand, load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "data.img_size=32", "--set", "data.train_limit=64", "--set", "data.val_limit=32",
+        "--set", "train.batch_size=16", "--executor", "local", "--no-eta"]
+
+
+def write_sweep(path: Path, *, name: str = "tiny", epochs: int = 1, levels: str = "{PA: pa, GL: gl}",
+                key: str = "model.pos_encoding", baseline: str = "PA") -> Path:
+    path.write_text(
+        f"name: {name}\npaper_table: tiny test table\nrecipe: quick\nmodel: rest_lite\n"
+        f"overrides: {{train.epochs: {epochs}}}\nseeds: [0]\n"
+        f"axes:\n  - name: axis\n    key: {key}\n    baseline: {baseline}\n    levels: {levels}\n"
+    )
+    return path
+
+
+def cli(*args: str, cwd: Path, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "ablations.run", *args, "--no-progress"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def run_dirs(results: Path, sweep: str = "tiny") -> list[Path]:
+    return sorted(p for p in (results / sweep).iterdir() if p.is_dir())
+
+
+def test_end_to_end_tiny_sweep(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    results = tmp_path / "results"
+    proc = cli(str(sweep), "--results-root", str(results), *TINY, cwd=tmp_path, check=True)
+    assert "sweep tiny: tiny test table" in proc.stdout
+    assert "quick recipe" in proc.stdout  # says on screen that this is not the paper protocol
+    assert "2 run(s) finished, 0 failed" in proc.stdout
+    dirs = run_dirs(results)
+    assert len(dirs) == 2
+    for run_dir in dirs:
+        for name in (store.CONFIG, store.METRICS, store.CHECKPOINT, store.RESULT, store.LOG):
+            assert (run_dir / name).exists(), f"{run_dir.name} lacks {name}"
+        document = json.loads((run_dir / store.CONFIG).read_text())
+        assert document["meta"]["run_id"] == run_dir.name and document["meta"]["recipe"] == "quick"
+        assert document["config"]["data"]["img_size"] == 32
+        assert len(store.read_metrics(run_dir / store.METRICS).rows) == 1
+    # everything done: a relaunch submits nothing, and status shows it
+    again = cli(str(sweep), "--results-root", str(results), *TINY, cwd=tmp_path, check=True)
+    assert "nothing to run" in again.stdout
+    status = subprocess.run([sys.executable, "-m", "ablations.status", str(sweep), "--results-root", str(results),
+                             *TINY], cwd=tmp_path, capture_output=True, text=True, env={**os.environ,
+                             "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count(" done ") >= 2 and "2 done" in status.stdout
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    proc = cli(str(sweep), "--results-root", str(tmp_path / "results"), "--dry-run", *TINY, cwd=tmp_path, check=True)
+    assert "2 runs: 2 new" in proc.stdout
+    assert "nothing was written" in proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_nan_loss_fails_that_run_and_the_others_finish(tmp_path):
+    sweep = write_sweep(tmp_path / "lr.yaml", key="optim.lr", levels="{ok: 0.001, huge: 1.0e+9}", baseline="ok")
+    results = tmp_path / "results"
+    proc = cli(str(sweep), "--results-root", str(results), *TINY, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 run(s) finished, 1 failed" in proc.stdout
+    assert "non-finite loss" in proc.stdout
+    states = {d.name.split("-")[0]: store.run_state(d) for d in run_dirs(results)}
+    assert states["ok"].state == store.DONE
+    assert states["huge"].state == store.FAILED and "non-finite" in states["huge"].error
+
+
+def read_final(run_dir: Path) -> dict:
+    result = json.loads((run_dir / store.RESULT).read_text())
+    rows = store.read_metrics(run_dir / store.METRICS).rows
+    keys = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr")
+    return {"final": result["final"], "best": result["best"], "metrics": [{k: r[k] for k in keys} for r in rows]}
+
+
+def test_kill_9_mid_epoch_then_relaunch_resumes_with_identical_metrics(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml", epochs=3, levels="{PA: pa}")
+    slow = [*TINY, "--set", "data.train_limit=192"]
+    # uninterrupted reference run
+    cli(str(sweep), "--results-root", str(tmp_path / "ref"), *slow, cwd=tmp_path, check=True)
+    # interrupted run: SIGKILL after the first checkpoint exists, i.e. during epoch 2 or 3
+    results = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "ablations.run", str(sweep), "--results-root", str(results),
+                             *slow, "--no-progress"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    checkpoint = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(results.glob("tiny/*/checkpoint.pt"))
+        if found:
+            checkpoint = found[0]
+            time.sleep(0.3)  # into the next epoch
+            break
+        time.sleep(0.05)
+    assert checkpoint is not None and proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_dir = checkpoint.parent
+    assert not (run_dir / store.RESULT).exists()
+    assert store.run_state(run_dir).state == store.PARTIAL
+    cli(str(sweep), "--results-root", str(results), *slow, cwd=tmp_path, check=True)
+    (ref_dir,) = run_dirs(tmp_path / "ref")
+    assert ref_dir.name == run_dir.name
+    assert read_final(run_dir) == read_final(ref_dir)
+
+
+def test_two_concurrent_launches_run_each_cell_once(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml", levels="{PA: pa, GL: gl, none: none}")
+    results = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "ablations.run", str(sweep), "--results-root", str(results), *TINY,
+               "--no-progress"]
+    launches = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in launches]
+    assert all(p.returncode == 0 for p in launches), outputs
+    finished = sum(int(o.split(" run(s) finished")[0].rsplit("\n", 1)[-1]) for o in outputs if " run(s) finished" in o)
+    assert finished == 3, outputs  # every cell trained by exactly one of the two launches
+    for run_dir in run_dirs(results):
+        assert store.run_state(run_dir).state == store.DONE
+        assert len(store.read_metrics(run_dir / store.METRICS).rows) == 1
+
+
+def test_corrupt_files_are_reported_and_the_cell_is_partial(tmp_path):
+    sweep_path = write_sweep(tmp_path / "tiny.yaml")
+    results = tmp_path / "results"
+    cli(str(sweep_path), "--results-root", str(results), *TINY, cwd=tmp_path, check=True)
+    first, second = run_dirs(results)
+    (first / store.RESULT).write_text('{"final": {"top1": 5')  # truncated
+    with open(second / store.METRICS, "a") as f:
+        f.write('{"epoch": 2, "top')
+    proc = cli(str(sweep_path), "--results-root", str(results), "--dry-run", *TINY, cwd=tmp_path, check=True)
+    assert "warning" in proc.stdout and "result.json" in proc.stdout and "metrics.jsonl" in proc.stdout
+    assert f"0:{store.PARTIAL}" in proc.stdout
+    # the truncated result is resumed from the checkpoint and finished again
+    cli(str(sweep_path), "--results-root", str(results), *TINY, cwd=tmp_path, check=True)
+    assert store.run_state(first).state == store.DONE
+
+
+@pytest.mark.parametrize("n_seeds", [3])
+def test_seeds_flag_repeats_every_cell(tmp_path, n_seeds):
+    sweep = load_sweep(write_sweep(tmp_path / "tiny.yaml"))
+    runs = expand(sweep, load_recipe("quick"), seeds=list(range(n_seeds)))
+    plan = make_plan(sweep, "quick", runs, tmp_path / "results")
+    assert len(plan.runs) == 2 * n_seeds
+    assert plan.counts()[store.NEW] == 2 * n_seeds

@@ -1,0 +1,191 @@
+"""SLURM settings, the code snapshot, and submission/requeue/status/cancel against a real single-node cluster."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import standin_starts
+
+from ablations import store
+from ablations.config import ConfigError
+from ablations.job import read_slurm_record
+from ablations.slurm import (
+    SlurmSettings,
+    SlurmSettingsError,
+    cancel,
+    make_executor,
+    snapshot_code,
+    status,
+    submit,
+)
+
+SETTINGS = SlurmSettings(time_min=20, cpus_per_task=1, mem_gb=3)
+ENDED = ("done", "failed", "cancelled")
+
+
+def states(sweep_dir: Path) -> dict[str, str]:
+    return {row.run_id: row.state for row in status(sweep_dir)}
+
+
+def metric_epochs(run_dir: Path) -> list[int]:
+    return [row["epoch"] for row in store.read_metrics(run_dir / store.METRICS).rows]
+
+
+def history(run_dir: Path) -> list[tuple]:
+    return [(e["job_id"], e["state"], e.get("restart")) for e in read_slurm_record(run_dir)["history"]]
+
+
+# ---- settings and snapshot (no cluster) --------------------------------------------------------------------------
+def test_settings_from_mapping_and_cli():
+    mapping = {"partition": "gpu", "time_min": 30, "mem_gb": 16, "gpus_per_node": 8,
+               "additional_parameters": {"exclusive": True}}
+    settings = SlurmSettings.from_mapping(mapping, "sweeps/t.yaml")
+    assert (settings.partition, settings.time_min, settings.mem_gb, settings.gpus_per_node) == ("gpu", 30, 16.0, 8)
+    assert settings.additional_parameters == {"exclusive": True}
+    assert SlurmSettings.from_mapping(None, "x") == SlurmSettings()
+    changed = settings.with_cli(partition="debug", time_min=None, account="lab")
+    assert (changed.partition, changed.time_min, changed.account) == ("debug", 30, "lab")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.partition = "other"
+
+
+@pytest.mark.parametrize("mapping, key, words", [
+    ({"partiton": "gpu"}, "slurm.partiton", "unknown setting"),
+    ({"time_min": "1h"}, "slurm.time_min", "expected int"),
+    ({"nodes": True}, "slurm.nodes", "expected int"),
+    ({"nodes": 0}, "slurm.nodes", "positive"),
+    ({"gpus_per_node": -1}, "slurm.gpus_per_node", ">= 0"),
+    ({"mem_gb": "16G"}, "slurm.mem_gb", "expected float or null"),
+    ({"additional_parameters": ["mail-type=END"]}, "slurm.additional_parameters", "mapping"),
+])
+def test_settings_errors_name_source_and_key(mapping, key, words):
+    with pytest.raises(SlurmSettingsError) as info:
+        SlurmSettings.from_mapping(mapping, "sweeps/t.yaml")
+    assert isinstance(info.value, ConfigError) and info.value.key == key
+    assert str(info.value).startswith(f"sweeps/t.yaml: {key}: ") and words in str(info.value)
+
+
+def test_cli_errors_name_the_command_line():
+    with pytest.raises(SlurmSettingsError, match=r"^command line: slurm.time_min: expected int"):
+        SlurmSettings().with_cli(time_min=1.5)
+
+
+def test_snapshot_copies_packages_by_content(tmp_path):
+    root = tmp_path / "checkout"
+    for rel, text in {"rest/__init__.py": "A = 1\n", "ablations/job.py": "B = 2\n", "analysis/x.txt": "c",
+                      "rest/__pycache__/m.cpython-311.pyc": "junk", "tests/test_x.py": "t"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    first = snapshot_code(tmp_path / "sweep", root)
+    assert first.parent == tmp_path / "sweep" / ".code"
+    assert sorted(str(p.relative_to(first)) for p in first.rglob("*") if p.is_file()) == [
+        "ablations/job.py", "analysis/x.txt", "rest/__init__.py"]
+    assert snapshot_code(tmp_path / "sweep", root) == first  # same code, same snapshot
+    (root / "ablations/job.py").write_text("B = 3\n")
+    second = snapshot_code(tmp_path / "sweep", root)
+    assert second != first and (first / "ablations/job.py").read_text() == "B = 2\n"
+    assert (second / "ablations/job.py").read_text() == "B = 3\n"
+
+
+# ---- against the cluster -----------------------------------------------------------------------------------------
+def test_sbatch_script(slurm_cluster, tmp_path):
+    settings = SlurmSettings(partition="p", account="a", qos="q", constraint="c", mem_gb=4, time_min=90,
+                             additional_parameters={"exclusive": True})
+    executor = make_executor(tmp_path / "logs", settings, "t5", code_dir=tmp_path / "code")
+    text = executor._executor._make_submission_file_text("CMD", "uid")
+    for line in ("--partition=p", "--account=a", "--qos=q", "--constraint=c", "--mem=4GB", "--time=90",
+                 "--job-name=t5", "--signal=USR2@120", "--exclusive", f"export PYTHONPATH={tmp_path / 'code'}"):
+        assert line in text, line
+    assert "gpus" not in text
+    assert " -P -u -m submitit.core._submit" in executor._executor._submitit_command_str
+
+
+def test_job_array_of_real_runs_then_nothing_to_resubmit(slurm_cluster, sweep_dir, make_run, wait_until):
+    runs = [make_run(sweep_dir, seed=seed) for seed in (0, 1)]
+    job_ids = submit(sweep_dir, runs, SETTINGS, "test-array")
+    array_id = job_ids[0].split("_")[0]
+    assert job_ids == [f"{array_id}_0", f"{array_id}_1"]  # one array
+    wait_until(lambda: all(s in ENDED for s in states(sweep_dir).values()), 900, "the array to end")
+    rows = {row.run_dir: row for row in status(sweep_dir)}
+    for index, run_dir in enumerate(runs):
+        assert rows[run_dir].state == "done", rows[run_dir]
+        assert rows[run_dir].job_id == f"{array_id}_{index}"
+        for name in (store.CONFIG, store.METRICS, store.CHECKPOINT, store.RESULT, store.LOG):
+            assert (run_dir / name).is_file(), name
+        assert metric_epochs(run_dir) == [1]
+        assert "final" in store.read_json(run_dir / store.RESULT)[0]
+        record = read_slurm_record(run_dir)
+        assert (record["array_job_id"], record["array_index"]) == (array_id, index)
+        assert Path(record["code"]).parent == sweep_dir / ".code"
+        assert [state for _, state, _ in history(run_dir)] == ["SUBMITTED", "RUNNING", "COMPLETED"]
+    assert submit(sweep_dir, runs, SETTINGS, "test-array") == []  # everything finished: nothing to submit
+
+
+def test_scontrol_requeue_resumes_from_checkpoint_once(slurm_cluster, sweep_dir, make_run, standin_trainer,
+                                                        wait_until):
+    # 5 s epochs: the job ignores SIGTERM and is killed KillWait (5 s) after the requeue, in epoch 2
+    run_dir = make_run(sweep_dir, standin={"steps": 10, "step_s": 0.5}, overrides={"train.epochs": 3})
+    [job_id] = submit(sweep_dir, [run_dir], SETTINGS, "test-requeue", trainer=standin_trainer)
+    assert submit(sweep_dir, [run_dir], SETTINGS, "test-requeue", trainer=standin_trainer) == []  # already queued
+    wait_until(lambda: metric_epochs(run_dir), 180, "the first epoch")
+    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60)
+    wait_until(lambda: states(sweep_dir)[run_dir.name] == "requeued", 60, "status to say requeued", interval=0.2)
+    wait_until(lambda: states(sweep_dir)[run_dir.name] in ENDED, 240, "the requeued job to end")
+    assert states(sweep_dir)[run_dir.name] == "done"
+    first, second = standin_starts(run_dir)
+    assert first["epoch"] == 0 and second["epoch"] >= 1  # resumed from the per-epoch checkpoint
+    assert Path(second["ablations"]).is_relative_to(sweep_dir / ".code")  # ran the snapshot, not the checkout
+    assert metric_epochs(run_dir) == [1, 2, 3]  # each epoch once
+    assert history(run_dir) == [(job_id, "SUBMITTED", None), (job_id, "RUNNING", 0), (job_id, "RUNNING", 1),
+                                (job_id, "COMPLETED", None)]
+
+
+def test_usr2_checkpoints_mid_epoch_and_requeues(slurm_cluster, sweep_dir, make_run, standin_trainer, wait_until):
+    run_dir = make_run(sweep_dir, standin={"steps": 10, "step_s": 0.3}, overrides={"train.epochs": 2})
+    [job_id] = submit(sweep_dir, [run_dir], SETTINGS, "test-usr2", trainer=standin_trainer)
+    wait_until(lambda: standin_starts(run_dir), 180, "training to start")
+    time.sleep(1.0)  # a few steps into epoch 1
+    # what SLURM sends signal_delay_s before the time limit (submitit's own test does the same)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=60)
+    wait_until(lambda: states(sweep_dir)[run_dir.name] in ENDED, 240, "the requeued job to end")
+    assert states(sweep_dir)[run_dir.name] == "done"
+    first, second = standin_starts(run_dir)
+    assert second["epoch"] == 0 and 0 < second["step"] < 10  # resumed from the mid-epoch checkpoint
+    assert metric_epochs(run_dir) == [1, 2]
+    assert [state for _, state, _ in history(run_dir)] == ["SUBMITTED", "RUNNING", "REQUEUED", "RUNNING", "COMPLETED"]
+
+
+def test_cancelled_and_failed_jobs_are_reported(slurm_cluster, sweep_dir, make_run, standin_trainer, wait_until):
+    slow = make_run(sweep_dir, seed=0, standin={"steps": 10_000, "step_s": 0.5})
+    raises = make_run(sweep_dir, seed=1, standin={"steps": 1, "step_s": 0.1, "fail": True})
+    broken = make_run(sweep_dir, seed=2)
+    store.atomic_write_json(broken / store.CONFIG, {"meta": {}})  # RunJob raises before any training
+    real = make_run(sweep_dir, seed=3, overrides={"data.dataset": "imagefolder", "data.root": "/nonexistent/data"})
+    slow_id, _, _ = submit(sweep_dir, [slow, raises, broken], SETTINGS, "test-fail", trainer=standin_trainer)
+    submit(sweep_dir, [real], SETTINGS, "test-fail-real")
+    others_failed = lambda: all(states(sweep_dir)[d.name] == "failed" for d in (raises, broken, real))  # noqa: E731
+    wait_until(lambda: standin_starts(slow) and others_failed(), 300, "the slow run to start and the others to fail")
+    assert cancel(sweep_dir) == [slow_id]
+    wait_until(lambda: all(s in ENDED for s in states(sweep_dir).values()), 300, "every job to end")
+    rows = {row.run_dir: row for row in status(sweep_dir)}
+    assert rows[slow].state == "cancelled" and rows[slow].slurm_state == "CANCELLED"
+    assert "CANCELLED" in rows[slow].error
+    assert rows[raises].state == "failed" and rows[raises].error.startswith("stand-in failure at epoch 1")
+    assert rows[broken].state == "failed" and rows[broken].slurm_state == "FAILED"
+    assert "expected {\"config\": ..., \"meta\": ...}" in rows[broken].error  # from the job's stderr log
+    assert rows[real].state == "failed" and "/nonexistent/data" in rows[real].error  # from error.json
+    assert [state for _, state, _ in history(slow)] == ["SUBMITTED", "RUNNING", "CANCELLED"]
+    # failed runs are not resubmitted unless asked
+    assert submit(sweep_dir, [raises, real], SETTINGS, "again", trainer=standin_trainer) == []
+    assert len(submit(sweep_dir, [raises], SETTINGS, "again", retry_failed=True, trainer=standin_trainer)) == 1
+
+
+def test_status_of_a_run_never_submitted(sweep_dir, make_run):
+    run_dir = make_run(sweep_dir)
+    [row] = status(sweep_dir)
+    assert (row.run_id, row.state, row.job_id, row.error) == (run_dir.name, "new", None, None)
+    assert json.loads((run_dir / store.CONFIG).read_text())["meta"]["run_id"] == run_dir.name

@@ -1,0 +1,261 @@
+"""The training job on tiny configs: run folder contract, exact resume, failures, datasets, DDP (gloo)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ablations.train as train
+from ablations import store
+from ablations.config import RunConfig, with_overrides
+from ablations.train import Preempted, RunFailed, main, request_stop, train_run
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"data.img_size": 32, "data.train_limit": 64, "data.val_limit": 32, "train.epochs": 2,
+        "train.batch_size": 16}
+TIMES = {"epoch_time_s", "train_img_s"}
+RESULT_KEYS = {"final", "best", "params", "macs_paper", "macs_total", "throughput_img_s", "device", "wall_time_s",
+               "epochs", "versions", "git_commit", "finished_at"}
+
+
+def tiny(**overrides) -> RunConfig:
+    return with_overrides(RunConfig(), {**TINY, **overrides})
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    read = store.read_metrics(run_dir / store.METRICS)
+    assert not read.problems
+    return [{k: v for k, v in row.items() if k not in TIMES} for row in read.rows]
+
+
+def outcome(run_dir: Path) -> tuple:
+    result = json.loads((run_dir / store.RESULT).read_text())
+    return metrics(run_dir), result["final"], result["best"]
+
+
+def write_config(run_dir: Path, config: RunConfig) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store.atomic_write_json(run_dir / store.CONFIG, {"config": config.to_dict(), "meta": {}})
+
+
+def cli(*args: str):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return [sys.executable, "-m", "ablations.train", *args, "--no-progress"], dict(cwd=ROOT, env=env)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here and in the CLI subprocesses: exact comparisons between the two need the same
+    thread count, and on a shared 2-core machine two busy-waiting OpenMP threads can be 10x slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, one_thread):
+    """An uninterrupted tiny run: what every interrupted one must reproduce exactly."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    result = train_run(tiny(), run_dir, progress=False)
+    return run_dir, result
+
+
+def test_tiny_run_writes_the_run_folder(reference):
+    run_dir, result = reference
+    assert set(result) >= RESULT_KEYS
+    assert json.loads((run_dir / store.RESULT).read_text()) == result
+    rows = store.read_metrics(run_dir / store.METRICS).rows
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        assert set(row) >= {"epoch", "train_loss", "lr", "val_loss", "top1", "top5", "epoch_time_s", "train_img_s"}
+        assert 0 <= row["top1"] <= row["top5"] <= 100
+    assert result["final"] == {k: rows[-1][k] for k in ("top1", "top5", "val_loss")}
+    assert result["best"]["epoch"] in (1, 2) and result["epochs"] == 2
+    assert set(result["versions"]) == {"python", "torch", "torchvision", "timm"}
+    assert result["params"] > 9e6 and result["macs_total"] >= result["macs_paper"] > 0
+    assert result["throughput_img_s"] > 0 and result["wall_time_s"] > 0 and result["device"].startswith("cpu")
+    assert (run_dir / store.CHECKPOINT).exists() and (run_dir / store.LOG).read_text().count("epoch 2/2") == 1
+    assert not (run_dir / store.ERROR).exists()
+    assert store.run_state(run_dir).state == store.DONE
+
+
+def test_finished_run_is_not_trained_again(reference, tmp_path):
+    run_dir = tmp_path / "again"
+    run_dir.mkdir()
+    for name in (store.CHECKPOINT, store.METRICS):
+        (run_dir / name).write_bytes((reference[0] / name).read_bytes())
+    train_run(tiny(), run_dir, progress=False)
+    assert outcome(run_dir) == outcome(reference[0])
+    assert "epoch 1/2" not in (run_dir / store.LOG).read_text()
+
+
+def test_kill_9_mid_epoch_then_relaunch_is_exact(reference, tmp_path):
+    run_dir = tmp_path / "killed"
+    write_config(run_dir, tiny())
+    command, options = cli(str(run_dir))
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **options)
+    deadline = time.time() + 120
+    while not (run_dir / store.CHECKPOINT).exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / store.RESULT).exists(), "the job finished before it could be killed"
+    assert len(store.read_metrics(run_dir / store.METRICS).rows) == 1
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, **options)
+    assert done.returncode == 0, done.stderr
+    assert outcome(run_dir) == outcome(reference[0])
+    assert "resuming from" in (run_dir / store.LOG).read_text()
+
+
+def stop_at(monkeypatch, epoch: int, step: int) -> None:
+    original = train.seed_step
+
+    def seed_step(seed, e, s, rank):
+        if (e, s) == (epoch, step):
+            request_stop()
+        original(seed, e, s, rank)
+
+    monkeypatch.setattr(train, "seed_step", seed_step)
+
+
+def test_request_stop_mid_epoch_then_resume_is_exact(reference, tmp_path, monkeypatch):
+    run_dir = tmp_path / "stopped"
+    stop_at(monkeypatch, 0, 2)  # raised at step 2 -> the checkpoint resumes at step 3 of epoch 1
+    with pytest.raises(Preempted):
+        train_run(tiny(), run_dir, progress=False)
+    ckpt = torch.load(run_dir / store.CHECKPOINT, weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (0, 3)
+    assert not (run_dir / store.METRICS).exists() and not (run_dir / store.ERROR).exists()
+    monkeypatch.undo()
+    train_run(tiny(), run_dir, progress=False)
+    assert outcome(run_dir) == outcome(reference[0])
+
+
+def test_truncated_metrics_line_is_dropped_on_resume(reference, tmp_path, monkeypatch):
+    run_dir = tmp_path / "truncated-metrics"
+    stop_at(monkeypatch, 1, 0)
+    with pytest.raises(Preempted):
+        train_run(tiny(), run_dir, progress=False)
+    monkeypatch.undo()
+    with open(run_dir / store.METRICS, "ab") as f:
+        f.write(b'{"epoch": 2, "train_lo')  # a write cut short
+    assert store.run_state(run_dir).problems
+    train_run(tiny(), run_dir, progress=False)
+    assert outcome(run_dir) == outcome(reference[0])
+
+
+def test_truncated_checkpoint_starts_over(reference, tmp_path):
+    run_dir = tmp_path / "truncated-checkpoint"
+    run_dir.mkdir()
+    good = (reference[0] / store.CHECKPOINT).read_bytes()
+    (run_dir / store.CHECKPOINT).write_bytes(good[: len(good) // 3])
+    (run_dir / store.METRICS).write_text(json.dumps({"epoch": 1, "top1": 1.0}) + "\n")
+    train_run(tiny(), run_dir, progress=False)
+    assert (run_dir / (store.CHECKPOINT + ".corrupt")).exists()
+    assert outcome(run_dir) == outcome(reference[0])
+    assert "starting over" in (run_dir / store.LOG).read_text()
+
+
+def test_nan_loss_fails_the_run(tmp_path):
+    run_dir = tmp_path / "nan"
+    (run_dir).mkdir()
+    (run_dir / store.ERROR).write_text("{}")  # a stale failure is removed when the run starts
+    with pytest.raises(RunFailed, match="non-finite loss"):
+        train_run(tiny(**{"optim.lr": 1e9, "train.epochs": 1}), run_dir, progress=False)
+    error = json.loads((run_dir / store.ERROR).read_text())
+    assert error["reason"].startswith("non-finite loss (nan) at epoch 1 step ")
+    assert error["epoch"] == 1 and "RunFailed" in error["traceback"]
+    assert store.run_state(run_dir).state == store.FAILED and not (run_dir / store.RESULT).exists()
+
+
+def test_cli_exit_codes(tmp_path):
+    assert main([str(tmp_path / "nowhere")]) == 2
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / store.CONFIG).write_text(json.dumps({"config": {"optim": {"lr": "fast"}}, "meta": {}}))
+    assert main([str(bad)]) == 2
+    nan = tmp_path / "nan"
+    write_config(nan, tiny(**{"optim.lr": 1e9, "train.epochs": 1}))
+    command, options = cli(str(nan))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, **options)
+    assert done.returncode == 1, done.stderr
+    assert "non-finite loss" in json.loads((nan / store.ERROR).read_text())["reason"]
+
+
+def test_missing_dataset_is_bad_input(tmp_path, monkeypatch):
+    monkeypatch.delenv("REST_DATA_ROOT", raising=False)
+    run_dir = tmp_path / "nodata"
+    (tmp_path / "cifar").mkdir()
+    write_config(run_dir, tiny(**{"data.dataset": "cifar10", "data.root": str(tmp_path / "cifar")}))
+    assert main([str(run_dir)]) == 2
+    assert "cifar-10-batches-py" in json.loads((run_dir / store.ERROR).read_text())["reason"]
+
+
+def test_tiny_imagefolder_trains_one_epoch(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 4)):
+        for c in ("a", "b"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i}.png")
+    config = tiny(**{"data.dataset": "imagefolder", "data.root": str(tmp_path / "data"), "train.epochs": 1,
+                     "train.batch_size": 8, "data.eval_crop_pct": 0.875, "aug.reprob": 0.25})
+    result = train_run(config, tmp_path / "run", progress=False, num_workers=1)
+    assert 0 <= result["final"]["top1"] <= 100 and result["final"]["top5"] == 100.0  # 2 classes
+    assert len(store.read_metrics(tmp_path / "run" / store.METRICS).rows) == 1
+
+
+def test_mixup_label_smoothing_ema_and_clip_run(tmp_path):
+    config = tiny(**{"train.epochs": 1, "aug.mixup": 0.8, "aug.cutmix": 1.0, "aug.label_smoothing": 0.1,
+                     "train.ema": True, "train.ema_decay": 0.9, "optim.clip_grad": 1.0, "optim.name": "sgd",
+                     "optim.lr": 0.1, "optim.lr_base_batch": 64, "sched.warmup_epochs": 1,
+                     "model.drop_path_rate": 0.1})
+    result = train_run(config, tmp_path / "run", progress=False)
+    assert set(result["final_ema"]) == {"top1", "top5", "val_loss"}
+    row = store.read_metrics(tmp_path / "run" / store.METRICS).rows[0]
+    assert "ema_top1" in row and row["lr"] > 0
+
+
+def test_init_distributed_from_env_without_env(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert train.init_distributed_from_env() is False
+
+
+def _ddp_worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    assert train.init_distributed_from_env()
+    try:
+        result = train_run(tiny(**{"train.epochs": 1}), Path(run_dir), progress=False)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_gloo_two_processes(tmp_path):
+    run_dir, out_dir = tmp_path / "ddp", tmp_path / "out"
+    out_dir.mkdir()
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), str(run_dir), str(out_dir)), nprocs=2)
+    results = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert results[0] == results[1]
+    assert json.loads((run_dir / store.RESULT).read_text()) == results[0]
+    assert [r["epoch"] for r in store.read_metrics(run_dir / store.METRICS).rows] == [1]  # written once
+    assert (run_dir / store.LOG).read_text().count("done:") == 1
