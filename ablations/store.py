@@ -32,6 +32,8 @@ ERROR = "error.json"
 LOG = "log.txt"
 LOCK = ".lock"
 
+FILE_MODE = 0o644
+
 DONE, FAILED, PARTIAL, NEW, RUNNING = "done", "failed", "partial", "new", "running"
 
 
@@ -39,6 +41,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename over `path`: readers never see half."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600; run folders are shared with collaborators
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -60,6 +63,7 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         torch.save(obj, tmp)

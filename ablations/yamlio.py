@@ -1,6 +1,7 @@
 """Strict YAML: safe types only, and a duplicate key in a mapping is an error, not "last one wins"."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,22 @@ class YamlError(ValueError):
 
 class StrictLoader(yaml.SafeLoader):
     pass
+
+
+# YAML 1.1 (PyYAML) reads 1e-4 as a string; researchers write learning rates that way. Resolve floats
+# as YAML 1.2 does: an exponent without a dot or sign is still a float.
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:

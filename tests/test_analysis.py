@@ -257,8 +257,10 @@ def test_corrupt_files_are_reported_and_skipped(sweep, capsys):
     le = sorted(results.glob("le-*"))
     truncate(le[0] / "config.json")  # LE seed 0: cell unknown -> skipped
     truncate(le[1] / "result.json")  # LE seed 1: not done -> partial, not counted
-    metrics = le[2] / "metrics.jsonl"  # LE seed 2: last line cut mid-write -> that line ignored
-    metrics.write_bytes(metrics.read_bytes()[:-20])
+    metrics = le[2] / "metrics.jsonl"  # LE seed 2: a damaged line inside the file -> that line ignored
+    lines = metrics.read_bytes().split(b"\n")
+    lines[4] = lines[4][:-20]
+    metrics.write_bytes(b"\n".join(lines))
     df, problems = collect(results)
     assert len(df) == 8
     text = "\n".join(problems)

@@ -75,7 +75,7 @@ def write(tmp_path, text):
     ("overrides: {}\nextra: 1\n", "extra"),
     ("overrides:\n  optim.lrr: 0.1\n", "optim.lrr"),
     ("overrides:\n  optim.lr: fast\n", "optim.lr"),
-    ("overrides:\n  optim.weight_decay: 1e-4\n", "optim.weight_decay"),
+    ("overrides:\n  optim.weight_decay: '1e-4'\n", "optim.weight_decay"),
     ("overrides:\n  train.epochs: 2\n  train.epochs: 3\n", "train.epochs"),
     ("overrides:\n  optim.lr: !!python/object/apply:os.system ['true']\n", "optim.lr"),
     ("overrides: {}\nper_model:\n  rest_huge: {model.drop_path_rate: 0.1}\n", "per_model.rest_huge"),
@@ -91,9 +91,15 @@ def test_bad_recipe_names_file_and_key(tmp_path, text, key):
     assert isinstance(err.value, ValueError)
 
 
-def test_number_written_yaml_1_1_style_gets_a_hint(tmp_path):
+def test_number_written_as_text_gets_a_hint(tmp_path):
     with pytest.raises(RecipeError, match="with a dot"):
-        load_recipe(write(tmp_path, "overrides:\n  optim.weight_decay: 1e-4\n"))
+        load_recipe(write(tmp_path, "overrides:\n  optim.weight_decay: '1e-4'\n"))
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    # YAML 1.1 (PyYAML's default) would read 1e-4 as text; the strict loader resolves it as YAML 1.2 does
+    recipe = load_recipe(write(tmp_path, "overrides:\n  optim.weight_decay: 1e-4\n  optim.lr: 5e-4\n"))
+    assert recipe.overrides == {"optim.weight_decay": 1e-4, "optim.lr": 5e-4}
 
 
 def test_missing_required_key(tmp_path):

@@ -85,3 +85,15 @@ def test_lock_is_exclusive_across_processes_and_released_on_kill(tmp_path):
         time.sleep(0.05)
     with store.run_lock(run):
         assert (run / store.LOCK).exists()
+
+
+def test_done_run_whose_metrics_were_cut_is_partial(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    store.append_jsonl(run / store.METRICS, {"epoch": 1})
+    store.atomic_write_json(run / store.RESULT, {"final": {"top1": 90.0}, "epochs": 1})
+    assert store.run_state(run).state == store.DONE
+    with open(run / store.METRICS, "ab") as f:
+        f.write(b'{"epoch": 2, "to')
+    state = store.run_state(run)
+    assert state.state == store.PARTIAL and any("metrics.jsonl" in p for p in state.problems)
