@@ -337,10 +337,11 @@ def expand(
         model = overrides["model.name"]
         if model not in bases:
             bases[model] = with_overrides(RunConfig(), {**recipe.overrides, **recipe.per_model.get(model, {})})
+        try:
+            cell_config = with_overrides(bases[model], overrides)
+        except ConfigError as err:
+            raise SweepError(sweep.path, f"cell {cell.label!r}", err.args[0]) from None
         for seed in seeds if seeds is not None else sweep.seeds:
-            try:
-                config = with_overrides(bases[model], {**overrides, "train.seed": seed})
-            except ConfigError as err:
-                raise SweepError(sweep.path, f"cell {cell.label!r}", err.args[0]) from None
+            config = with_overrides(cell_config, {"train.seed": seed})
             runs.append(Run(run_id_for(cell, seed, config), cell, seed, config))
     return runs

@@ -94,10 +94,12 @@ class MetricsRead:
 def read_metrics(path: Path) -> MetricsRead:
     """Every complete line of metrics.jsonl; a truncated or corrupt line is reported, not raised."""
     out = MetricsRead()
-    path = Path(path)
-    if not path.exists():
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
         return out
-    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+    for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -110,11 +112,11 @@ def read_metrics(path: Path) -> MetricsRead:
     return out
 
 
-def read_json(path: Path) -> tuple[Any, str | None]:
+def read_json(path: Path | str) -> tuple[Any, str | None]:
     """(object, None) or (None, problem) for a missing, truncated or corrupt JSON file."""
-    path = Path(path)
     try:
-        return json.loads(path.read_text()), None
+        with open(path, "rb") as f:
+            return json.loads(f.read()), None
     except FileNotFoundError:
         return None, f"{path}: missing"
     except (ValueError, UnicodeDecodeError) as err:
@@ -133,29 +135,32 @@ def run_state(run_dir: Path) -> RunState:
     """The state of a run folder, from its files alone; never raises on corrupt content.
 
     A done run is decided from result.json and the last byte of metrics.jsonl (every append ends with a
-    newline, so a file that does not was cut mid-write): planning reads thousands of folders.
+    newline, so a file that does not was cut mid-write): planning reads thousands of folders, so this
+    uses plain string paths.
     """
-    run_dir = Path(run_dir)
+    base = os.fspath(run_dir)
+    result_path, metrics_path = os.path.join(base, RESULT), os.path.join(base, METRICS)
     problems: list[str] = []
-    if (run_dir / RESULT).exists():
-        result, problem = read_json(run_dir / RESULT)
+    if os.path.exists(result_path):
+        result, problem = read_json(result_path)
         if problem is None and isinstance(result, dict) and "final" in result:
-            if ends_cleanly(run_dir / METRICS):
+            if ends_cleanly(metrics_path):
                 epochs = result.get("epochs")
                 return RunState(DONE, epochs if isinstance(epochs, int) else 0)
-            problems.append(f"{run_dir / METRICS}: ends mid-line (a write was cut off); the run is resumed")
+            problems.append(f"{metrics_path}: ends mid-line (a write was cut off); the run is resumed")
         else:
-            problems.append(problem or f"{run_dir / RESULT}: no 'final' entry")
-    metrics = read_metrics(run_dir / METRICS)
+            problems.append(problem or f"{result_path}: no 'final' entry")
+    metrics = read_metrics(metrics_path)
     problems += metrics.problems
     epochs = len(metrics.rows)
     if problems:  # an unreadable result.json or cut metrics: not done; it resumes from its checkpoint
         return RunState(PARTIAL, epochs, problems)
-    if (run_dir / ERROR).exists():
-        error, problem = read_json(run_dir / ERROR)
+    error_path = os.path.join(base, ERROR)
+    if os.path.exists(error_path):
+        error, problem = read_json(error_path)
         reason = error.get("reason") if isinstance(error, dict) else None
         return RunState(FAILED, epochs, [problem] if problem else [], reason or "unknown error")
-    if epochs or (run_dir / CHECKPOINT).exists():
+    if epochs or os.path.exists(os.path.join(base, CHECKPOINT)):
         return RunState(PARTIAL, epochs)
     return RunState(NEW, epochs)
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +27,9 @@ from ablations.slurm import (
 
 SETTINGS = SlurmSettings(time_min=20, cpus_per_task=1, mem_gb=3)
 ENDED = ("done", "failed", "cancelled")
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def states(sweep_dir: Path) -> dict[str, str]:
@@ -189,3 +194,38 @@ def test_status_of_a_run_never_submitted(sweep_dir, make_run):
     [row] = status(sweep_dir)
     assert (row.run_id, row.state, row.job_id, row.error) == (run_dir.name, "new", None, None)
     assert json.loads((run_dir / store.CONFIG).read_text())["meta"]["run_id"] == run_dir.name
+
+
+def test_cli_submits_one_array_waits_and_reports(slurm_cluster, tmp_path):
+    """The user's path: ablations.run --executor slurm --wait, then status, relaunch and cancel."""
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(
+        "name: tinyslurm\npaper_table: t\nrecipe: quick\nmodel: rest_lite\noverrides: {train.epochs: 1}\n"
+        "slurm: {time_min: 30, cpus_per_task: 1, mem_gb: 2}\n"
+        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl}\n"
+    )
+    tiny = ["--set", "data.img_size=32", "--set", "data.train_limit=32", "--set", "data.val_limit=16",
+            "--set", "train.batch_size=16", "--results-root", str(tmp_path / "results"), "--no-eta", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def cli(module: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", module, str(sweep), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    submitted = cli("ablations.run", *tiny, "--executor", "slurm", "--wait", "--array-parallelism", "2")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "submitted 2 run(s) as one job array" in submitted.stdout
+    run_dirs = sorted((tmp_path / "results" / "tinyslurm").glob("*-s0-*"))
+    assert len(run_dirs) == 2
+    array_ids = {json.loads((d / "slurm.json").read_text())["array_job_id"] for d in run_dirs}
+    assert len(array_ids) == 1, "both runs belong to one job array"
+    assert all(store.run_state(d).state == store.DONE for d in run_dirs)
+
+    status = cli("ablations.status", *tiny)
+    assert status.returncode == 0 and status.stdout.count(" done ") == 2 and "job " in status.stdout
+    again = cli("ablations.run", *tiny, "--executor", "slurm")
+    assert again.returncode == 0 and "nothing to run" in again.stdout
+    cancelled = subprocess.run([sys.executable, "-m", "ablations.cancel", str(sweep), "--results-root",
+                                str(tmp_path / "results")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                               timeout=120)
+    assert cancelled.returncode == 0 and "cancelled 0 job(s)" in cancelled.stdout
