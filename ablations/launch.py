@@ -6,7 +6,6 @@ run a cell twice, and a run finished by the other launch meanwhile is skipped.
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -99,11 +98,3 @@ def run_local(plan: Plan, runs: list[PlannedRun], *, force: bool = False, retry_
 def read_error_reason(run_dir: Path) -> str | None:
     error, problem = store.read_json(run_dir / store.ERROR)
     return error.get("reason") if problem is None and isinstance(error, dict) else None
-
-
-def dump_plan_json(plan: Plan) -> str:
-    return json.dumps(
-        [{"run_id": p.run.run_id, "cell": p.run.cell.label, "seed": p.run.seed, "state": p.state.state}
-         for p in plan.runs],
-        indent=2,
-    )
