@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -37,14 +37,18 @@ FILE_MODE = 0o644
 DONE, FAILED, PARTIAL, NEW, RUNNING = "done", "failed", "partial", "new", "running"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`: readers never see half."""
+@contextlib.contextmanager
+def atomic_target(path: Path) -> Iterator[BinaryIO]:
+    """A file object for a temp file beside `path`; on success it is fsynced and renamed over `path`.
+
+    Readers never see half a file, and a failure leaves no temp file behind.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600; run folders are shared with collaborators
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -54,6 +58,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_target(path) as f:
+        f.write(data)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
@@ -61,19 +70,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def atomic_torch_save(path: Path, obj: Any) -> None:
     import torch
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_target(path) as f:
+        torch.save(obj, f)
 
 
 def append_jsonl(path: Path, obj: Any) -> None:
