@@ -171,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     todo = plan.pending(retry_failed=args.retry_failed, force=args.force)
     if not todo:
+        failed = plan.counts()[store.FAILED]
+        if failed:
+            print(f"\nnothing to run: {failed} run(s) failed earlier (see python -m ablations.status); "
+                  "--retry-failed runs them again.")
+            return EXIT_FAILED
         print("\nnothing to run: every run is done (or running elsewhere). --force runs them again.")
-        return EXIT_OK if not plan.counts()[store.FAILED] else EXIT_FAILED
+        return EXIT_OK
     print(f"\nlaunching {len(todo)} run(s) with the {executor} executor", flush=True)
     if executor == "slurm":
         return submit_to_slurm(plan, todo, settings, args)
