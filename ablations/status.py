@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = plan.counts()
     print("  " + ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "partial", "failed", "new") if counts[s]))
     planned_ids = {p.run.run_id for p in plan.runs}
-    others = sorted(p.name for p in plan.results_dir.glob("*") if p.is_dir() and p.name not in planned_ids)
+    on_disk = {p.parent.name for p in plan.results_dir.glob(f"*/{store.CONFIG}")}
+    others = sorted(on_disk - planned_ids)
     if others:
         print(f"  {len(others)} other run folder(s) here belong to other recipes/overrides: {', '.join(others[:5])}"
               + (" ..." if len(others) > 5 else ""))
