@@ -5,7 +5,6 @@ Nothing here writes to disk: `python -m ablations.run --dry-run` is this module 
 from __future__ import annotations
 
 import functools
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +52,7 @@ def make_plan(sweep: Sweep, recipe: str, runs: list[Run], results_root: Path) ->
     for run in runs:
         run_dir = results_dir / run.run_id
         if run.run_id in existing:
-            state = store.run_state(run_dir)
-            if state.state in (store.NEW, store.PARTIAL) and store.is_locked(run_dir):
-                state.state = store.RUNNING
+            state = store.live_run_state(run_dir)
         else:
             state = store.RunState(store.NEW)
         problems += state.problems
@@ -101,6 +98,8 @@ def measure_train_speed(model_items: tuple, img_size: int, num_classes: int, bat
     import timm
     import torch
 
+    from rest.benchmark import time_iterations
+
     knobs = dict(model_items)
     name = knobs.pop("name")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -114,16 +113,7 @@ def measure_train_speed(model_items: tuple, img_size: int, num_classes: int, bat
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start, n = time.perf_counter(), 0
-    while n < 2 or time.perf_counter() - start < 1.0:
-        step()
-        n += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n * batch_size / (time.perf_counter() - start)
+    return batch_size / time_iterations(step, warmup=1, iters=3, device=device)
 
 
 @dataclass
