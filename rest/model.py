@@ -30,11 +30,10 @@ from timm.layers import DropPath, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
+from rest_knobs import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS
+
 __all__ = ["ResT", "POS_ENCODINGS", "REDUCTIONS", "STEMS", "VARIANTS", "checkpoint_filter_fn"]
 
-POS_ENCODINGS = ("pa", "gl", "le", "none")
-REDUCTIONS = ("dwconv", "avg", "max", "none")
-STEMS = ("rest", "resnet", "patch")
 
 
 def check_choice(knob: str, value, allowed: tuple) -> None:
@@ -532,12 +531,6 @@ def checkpoint_filter_fn(state_dict: dict, model: ResT) -> dict:
 # --------------------------------------------------------------------------------------------------------
 # Registered sizes (paper Table 1)
 # --------------------------------------------------------------------------------------------------------
-VARIANTS = {
-    "rest_lite": dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 2, 2)),
-    "rest_small": dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 6, 2)),
-    "rest_base": dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 6, 2)),
-    "rest_large": dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 18, 2)),
-}
 
 
 def _cfg(**kwargs) -> dict:
