@@ -1,31 +1,38 @@
-"""python -m ablations.cancel SWEEP.yaml — cancel the sweep's queued and running SLURM jobs.
+"""python -m ablations.cancel SWEEP.yaml — cancel an experiment's queued and running SLURM jobs.
 
+Takes the same selection flags as ablations.run: only the jobs of the runs they select are cancelled.
 Cancelled runs keep their checkpoints: launching the sweep again resumes them.
 """
 from __future__ import annotations
 
-import sys
+import argparse
+from pathlib import Path
 
-from ablations.run import EXIT_OK, EXIT_USAGE, paragraph
-from ablations.spec import SweepError, load_sweep
+from ablations.cli import EXIT_OK, command
+from ablations.experiment import add_selection_flags, resolve, selection_from_args
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ablations.cancel", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep", type=Path, help="sweep file, e.g. sweeps/pe.yaml")
+    add_selection_flags(p)
+    return p
+
+
+@command
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    from pathlib import Path
-
+    args = build_parser().parse_args(argv)
+    experiment = resolve(args.sweep, selection_from_args(args), args.results_root)
+    run_dirs = [experiment.run_dir(r) for r in experiment.runs]
+    launched = [d for d in run_dirs if d.is_dir()]
+    if not launched:
+        print(f"nothing to cancel: {experiment.describe()} was never launched (no run folders in "
+              f"{experiment.results_dir}/)")
+        return EXIT_OK
     from ablations import slurm
 
-    parser = argparse.ArgumentParser(prog="python -m ablations.cancel", description=__doc__)
-    parser.add_argument("sweep", type=Path)
-    parser.add_argument("--results-root", type=Path, default=Path("results"))
-    args = parser.parse_args(argv)
-    try:
-        sweep = load_sweep(args.sweep)
-    except SweepError as err:
-        print(paragraph(f"error: {err}"), file=sys.stderr)
-        return EXIT_USAGE
-    cancelled = slurm.cancel(args.results_root / sweep.name)
+    cancelled = slurm.cancel(experiment.results_dir, launched)
     print(f"cancelled {len(cancelled)} job(s){': ' + ', '.join(cancelled) if cancelled else ''}")
     return EXIT_OK
 

@@ -11,85 +11,96 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-import rest
+from ablations.errors import InputError
+from rest_knobs import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS
 
 DATASETS = ("digits", "imagefolder", "cifar10", "cifar100")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 
+ConfigError = InputError  # one error type for every input (ablations.errors)
 
-class ConfigError(ValueError):
-    """A bad key or value; `key` is the dotted key at fault."""
 
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.message = message
+def knob(default: Any = None, *, factory: Any = None, **rules: Any) -> Any:
+    """A dataclass field with its validation rules as metadata, read by `check_field`.
+
+    Rules: choices (allowed values), min / max (inclusive), gt / lt (exclusive), finite (no inf/nan),
+    pattern (a regex the whole string must match; pattern_text says it in words).
+    """
+    if factory is not None:
+        return field(default_factory=factory, metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+PROBABILITY = dict(min=0.0, max=1.0)
+SEED_LIMIT = 2**32  # numpy's seeds
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "rest_lite"
-    pos_encoding: str = "pa"
-    reduction: str = "dwconv"
+    name: str = knob("rest_lite", choices=tuple(VARIANTS))
+    pos_encoding: str = knob("pa", choices=POS_ENCODINGS)
+    reduction: str = knob("dwconv", choices=REDUCTIONS)
     head_conv: bool = True
     head_norm: bool = True
-    stem: str = "rest"
-    drop_path_rate: float = 0.0
+    stem: str = knob("rest", choices=STEMS)
+    drop_path_rate: float = knob(0.0, **PROBABILITY)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"
+    dataset: str = knob("digits", choices=DATASETS)
     root: str | None = None  # folder of the dataset; digits is bundled and needs none
-    img_size: int = 64  # training crop / input size
-    eval_crop_pct: float = 1.0  # eval: resize to img_size / eval_crop_pct, then center crop img_size
-    train_limit: int | None = None  # use only the first N training images (smoke tests)
-    val_limit: int | None = None
+    img_size: int = knob(64, min=32, max=4096)  # training crop / input size; ResT needs >= 32 px
+    eval_crop_pct: float = knob(1.0, gt=0.0, max=1.0)  # eval: resize to img_size / eval_crop_pct, center crop
+    train_limit: int | None = knob(None, min=1)  # use only the first N training images (smoke tests)
+    val_limit: int | None = knob(None, min=1)
 
 
 @dataclass(frozen=True)
 class AugConfig:
-    scale_min: float = 0.08  # random-resized-crop scale range (scale_min, 1.0); 1.0 = plain resize
-    hflip: float = 0.5
+    scale_min: float = knob(0.08, gt=0.0, max=1.0)  # random-resized-crop scale (scale_min, 1.0); 1.0 = resize
+    hflip: float = knob(0.5, **PROBABILITY)
     rand_augment: str | None = None  # timm RandAugment string, e.g. "rand-m9-mstd0.5-inc1"
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    label_smoothing: float = 0.0
-    reprob: float = 0.0  # random erasing probability
+    mixup: float = knob(0.0, min=0.0, finite=True)  # Beta(alpha, alpha); 0 = off
+    cutmix: float = knob(0.0, min=0.0, finite=True)
+    label_smoothing: float = knob(0.0, min=0.0, lt=1.0)
+    reprob: float = knob(0.0, **PROBABILITY)  # random erasing probability
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adamw"
-    lr: float = 1e-3
-    lr_base_batch: int | None = None  # if set, the lr used is lr * batch_size / lr_base_batch
-    weight_decay: float = 0.05
-    momentum: float = 0.9  # SGD only
-    clip_grad: float | None = None
+    name: str = knob("adamw", choices=OPTIMIZERS)
+    lr: float = knob(1e-3, gt=0.0, finite=True)
+    lr_base_batch: int | None = knob(None, min=1)  # if set, the lr used is lr * batch_size / lr_base_batch
+    weight_decay: float = knob(0.05, min=0.0, finite=True)
+    momentum: float = knob(0.9, min=0.0, lt=1.0)  # SGD only
+    clip_grad: float | None = knob(None, gt=0.0, finite=True)
 
 
 @dataclass(frozen=True)
 class SchedConfig:
-    name: str = "cosine"
-    warmup_epochs: int = 0
-    warmup_lr: float = 1e-6
-    min_lr: float = 1e-5
+    name: str = knob("cosine", choices=SCHEDULES)
+    warmup_epochs: int = knob(0, min=0)
+    warmup_lr: float = knob(1e-6, min=0.0, finite=True)
+    min_lr: float = knob(1e-5, min=0.0, finite=True)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 64
-    seed: int = 0
+    epochs: int = knob(5, min=1)
+    batch_size: int = knob(64, min=1)
+    seed: int = knob(0, min=0, lt=SEED_LIMIT)
     amp: bool = True  # float16 autocast, on CUDA only
     ema: bool = False
-    ema_decay: float = 0.9998
+    ema_decay: float = knob(0.9998, gt=0.0, lt=1.0)
 
 
 SECTIONS: dict[str, type] = {
@@ -100,18 +111,6 @@ SECTIONS: dict[str, type] = {
     "sched": SchedConfig,
     "train": TrainConfig,
 }
-CHOICES: dict[str, tuple] = {
-    "model.name": tuple(rest.VARIANTS),
-    "model.pos_encoding": rest.POS_ENCODINGS,
-    "model.reduction": rest.REDUCTIONS,
-    "model.stem": rest.STEMS,
-    "data.dataset": DATASETS,
-    "optim.name": OPTIMIZERS,
-    "sched.name": SCHEDULES,
-}
-POSITIVE = {"data.img_size", "train.epochs", "train.batch_size", "optim.lr_base_batch", "data.train_limit",
-            "data.val_limit"}
-PROBABILITIES = {"aug.hflip", "aug.reprob", "model.drop_path_rate", "aug.label_smoothing"}
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ class RunConfig:
     def from_dict(cls, data: dict) -> RunConfig:
         """Rebuild from `to_dict()` output (config.json), checking every key and value."""
         if not isinstance(data, dict):
-            raise ConfigError("<config>", "expected a mapping of sections")
+            raise InputError("<config>", "expected a mapping of sections")
         return with_overrides(cls(), flatten(data))
 
 
@@ -171,7 +170,7 @@ def flatten(nested: dict, prefix: str = "") -> dict[str, Any]:
         full = f"{prefix}{key}"
         if isinstance(value, dict) and "." not in str(key) and not prefix:
             if key not in SECTIONS:
-                raise ConfigError(full, f"unknown section; allowed: {', '.join(SECTIONS)}")
+                raise InputError(full, f"unknown section; allowed: {', '.join(SECTIONS)}")
             flat.update(flatten(value, prefix=f"{full}."))
         else:
             flat[full] = value
@@ -183,38 +182,86 @@ def allowed_keys() -> list[str]:
 
 
 @functools.cache
-def field_type(key: str) -> Any:
-    section, _, name = key.partition(".")
-    if section not in SECTIONS:
-        raise ConfigError(key, f"unknown section {section!r}; keys start with one of: {', '.join(SECTIONS)}")
-    hints = typing.get_type_hints(SECTIONS[section])
-    if name not in hints:
-        names = ", ".join(f.name for f in dataclasses.fields(SECTIONS[section]))
-        raise ConfigError(key, f"unknown key; {section}.* allows: {names}")
-    return hints[name]
+def _fields(cls: type) -> dict[str, tuple[Any, dict]]:
+    """name -> (type hint, rules) of a dataclass's fields."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], dict(f.metadata)) for f in dataclasses.fields(cls)}
 
 
-def check_value(key: str, value: Any) -> Any:
-    """Return `value` converted to the field's type (int -> float only), or raise ConfigError."""
-    hint = field_type(key)
+def check_field(cls: type, name: str, value: Any, key: str | None = None, source: str | None = None) -> Any:
+    """`value` checked against field `name` of dataclass `cls` (type, then the rules in its metadata) and
+    converted to the field's type (int -> float only); InputError(source, key, ...) otherwise.
+
+    The one checker of the harness: run configs, recipes, sweep files, --set and SLURM settings all use it.
+    """
+    key = key or name
+    fields = _fields(cls)
+    if name not in fields:
+        raise InputError(source, key, f"unknown key; allowed: {', '.join(fields)}")
+    hint, rules = fields[name]
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:
             return None
-        raise ConfigError(key, "must not be null")
+        raise InputError(source, key, "must not be null")
     converted = _convert(value, [t for t in options if t is not type(None)])
     if converted is _INVALID:
         names = " or ".join("null" if t is type(None) else t.__name__ for t in options)
-        raise ConfigError(key, f"expected {names}, got {type(value).__name__} {value!r}")
-    if key in CHOICES and converted not in CHOICES[key]:
-        raise ConfigError(key, f"{converted!r} is not allowed; choose one of: {', '.join(map(str, CHOICES[key]))}")
-    if key in POSITIVE and converted <= 0:
-        raise ConfigError(key, f"must be positive, got {converted!r}")
-    if key in PROBABILITIES and not 0.0 <= converted <= 1.0:
-        raise ConfigError(key, f"must be within [0, 1], got {converted!r}")
-    if key == "data.img_size" and converted < 32:
-        raise ConfigError(key, f"ResT needs inputs of at least 32 px, got {converted}")
+        raise InputError(source, key, f"expected {names}, got {type(value).__name__} {bounded_repr(value)}")
+    problem = rule_problem(converted, rules)
+    if problem:
+        raise InputError(source, key, problem)
     return converted
+
+
+def rule_problem(value: Any, rules: dict) -> str | None:
+    """What is wrong with `value` under `rules` (see `knob`), or None."""
+    if "choices" in rules and value not in rules["choices"]:
+        return f"{bounded_repr(value)} is not allowed; choose one of: {', '.join(map(str, rules['choices']))}"
+    if "pattern" in rules and isinstance(value, str) and not re.fullmatch(rules["pattern"], value):
+        return f"{bounded_repr(value)} is not allowed: {rules.get('pattern_text', 'see ' + rules['pattern'])}"
+    bounded = rules.keys() & {"min", "gt", "max", "lt"}
+    if isinstance(value, float) and (bounded or rules.get("finite")) and not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if (("min" in rules and value < rules["min"]) or ("gt" in rules and value <= rules["gt"])
+            or ("max" in rules and value > rules["max"]) or ("lt" in rules and value >= rules["lt"])):
+        return f"must be {_range_text(rules)}, got {value!r}"
+    return None
+
+
+def _range_text(rules: dict) -> str:
+    if rules.get("min") == 0.0 and rules.get("max") == 1.0:
+        return "within [0, 1]"
+    if rules.get("gt") == 0 and len(rules.keys() - {"finite"}) == 1:
+        return "positive"
+    if rules.get("min") == 1 and len(rules.keys() - {"finite"}) == 1:
+        return "positive"
+    parts = [f"{sign} {rules[rule]:g}" for rule, sign in (("min", ">="), ("gt", ">"), ("max", "<="), ("lt", "<"))
+             if rule in rules]
+    return " and ".join(parts)
+
+
+def bounded_repr(value: Any, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters: error messages never echo a huge value back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def field_type(key: str) -> Any:
+    section, _, name = key.partition(".")
+    if section not in SECTIONS:
+        raise InputError(key, f"unknown section {section!r}; keys start with one of: {', '.join(SECTIONS)}")
+    fields = _fields(SECTIONS[section])
+    if name not in fields:
+        raise InputError(key, f"unknown key; {section}.* allows: {', '.join(fields)}")
+    return fields[name][0]
+
+
+def check_value(key: str, value: Any, source: str | None = None) -> Any:
+    """`value` for the dotted run-config key `key`, checked and converted; InputError otherwise."""
+    field_type(key)  # unknown section or key
+    section, _, name = key.partition(".")
+    return check_field(SECTIONS[section], name, value, key=key, source=source)
 
 
 _INVALID = object()

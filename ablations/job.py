@@ -1,9 +1,12 @@
-"""The one job callable of the harness: `RunJob(run_dir)()` trains the run in that folder and returns its result.
+"""The one path that claims, runs and records a run: `RunJob(run_dir)()`.
 
-The same object runs in-process, under submitit's LocalExecutor and as a SLURM job or array task, with one
-task or several (torch.distributed, rank and world size from `submitit.JobEnvironment`). Rank 0 holds the
-run folder's lock (`store.run_lock`) for the whole run; a run found done once the lock is held is not trained
-again, so no cell is ever counted twice.
+It is the only code that takes a run folder's lock, decides from the folder (read again once the lock is
+held) whether to skip a done or failed run, archives earlier outputs on --force, trains and records. The
+same object runs in-process (the local executor, `python -m ablations.train RUN_DIR`), in a worker process
+(`--jobs N`), under submitit's LocalExecutor and as a SLURM job or array task, with one task or several
+(torch.distributed: rank and world size from `submitit.JobEnvironment`, or from torchrun's environment).
+Rank 0 holds the run folder's lock (`store.run_lock`) for the whole run, so no cell is ever trained twice
+and local and cluster runs behave the same by construction.
 
 Preemption and time limits. submitit installs its handler for the checkpoint signal (USR2; SLURM sends it
 `signal_delay_s` before the time limit, `scancel --signal USR2` sends it by hand) before it calls the job.
@@ -20,60 +23,40 @@ there). One that arrives after training ended only sets the stop flag: a finishe
 SIGTERM (scancel, `scontrol requeue`, node loss) is left to submitit, which ignores it: SLURM kills the job
 KillWait seconds later and the requeued job resumes from the last checkpoint on disk.
 
-slurm.json (in the run folder) records the SLURM side of the run: the latest job id, array index, when it
-was submitted, and a history of (job_id, state) events: SUBMITTED, RUNNING (once per start, with SLURM's
-restart count), REQUEUED, COMPLETED, FAILED, CANCELLED. Written atomically, read-modify-write under a
-small flock of its own (the run lock is held by the job for the whole run).
+Outside submitit (in-process), SIGINT, SIGTERM and SIGUSR1 likewise only ask the trainer to stop: it saves
+a consistent checkpoint and raises `Preempted`, which says which signal it was, so the launcher can exit
+with one line (130 for Ctrl-C) and leave every run folder resumable.
+
+slurm.json (in the run folder, see ablations.store) records the SLURM side of the run: the latest job id,
+array index, when it was submitted, and a history of (job_id, state) events: SUBMITTED, RUNNING (once per
+start, with SLURM's restart count), REQUEUED, COMPLETED, FAILED, CANCELLED.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib
 import os
 import signal
 import threading
 import types
-from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ablations import store
+from ablations.store import now, read_slurm_record, update_slurm_record  # noqa: F401 - part of this API
+from ablations.store import record_slurm_event as record_event
 
-SLURM_JSON = "slurm.json"
-SLURM_LOCK = ".slurm.lock"
 TRAINER = "ablations.train"
 
-
-# ---- slurm.json ------------------------------------------------------------------------------------------------
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+# What RunJob did with a run folder
+TRAINED, ALREADY_DONE, FAILED_EARLIER = "trained", "done", "failed earlier"
 
 
-def read_slurm_record(run_dir: Path) -> dict | None:
-    """The run's slurm.json, or None if it has none (or an unreadable one)."""
-    record, problem = store.read_json(Path(run_dir) / SLURM_JSON)
-    return record if problem is None and isinstance(record, dict) else None
-
-
-def update_slurm_record(run_dir: Path, change: Callable[[dict], None]) -> dict:
-    """Read slurm.json, apply `change` to it in place, write it back atomically; serialized by a flock."""
-    run_dir = Path(run_dir)
-    fd = os.open(run_dir / SLURM_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        record = read_slurm_record(run_dir) or {"history": []}
-        change(record)
-        store.atomic_write_json(run_dir / SLURM_JSON, record)
-        return record
-    finally:
-        os.close(fd)  # releases the flock
-
-
-def record_event(run_dir: Path, job_id: str, state: str, **extra: Any) -> None:
-    event = {"job_id": job_id, "state": state, "at": now(), **extra}
-    update_slurm_record(run_dir, lambda record: record.setdefault("history", []).append(event))
+@dataclass
+class Outcome:
+    status: str  # TRAINED, ALREADY_DONE or FAILED_EARLIER (left alone: --retry-failed runs it again)
+    result: dict | None  # result.json's content for a done run
 
 
 # ---- the job environment -----------------------------------------------------------------------------------------
@@ -116,6 +99,32 @@ def _share(value: str, distributed: bool) -> str:
     return shared[0]
 
 
+class _StopOnLocalSignals:
+    """In-process runs: Ctrl-C, SIGTERM and SIGUSR1 ask the trainer to stop at the next step boundary."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, train: types.ModuleType):
+        self.train = train
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> _StopOnLocalSignals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+        return self
+
+    def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (the last checkpoint is still on disk)
+        self.received = signum
+        self.train.request_stop()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 class _StopOnSignal:
     """While installed, the checkpoint signal only asks the trainer to stop at the next step boundary."""
 
@@ -139,14 +148,20 @@ class _StopOnSignal:
 
 # ---- the job -------------------------------------------------------------------------------------------------------
 class RunJob:
-    """Train the run in `run_dir` (config.json already written); picklable, resumable, requeueable.
+    """Claim, skip, archive, train and record the run in `run_dir` (config.json already written); picklable,
+    resumable, requeueable.
 
+    force: run it again even if done or failed (earlier outputs go to previous/, under the lock).
+    retry_failed: run a failed run again (resuming its checkpoint).
     `trainer` names the module that provides train_run / request_stop / Preempted / init_distributed_from_env
     (tests swap in a stand-in).
     """
 
-    def __init__(self, run_dir: str | Path, *, trainer: str = TRAINER, num_workers: int = 0, progress: bool = False):
+    def __init__(self, run_dir: str | Path, *, force: bool = False, retry_failed: bool = False,
+                 trainer: str = TRAINER, num_workers: int = 0, progress: bool = False):
         self.run_dir = str(Path(run_dir).absolute())
+        self.force = force
+        self.retry_failed = retry_failed
         self.trainer = trainer
         self.num_workers = num_workers
         self.progress = progress
@@ -154,35 +169,55 @@ class RunJob:
     def __repr__(self) -> str:
         return f"RunJob({self.run_dir!r})"
 
-    def __call__(self) -> dict:
-        from ablations.config import RunConfig
+    def __call__(self) -> dict | None:
+        """submitit's entry point: the run's result (None for a failed run left alone)."""
+        return self.run().result
 
+    def run(self) -> Outcome:
         train = importlib.import_module(self.trainer)
         run_dir = Path(self.run_dir)
-        document, problem = store.read_json(run_dir / store.CONFIG)
-        if problem or not isinstance(document, dict) or "config" not in document:
-            raise ValueError(problem or f"{run_dir / store.CONFIG}: expected {{\"config\": ..., \"meta\": ...}}")
-        config = RunConfig.from_dict(document["config"])
+        config = store.read_config(run_dir).config  # InputError: nothing is claimed for a bad config
 
         env = job_environment()
-        distributed = env is not None and env.num_tasks > 1
-        rank = _init_distributed(env, train) if distributed else 0
+        if env is not None and env.num_tasks > 1:
+            distributed, rank = True, _init_distributed(env, train)
+        else:
+            # torchrun (python -m torch.distributed.run -m ablations.train RUN_DIR)
+            distributed = env is None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and \
+                bool(train.init_distributed_from_env())
+            rank = _rank() if distributed else 0
         try:
             with contextlib.ExitStack() as stack:
-                verdict = _claim(run_dir, stack) if rank == 0 else ""
+                verdict = self._claim(run_dir, stack) if rank == 0 else ""
                 verdict = _share(verdict, distributed)
                 if verdict == "locked":
                     raise store.RunLocked(f"{run_dir} is being worked on by another job")
-                if verdict == "done":
-                    result, _ = store.read_json(run_dir / store.RESULT)
-                    return result
-                return self._train(train, config, run_dir, env, rank)
+                if verdict == ALREADY_DONE:
+                    return Outcome(ALREADY_DONE, store.read_result(run_dir))
+                if verdict == FAILED_EARLIER:
+                    return Outcome(FAILED_EARLIER, None)
+                return Outcome(TRAINED, self._train(train, config, run_dir, env, rank))
         finally:
             if distributed:
                 import torch.distributed as dist
 
                 if dist.is_initialized():
                     dist.destroy_process_group()
+
+    def _claim(self, run_dir: Path, stack: contextlib.ExitStack) -> str:
+        """Take the run lock for the rest of the job, then decide from the folder: train, or leave it."""
+        try:
+            stack.enter_context(store.run_lock(run_dir))
+        except store.RunLocked:
+            return "locked"
+        state = store.run_state(run_dir).state  # again, now that nobody else can change it
+        if state == store.DONE and not self.force:
+            return ALREADY_DONE
+        if state == store.FAILED and not (self.retry_failed or self.force):
+            return FAILED_EARLIER
+        if self.force and state in (store.DONE, store.FAILED):
+            store.archive_previous(run_dir)
+        return TRAINED
 
     def _train(self, train: types.ModuleType, config: Any, run_dir: Path, env: Any | None, rank: int) -> dict:
         slurm = _on_slurm(env) and rank == 0
@@ -191,12 +226,16 @@ class RunJob:
             record_event(run_dir, env.job_id, "RUNNING", restart=restarts, host=env.hostname)
         on_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
         guard = _StopOnSignal(env, train) if env is not None and on_main_thread else None
+        local = _StopOnLocalSignals(train) if env is None else contextlib.nullcontext()
         try:
-            result = train.train_run(config, run_dir, progress=self.progress, num_workers=self.num_workers,
-                                     handle_signals=False)
-        except train.Preempted:
+            with local:
+                result = train.train_run(config, run_dir, progress=self.progress, num_workers=self.num_workers,
+                                         handle_signals=False)
+        except train.Preempted as err:
             if guard is not None:
                 guard.hand_over()  # rank 0: checkpoint(), requeue, exit; other ranks return here
+            if isinstance(local, _StopOnLocalSignals) and local.received is not None:
+                err.signal = local.received  # the launcher says which signal stopped the sweep
             raise
         except Exception as err:
             if slurm:
@@ -210,21 +249,19 @@ class RunJob:
         """submitit's requeue hook (rank 0, main thread, inside its signal handler; the process exits next).
 
         The run's whole state is on disk (checkpoint.pt, consistent: see the module docstring), so the
-        requeued job is simply a fresh RunJob for the same folder.
+        requeued job is simply a fresh RunJob for the same folder; --force was honoured when this job
+        started, so the requeued one resumes instead of archiving its own progress.
         """
         from submitit.helpers import DelayedSubmission
 
         env = job_environment()
         if _on_slurm(env):
             record_event(Path(self.run_dir), env.job_id, "REQUEUED")
-        return DelayedSubmission(RunJob(self.run_dir, trainer=self.trainer, num_workers=self.num_workers,
-                                        progress=self.progress))
+        return DelayedSubmission(RunJob(self.run_dir, retry_failed=self.retry_failed, trainer=self.trainer,
+                                        num_workers=self.num_workers, progress=self.progress))
 
 
-def _claim(run_dir: Path, stack: contextlib.ExitStack) -> str:
-    """Take the run lock for the rest of the job: "run", "done" (nothing to do) or "locked"."""
-    try:
-        stack.enter_context(store.run_lock(run_dir))
-    except store.RunLocked:
-        return "locked"
-    return "done" if store.run_state(run_dir).state == store.DONE else "run"
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank()

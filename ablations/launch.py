@@ -1,52 +1,32 @@
-"""Launching a plan: write each pending run's config.json, then run the runs (locally or on SLURM).
+"""The local executor: write each pending run's config.json, then run each run's `RunJob` on this machine.
 
-The local executor runs the runs one after another in this process. Each run is trained under its
-folder's lock, and its state is read again once the lock is held: two launches of the same sweep never
-run a cell twice, and a run finished by the other launch meanwhile is skipped.
+With one job at a time (the default) every RunJob runs in this process, one after another. With `--jobs N`
+they run N at a time, each in a worker process of its own (torch threads split between them, one GPU each
+where there are GPUs). Either way the RunJob claims its folder, skips a run found done, archives on --force
+and trains: the same object the SLURM executor submits, so both executors behave alike by construction.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
-import time
+import os
+import signal
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablations import store
+from ablations.job import ALREADY_DONE, FAILED_EARLIER, Outcome, RunJob
 from ablations.plan import Plan, PlannedRun
 
 log = logging.getLogger("ablations")
 
 
-def config_document(plan: Plan, planned: PlannedRun) -> dict:
-    return {"config": planned.run.config.to_dict(), "meta": plan.sweep.meta(planned.run, plan.recipe)}
-
-
-def write_configs(plan: Plan, runs: list[PlannedRun]) -> None:
-    """config.json for every run to launch. An existing one must describe the same run (same hash)."""
+def write_configs(plan: Plan, runs: Iterable[PlannedRun]) -> None:
+    """config.json for every run to launch (unchanged files are left as they are)."""
     for planned in runs:
-        planned.run_dir.mkdir(parents=True, exist_ok=True)
-        path = planned.run_dir / store.CONFIG
-        document = config_document(plan, planned)
-        if path.exists():
-            existing, problem = store.read_json(path)
-            if problem is None and existing.get("config") == document["config"]:
-                if existing.get("meta") == document["meta"]:
-                    continue
-        store.atomic_write_json(path, document)
-
-
-def archive_previous(run_dir: Path) -> Path | None:
-    """--force: move the run's earlier outputs to previous/<timestamp>/ (nothing is deleted)."""
-    outputs = [run_dir / n for n in (store.METRICS, store.CHECKPOINT, store.RESULT, store.ERROR, store.LOG)]
-    outputs = [p for p in outputs if p.exists()]
-    if not outputs:
-        return None
-    target = run_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
-    target.mkdir(parents=True, exist_ok=True)
-    for path in outputs:
-        shutil.move(str(path), target / path.name)
-    return target
+        store.write_config(planned.run_dir, planned.run.config, plan.meta(planned.run))
 
 
 @dataclass
@@ -54,47 +34,150 @@ class LaunchReport:
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # run id -> why (done meanwhile, locked)
+    interrupted: int | None = None  # the signal that stopped the sweep
+
+
+def record(report: LaunchReport, run_id: str, run_dir: Path, outcome: Outcome | None = None,
+           error: BaseException | None = None) -> None:
+    """File what a RunJob did (or raised) under its run id."""
+    if error is None:
+        assert outcome is not None
+        if outcome.status == ALREADY_DONE:
+            report.skipped[run_id] = "finished by another launch"
+        elif outcome.status == FAILED_EARLIER:
+            report.skipped[run_id] = "failed in another launch (use --retry-failed)"
+        else:
+            report.done.append(run_id)
+    elif isinstance(error, store.RunLocked):
+        report.skipped[run_id] = "running in another launch"
+    elif type(error).__name__ == "Preempted":
+        report.skipped[run_id] = "stopped by a signal; checkpoint saved, relaunch to resume"
+    else:  # the run wrote error.json itself; the sweep goes on
+        error_file = store.read_error(run_dir) or {}
+        reason = error_file.get("reason") or f"{type(error).__name__}: {error}"
+        report.failed[run_id] = str(reason)
+        log.error("%s failed: %s", run_id, reason)
 
 
 def run_local(plan: Plan, runs: list[PlannedRun], *, force: bool = False, retry_failed: bool = False,
-              progress: bool = True, num_workers: int = 0) -> LaunchReport:
-    """Train `runs` one after another in this process; a failing run does not stop the others."""
+              progress: bool = True, num_workers: int = 0, jobs: int = 1) -> LaunchReport:
+    """Run `runs` on this machine, `jobs` at a time; a failing run does not stop the others.
+
+    A signal (Ctrl-C, SIGTERM) stops the sweep: the runs in flight save a checkpoint, and the report says
+    which signal it was (`report.interrupted`).
+    """
     from tqdm.auto import tqdm
 
-    from ablations.train import Preempted, train_run
-
     report = LaunchReport()
-    bar = tqdm(runs, desc=f"sweep {plan.sweep.name}", unit="run", disable=not progress, position=0)
-    for planned in bar:
-        run_id = planned.run.run_id
-        bar.set_postfix_str(planned.run.cell.label)
-        try:
-            with store.run_lock(planned.run_dir):
-                state = store.run_state(planned.run_dir)  # again, now that nobody else can change it
-                if state.state == store.DONE and not force:
-                    report.skipped[run_id] = "finished by another launch"
-                    continue
-                if state.state == store.FAILED and not (retry_failed or force):
-                    report.skipped[run_id] = "failed in another launch (use --retry-failed)"
-                    continue
-                if force and planned.state.state in (store.DONE, store.FAILED):
-                    archive_previous(planned.run_dir)
-                config = planned.run.config
-                train_run(config, planned.run_dir, progress=progress, num_workers=num_workers, handle_signals=True)
-                report.done.append(run_id)
-        except store.RunLocked:
-            report.skipped[run_id] = "running in another launch"
-        except Preempted:
-            report.skipped[run_id] = "stopped by a signal; checkpoint saved, relaunch to resume"
-            log.warning("%s: stopped by a signal; relaunch the sweep to resume it", run_id)
-            break
-        except Exception as err:  # the run wrote error.json itself; the sweep goes on
-            reason = read_error_reason(planned.run_dir) or f"{type(err).__name__}: {err}"
-            report.failed[run_id] = reason
-            log.error("%s failed: %s", run_id, reason)
+    bar = tqdm(total=len(runs), desc=f"sweep {plan.sweep.name}", unit="run", disable=not progress, position=0)
+    try:
+        if jobs <= 1:
+            _run_in_process(runs, report, bar, force, retry_failed, progress, num_workers)
+        else:
+            _run_in_workers(runs, report, bar, force, retry_failed, num_workers, jobs)
+    finally:
+        bar.close()
     return report
 
 
-def read_error_reason(run_dir: Path) -> str | None:
-    error, problem = store.read_json(run_dir / store.ERROR)
-    return error.get("reason") if problem is None and isinstance(error, dict) else None
+def _run_in_process(runs, report, bar, force, retry_failed, progress, num_workers) -> None:
+    for planned in runs:
+        bar.set_postfix_str(planned.run.cell.label)
+        job = RunJob(planned.run_dir, force=force, retry_failed=retry_failed, num_workers=num_workers,
+                     progress=progress)
+        try:
+            record(report, planned.run.run_id, planned.run_dir, job.run())
+        except Exception as err:
+            record(report, planned.run.run_id, planned.run_dir, error=err)
+            received = getattr(err, "signal", None)
+            if received is not None:
+                report.interrupted = received
+                return
+        bar.update()
+
+
+# ---- N at a time ---------------------------------------------------------------------------------------------------
+def _worker_init(slots, pids, threads: int) -> None:
+    """A worker process: its share of the CPU threads and, where there are GPUs, a GPU of its own."""
+    slot = slots.get()
+    pids[slot] = os.getpid()  # the launcher relays a stop to its workers as SIGUSR1 (checkpoint, then stop)
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None or _gpu_count() > 0:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = visible.split(",") if visible else [str(i) for i in range(_gpu_count())]
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices[slot % len(devices)]
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _run_job_in_worker(job: RunJob) -> tuple[Outcome | None, BaseException | None]:
+    """A worker's task; the stop signal arrives as SIGUSR1, handled by the RunJob like any local signal."""
+    try:
+        return job.run(), None
+    except Exception as err:  # sent back to the launcher, which files it
+        return None, err
+
+
+def _run_in_workers(runs, report, bar, force, retry_failed, num_workers, jobs) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # CUDA and threads do not survive fork
+    manager = context.Manager()
+    slots, pids = manager.Queue(), manager.dict()
+    for i in range(jobs):
+        slots.put(i)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending = list(runs)
+    stop = _StopOnSignals()
+    with stop, manager, ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                            initargs=(slots, pids, threads)) as pool:
+        running: dict[Future, PlannedRun] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < jobs and report.interrupted is None:
+                    planned = pending.pop(0)
+                    job = RunJob(planned.run_dir, force=force, retry_failed=retry_failed, num_workers=num_workers)
+                    running[pool.submit(_run_job_in_worker, job)] = planned
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    planned = running.pop(future)
+                    outcome, error = future.result()
+                    record(report, planned.run.run_id, planned.run_dir, outcome, error)
+                    bar.update()
+        except _Stopped as stopped:
+            report.interrupted = stopped.signum
+            for pid in pids.values():  # each worker saves a checkpoint and stops
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
+            for future, planned in running.items():
+                outcome, error = future.result()
+                record(report, planned.run.run_id, planned.run_dir, outcome, error)
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StopOnSignals:
+    """While workers run: Ctrl-C or SIGTERM to the launcher raises _Stopped in it (the workers are told)."""
+
+    def __enter__(self) -> _StopOnSignals:
+        self.previous = {sig: signal.signal(sig, self._raise) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _raise(self, signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

@@ -1,10 +1,19 @@
-"""Planning: a validated sweep -> runs with their folder state, complexity and a cost estimate.
+"""Planning: an experiment -> its runs with their folder state, and what the runs left will cost.
 
-Nothing here writes to disk: `python -m ablations.run --dry-run` is this module alone.
+Nothing here writes into a run folder: `python -m ablations.run --dry-run` is this module alone. The cost
+of a cell (params, MACs, image-epochs, ETA) is computed only when something is left to run, at the run's
+own input size, and remembered in <results root>/.cache/plan.json per (model, knobs, size): planning a
+sweep whose models were seen before imports neither torch nor timm.
+
+The ETA comes from measured speeds first: the training img/s that finished runs of the same model and
+image size recorded on this machine (result.json: train_img_s, host). Only when there are none does the
+planner time a few training steps itself (a probe, said so on screen, with its spread over repeats).
 """
 from __future__ import annotations
 
-import functools
+import json
+import platform
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +21,11 @@ from typing import Any
 
 from ablations import store
 from ablations.config import RunConfig
-from ablations.spec import Run, Sweep
+from ablations.experiment import Experiment
+from ablations.spec import Run
 
-STATE_ORDER = (store.DONE, store.RUNNING, store.PARTIAL, store.FAILED, store.NEW)
+STATE_ORDER = store.STATE_ORDER
+CACHE = Path(".cache") / "plan.json"
 
 
 @dataclass
@@ -26,94 +37,193 @@ class PlannedRun:
 
 @dataclass
 class Plan:
-    sweep: Sweep
-    recipe: str
-    results_dir: Path
+    experiment: Experiment
     runs: list[PlannedRun]
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def sweep(self):
+        return self.experiment.sweep
+
+    @property
+    def recipe(self) -> str:
+        return self.experiment.recipe.name
+
+    @property
+    def results_dir(self) -> Path:
+        return self.experiment.results_dir
+
+    def meta(self, run: Run) -> dict[str, Any]:
+        return self.experiment.meta(run)
 
     def counts(self) -> Counter:
         return Counter(p.state.state for p in self.runs)
 
     def pending(self, retry_failed: bool = False, force: bool = False) -> list[PlannedRun]:
         """The runs a launch should work on: new and partial, plus failed/done when asked."""
-        wanted = {store.NEW, store.PARTIAL}
-        if retry_failed or force:
-            wanted.add(store.FAILED)
-        if force:
-            wanted.add(store.DONE)
+        wanted = pending_states(retry_failed, force)
         return [p for p in self.runs if p.state.state in wanted]
 
 
-def make_plan(sweep: Sweep, recipe: str, runs: list[Run], results_root: Path) -> Plan:
-    results_dir = Path(results_root) / sweep.name
+def pending_states(retry_failed: bool = False, force: bool = False) -> set[store.State]:
+    wanted = {store.NEW, store.PARTIAL}
+    if retry_failed or force:
+        wanted.add(store.FAILED)
+    if force:
+        wanted.add(store.DONE)
+    return wanted
+
+
+def make_plan(experiment: Experiment) -> Plan:
+    results_dir = experiment.results_dir
     planned, problems = [], []
     existing = {p.name for p in results_dir.iterdir()} if results_dir.is_dir() else set()
-    for run in runs:
+    for run in experiment.runs:
         run_dir = results_dir / run.run_id
-        if run.run_id in existing:
-            state = store.live_run_state(run_dir)
-        else:
-            state = store.RunState(store.NEW)
+        state = store.live_run_state(run_dir) if run.run_id in existing else store.RunState(store.NEW)
         problems += state.problems
         planned.append(PlannedRun(run, run_dir, state))
-    return Plan(sweep, recipe, results_dir, planned, problems)
+    return Plan(experiment, planned, problems)
 
 
 # --------------------------------------------------------------------------------------------------------
-# Complexity and cost
+# The cache: facts about models and datasets that do not change between launches
 # --------------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=16)
-def dataset_sizes(config: RunConfig) -> tuple[int, int]:
+class PlanCache:
+    """A JSON file of computed facts (complexity per model, sizes per dataset), read once, written if changed."""
+
+    def __init__(self, results_root: Path):
+        self.path = Path(results_root) / CACHE
+        data, problem = store.read_json(self.path)
+        self.data: dict[str, dict] = data if problem is None and isinstance(data, dict) else {}
+        self.changed = False
+
+    def get(self, section: str, key: Any, compute) -> Any:
+        text = json.dumps(key, sort_keys=True)
+        entries = self.data.setdefault(section, {})
+        if text not in entries:
+            entries[text] = compute()
+            self.changed = True
+        return entries[text]
+
+    def save(self) -> None:
+        if self.changed and self.path.parent.parent.is_dir():  # the results root exists: a launch made it
+            self.path.parent.mkdir(exist_ok=True)
+            store.atomic_write_json(self.path, self.data)
+            self.changed = False
+
+
+def dataset_key(config: RunConfig) -> dict:
+    d = config.data
+    return dict(dataset=d.dataset, root=d.root, train_limit=d.train_limit, val_limit=d.val_limit)
+
+
+def dataset_sizes(config: RunConfig, cache: PlanCache) -> tuple[int, int]:
     """(training images, classes) of a run's dataset."""
-    from ablations.data import build_datasets
 
-    train, _, num_classes = build_datasets(config)
-    return len(train), num_classes
+    def compute() -> list[int]:
+        from ablations.data import build_datasets
 
+        train, _, num_classes = build_datasets(config)
+        return [len(train), num_classes]
 
-
-@functools.lru_cache(maxsize=256)
-def model_complexity(model_items: tuple, img_size: int, num_classes: int) -> dict[str, int]:
-    """params / macs of a model config, computed on the meta device (no weights are allocated)."""
-    import timm
-    import torch
-
-    import rest
-
-    knobs = dict(model_items)
-    name = knobs.pop("name")
-    with torch.device("meta"):
-        model = timm.create_model(name, num_classes=num_classes, **knobs)
-    return rest.complexity(model, img_size)
+    train_images, num_classes = cache.get("datasets", dataset_key(config), compute)
+    return train_images, num_classes
 
 
-def complexity_of(config: RunConfig, num_classes: int) -> dict[str, int]:
-    return model_complexity(tuple(sorted(config.to_dict()["model"].items())), config.data.img_size, num_classes)
+def model_key(config: RunConfig, num_classes: int) -> dict:
+    return dict(config.to_dict()["model"], img_size=config.data.img_size, num_classes=num_classes)
 
 
-@functools.lru_cache(maxsize=32)
-def measure_train_speed(model_items: tuple, img_size: int, num_classes: int, batch_size: int) -> float:
-    """Training images/s of one model on this machine: a few forward/backward/step iterations."""
+def complexity_of(config: RunConfig, num_classes: int, cache: PlanCache) -> dict[str, int]:
+    """params / MACs of the model a run trains, at its own input size (computed on the meta device)."""
+
+    def compute() -> dict[str, int]:
+        import timm
+        import torch
+
+        import rest
+
+        knobs = dict(config.to_dict()["model"])
+        name = knobs.pop("name")
+        with torch.device("meta"):
+            model = timm.create_model(name, num_classes=num_classes, img_size=config.data.img_size, **knobs)
+        return rest.complexity(model, config.data.img_size)
+
+    return cache.get("complexity", model_key(config, num_classes), compute)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Speed and cost
+# --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Speed:
+    img_per_s: float
+    macs_total: int  # of the model the speed was measured on
+    model: str
+    source: str  # "recorded" (finished runs here) or "probe"
+    spread: float = 0.0  # probe: relative spread (max - min) / median over repeats
+    runs: int = 0  # recorded: how many finished runs it comes from
+
+    def describe(self) -> str:
+        if self.source == "recorded":
+            return (f"at {self.img_per_s:.0f} training img/s recorded by {self.runs} finished run(s) of "
+                    f"{self.model} on this machine")
+        return (f"at {self.img_per_s:.0f} training img/s from a speed probe of {self.model} on this machine "
+                f"(spread {100 * self.spread:.0f} % over repeats; finished runs replace it)")
+
+
+def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanCache) -> Speed | None:
+    """The median training speed recorded on this host by finished runs of the same model and image size.
+
+    Speeds read from this experiment's finished runs are remembered in the cache, so a new sweep of the
+    same model on this machine starts from them too.
+    """
+    host = platform.node()
+    key = json.dumps(dict(host=host, model=config.model.name, img_size=config.data.img_size), sort_keys=True)
+    known: dict[str, float] = cache.data.setdefault("speeds", {}).setdefault(key, {})
+    for planned in plan.runs:
+        c = planned.run.config
+        if planned.state.state != store.DONE or planned.run.run_id in known or c.model.name != config.model.name \
+                or c.data.img_size != config.data.img_size:
+            continue
+        result = store.read_result(planned.run_dir) or {}
+        speed = result.get("train_img_s")
+        if result.get("host") == host and isinstance(speed, int | float) and speed > 0:
+            known[planned.run.run_id] = float(speed)
+            cache.changed = True
+    if not known:
+        return None
+    macs = complexity_of(config, num_classes, cache)["macs_total"]
+    return Speed(statistics.median(known.values()), macs, config.model.name, "recorded", runs=len(known))
+
+
+def probe_speed(config: RunConfig, num_classes: int, cache: PlanCache, repeats: int = 3) -> Speed:
+    """Training images/s of one model on this machine: a few forward/backward/step iterations, repeated."""
     import timm
     import torch
 
     from rest.benchmark import time_iterations
 
-    knobs = dict(model_items)
+    knobs = dict(config.to_dict()["model"])
     name = knobs.pop("name")
+    batch = min(config.train.batch_size, 32)
+    size = config.data.img_size
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = timm.create_model(name, num_classes=num_classes, **knobs).to(device).train()
+    model = timm.create_model(name, num_classes=num_classes, img_size=size, **knobs).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
-    y = torch.randint(0, num_classes, (batch_size,), device=device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    return batch_size / time_iterations(step, warmup=1, iters=3, device=device)
+    speeds = [batch / time_iterations(step, warmup=1 if i == 0 else 0, iters=2, device=device) for i in range(repeats)]
+    median = statistics.median(speeds)
+    macs = complexity_of(config, num_classes, cache)["macs_total"]
+    return Speed(median, macs, name, "probe", spread=(max(speeds) - min(speeds)) / median)
 
 
 @dataclass
@@ -125,24 +235,19 @@ class CellCost:
     eta_s: float
 
 
-def estimate(config: RunConfig, num_classes: int, train_images: int, seeds_pending: int, reference: dict) -> CellCost:
-    """Cost of a cell: image-epochs x MACs; time = that / (the reference model's measured speed x MACs ratio).
+def estimate(config: RunConfig, num_classes: int, train_images: int, seeds_pending: int, speed: Speed | None,
+             cache: PlanCache) -> CellCost:
+    """Cost of a cell: image-epochs x MACs; time = that / (the measured speed x the MACs ratio of the models).
 
-    Training costs about 3x the forward MACs (forward + backward); evaluation is ignored (it is a small
-    fraction with the shipped recipes).
+    Training costs about 3x the forward MACs (forward + backward) for every model alike, so the ratio of
+    MACs carries one model's measured speed over to another; evaluation is ignored (a small fraction with
+    the shipped recipes).
     """
-    counts = complexity_of(config, num_classes)
+    counts = complexity_of(config, num_classes, cache)
     image_epochs = train_images * config.train.epochs * seeds_pending
-    macs_per_s = reference["img_per_s"] * reference["macs_total"]
+    macs_per_s = speed.img_per_s * speed.macs_total if speed else 0.0
     eta = image_epochs * counts["macs_total"] / macs_per_s if macs_per_s else float("nan")
     return CellCost(counts["params"], counts["macs_paper"], counts["macs_total"], image_epochs, eta)
-
-
-def reference_speed(config: RunConfig, num_classes: int) -> dict[str, Any]:
-    counts = complexity_of(config, num_classes)
-    items = tuple(sorted(config.to_dict()["model"].items()))
-    speed = measure_train_speed(items, config.data.img_size, num_classes, min(config.train.batch_size, 32))
-    return {"img_per_s": speed, "macs_total": counts["macs_total"], "model": config.model.name}
 
 
 def format_duration(seconds: float) -> str:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ablations.config import ModelConfig, RunConfig, check_value, flatten, with_overrides
-from ablations.yamlio import YamlError, load_yaml_strict
+from ablations.errors import InputError
+from ablations.yamlio import YamlError, key_lines, line_of, load_yaml_strict
 
 __all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "list_recipes", "load_recipe", "load_yaml_strict", "resolve"]
 
@@ -27,12 +28,7 @@ TOP_KEYS = {"description": str, "source": str, "overrides": dict, "per_model": d
 REQUIRED = ("description", "source", "overrides")
 
 
-class RecipeError(ValueError):
-    """A bad recipe: `path` is the file (or the name asked for), `key` the entry at fault."""
-
-    def __init__(self, path: Path | str, key: str, message: str):
-        super().__init__(f"{path}: {key}: {message}")
-        self.path, self.key, self.message = str(path), key, message
+RecipeError = InputError  # one error type for every input (ablations.errors)
 
 
 @dataclass(frozen=True)
@@ -60,8 +56,18 @@ def recipe_path(name_or_path: str | Path) -> Path:
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """A recipe by name (ablations/recipes/NAME.yaml) or path, with every key and value checked."""
+    """A recipe by name (ablations/recipes/NAME.yaml) or path, with every key and value checked; InputError
+    names the file, the key and its line."""
     path = recipe_path(name_or_path)
+    try:
+        return _load_recipe(path)
+    except InputError as err:
+        if err.line is None and err.file == str(path):
+            err.at_line(line_of(key_lines(path), err.key))
+        raise
+
+
+def _load_recipe(path: Path) -> Recipe:
     try:
         raw = load_yaml_strict(path)
     except YamlError as err:

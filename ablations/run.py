@@ -13,38 +13,48 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-import textwrap
 from collections import defaultdict
 from pathlib import Path
 
 from ablations import store
-from ablations.plan import Plan, dataset_sizes, estimate, format_duration, make_plan, reference_speed
-from ablations.spec import SweepError, expand, load_sweep, parse_cli_sets
+from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, command, paragraph  # noqa: F401
+from ablations.errors import InputError
+from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
+from ablations.plan import (
+    Plan,
+    PlanCache,
+    Speed,
+    dataset_sizes,
+    estimate,
+    format_duration,
+    make_plan,
+    pending_states,
+    probe_speed,
+    recorded_speed,
+)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input: printed as one paragraph, exit code 2, nothing written."""
+UsageError = InputError  # kept for callers of the former name
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", type=Path, help="sweep file, e.g. sweeps/pe.yaml")
-    p.add_argument("--recipe", help="training protocol by name or path (default: the sweep's recipe)")
-    p.add_argument("--data-root", help="dataset folder (sets data.root; or set REST_DATA_ROOT)")
-    p.add_argument("--seeds", help="comma-separated seeds, replacing the sweep's (e.g. 0,1,2)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key for every run (repeatable), e.g. --set optim.lr=0.1")
-    p.add_argument("--results-root", type=Path, default=Path("results"), help="default: results/")
-    p.add_argument("--executor", choices=("local", "slurm", "auto"), default="auto",
-                   help="auto: SLURM when sbatch is on PATH, else local (default)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and stop; writes nothing")
-    p.add_argument("--retry-failed", action="store_true", help="run failed runs again (resuming their checkpoint)")
-    p.add_argument("--force", action="store_true", help="run every run again; earlier outputs go to previous/")
-    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes per run")
+    add_selection_flags(p)
+    launch = p.add_argument_group("launching")
+    launch.add_argument("--executor", choices=("local", "slurm", "auto"), default="auto",
+                        help="auto (default): inside a SLURM allocation, local on it; else SLURM when a controller "
+                             "answers (sinfo), else local")
+    launch.add_argument("--dry-run", action="store_true", help="print the plan and stop; writes nothing")
+    launch.add_argument("--retry-failed", action="store_true", help="run failed runs again (resuming their checkpoint)")
+    launch.add_argument("--force", action="store_true", help="run every run again; earlier outputs go to previous/")
+    launch.add_argument("--jobs", type=int, default=1, help="local executor: runs at once, each in its own process "
+                                                          "(at most one per CPU core, or per GPU; default 1)")
+    launch.add_argument("--workers", type=int, default=0, help="data-loading worker processes per run")
+    launch.add_argument("--no-progress", action="store_true", help="no progress bars")
+    launch.add_argument("--no-eta", action="store_true", help="no speed measurement behind the ETA")
     cluster = p.add_argument_group("SLURM (override the sweep file's slurm: block)")
     cluster.add_argument("--partition")
     cluster.add_argument("--account")
@@ -60,65 +70,59 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
                          help="any other sbatch option, e.g. --sbatch exclusive=true (repeatable)")
     cluster.add_argument("--wait", action="store_true", help="block until the submitted jobs end, with progress")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--no-eta", action="store_true", help="skip the speed measurement behind the ETA")
     return p
 
 
 # --------------------------------------------------------------------------------------------------------
 def load_plan(args: argparse.Namespace) -> Plan:
-    """Everything that can be wrong with the input is found here, before anything is written."""
-    from ablations.data import DatasetError, check_dataset
-    from ablations.recipes import RecipeError, load_recipe
+    """The experiment the sweep file and flags name, with every run's state; bad input raises InputError."""
+    return make_plan(resolve(args.sweep, selection_from_args(args), args.results_root))
 
-    sweep = load_sweep(args.sweep)
-    recipe_name = args.recipe or sweep.recipe
-    try:
-        recipe = load_recipe(recipe_name)
-    except RecipeError as err:
-        where = "--recipe" if args.recipe else f"{sweep.path}: recipe"
-        raise UsageError(f"{where}: {err}") from None
-    cli = parse_cli_sets(args.sets)
-    if args.data_root:
-        cli = {**cli, "data.root": args.data_root}
-    seeds = parse_seed_list(args.seeds) if args.seeds else None
-    runs = expand(sweep, recipe, cli, seeds)
+
+def check_datasets(plan: Plan, runs) -> None:
+    """Every dataset the runs read can be found (cheap: lists folders); InputError otherwise."""
+    from ablations.data import DatasetError, check_dataset
+
     checked = set()
-    for run in runs:
-        data = run.config.data
+    for planned in runs:
+        data = planned.run.config.data
         if (data.dataset, data.root) in checked:
             continue
         checked.add((data.dataset, data.root))
         try:
-            check_dataset(run.config)
+            check_dataset(planned.run.config)
         except DatasetError as err:
-            raise UsageError(f"{sweep.path}: data.dataset={data.dataset!r} (recipe {recipe.name!r}): {err}") from None
-    return make_plan(sweep, recipe.name, runs, args.results_root)
+            raise InputError(plan.sweep.path, "data.dataset",
+                             f"{data.dataset!r} (recipe {plan.recipe!r}): {err}") from None
 
 
-def parse_seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise UsageError(f"--seeds {text!r}: expected distinct non-negative integers, e.g. --seeds 0,1,2")
-    return seeds
-
-
-def format_plan(plan: Plan, with_eta: bool, pending_states: set[str]) -> str:
+def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool) -> str:
+    """The plan as the user sees it. costs: compute params/MACs/ETA (something is left to run); probe: time a
+    few training steps when no finished run has recorded a speed for the model here."""
     first = plan.runs[0].run.config
-    train_images, num_classes = dataset_sizes(first)
+    cache = PlanCache(plan.experiment.results_dir.parent)
+    train_images = num_classes = None
+    if costs:
+        train_images, num_classes = dataset_sizes(first, cache)
+    overrides = ", ".join(f"{k}={v}" for k, v in plan.experiment.overrides.items())
     lines = [
         f"sweep {plan.sweep.name}: {plan.sweep.paper_table}",
         f"  file {plan.sweep.path}   results {plan.results_dir}/",
-        f"  recipe {plan.recipe}: {first.data.dataset} at {first.data.img_size}px, {train_images} training images, "
-        f"{first.train.epochs} epochs, batch {first.train.batch_size}, {first.optim.name} lr {first.lr:g}",
+        f"  recipe {plan.recipe}: {first.data.dataset} at {first.data.img_size}px"
+        + (f", {train_images} training images" if train_images else "")
+        + f", {first.train.epochs} epochs, batch {first.train.batch_size}, {first.optim.name} lr {first.lr:g}",
     ]
+    if overrides:
+        lines.append(f"  command-line overrides: {overrides}")
+    lines.append(f"  runs go to: {where}")
     if plan.recipe == "quick":
         lines.append("  NOTE: the quick recipe is the same experiment, smaller (bundled digits): its numbers are "
                      "not comparable to the paper's. Use --recipe paper-ablation --data-root PATH for the protocol.")
-    reference = reference_speed(first, num_classes) if with_eta else None
+    speed: Speed | None = None
+    if costs:
+        speed = recorded_speed(plan, first, num_classes, cache)
+        if speed is None and probe:
+            speed = probe_speed(first, num_classes, cache)
 
     by_cell: dict[str, list] = defaultdict(list)
     for planned in plan.runs:
@@ -127,49 +131,55 @@ def format_plan(plan: Plan, with_eta: bool, pending_states: set[str]) -> str:
     lines += ["", header, "  " + "-" * (len(header) - 2)]
     total_eta, total_image_epochs = 0.0, 0
     for label, planned_runs in by_cell.items():
-        pending = sum(p.state.state in pending_states for p in planned_runs)
-        config = planned_runs[0].run.config
-        ref = reference or {"img_per_s": 0.0, "macs_total": 0}
-        cost = estimate(config, num_classes, train_images, pending, ref)
         seeds = " ".join(f"{p.run.seed}:{p.state.state}" for p in planned_runs)
-        eta = format_duration(cost.eta_s) if reference else "-"
         baseline = " *" if planned_runs[0].run.cell.is_baseline else ""
-        lines.append(f"  {(label + baseline)[:24]:<24} {seeds[:22]:<22} {cost.params / 1e6:>8.2f}M "
-                     f"{cost.macs_paper / 1e9:>7.3f} {cost.macs_total / 1e9:>10.3f} {cost.image_epochs:>11,} {eta:>9}")
-        total_eta += cost.eta_s if reference else 0.0
-        total_image_epochs += cost.image_epochs
+        cells = f"  {(label + baseline)[:24]:<24} {seeds[:22]:<22}"
+        if costs:
+            pending = sum(p.state.state in wanted for p in planned_runs)
+            cost = estimate(planned_runs[0].run.config, num_classes, train_images, pending, speed, cache)
+            eta = format_duration(cost.eta_s) if speed else "-"
+            cells += (f" {cost.params / 1e6:>8.2f}M {cost.macs_paper / 1e9:>7.3f} {cost.macs_total / 1e9:>10.3f} "
+                      f"{cost.image_epochs:>11,} {eta:>9}")
+            total_eta += cost.eta_s if speed else 0.0
+            total_image_epochs += cost.image_epochs
+        lines.append(cells)
+    cache.save()
     counts = plan.counts()
-    summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "partial", "failed", "new") if counts[s])
+    summary = ", ".join(f"{counts[s]} {s}" for s in store.STATE_ORDER if counts[s])
     lines += ["", f"  {len(by_cell)} cells x {len(plan.runs) // max(1, len(by_cell))} seeds = {len(plan.runs)} runs: "
                   f"{summary}.  (* = baseline)"]
-    if reference:
-        lines.append(f"  cost of what is left: {total_image_epochs:,} image-epochs; ETA {format_duration(total_eta)} "
-                     f"at {reference['img_per_s']:.0f} training img/s measured here on {reference['model']}")
+    if costs:
+        eta_text = f"ETA {format_duration(total_eta)} {speed.describe()}" if speed else \
+            "no ETA: no finished run has recorded a speed for this model here yet (a launch probes one)"
+        lines.append(f"  cost of what is left: {total_image_epochs:,} image-epochs; {eta_text}")
+    others = describe_others(plan.experiment)
+    if others:
+        lines.append(f"  note: {others}")
     for problem in plan.problems:
         lines.append(f"  warning: {problem}")
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        plan = load_plan(args)
-        executor = resolve_executor(args.executor)
-        settings = slurm_settings(args, plan) if executor == "slurm" else None
-    except (SweepError, UsageError) as err:
-        print(paragraph(f"error: {err}"), file=sys.stderr)
-        return EXIT_USAGE
-    pending_states = {store.NEW, store.PARTIAL}
-    if args.retry_failed or args.force:
-        pending_states.add(store.FAILED)
-    if args.force:
-        pending_states.add(store.DONE)
-    print(format_plan(plan, with_eta=not args.no_eta, pending_states=pending_states), flush=True)
+    plan = load_plan(args)
+    executor, why = resolve_executor(args.executor)
+    settings = slurm_settings(args, plan) if executor == "slurm" else None
+    todo = plan.pending(retry_failed=args.retry_failed, force=args.force)
+    if executor == "local":
+        check_jobs(args.jobs)
+    if todo:
+        check_datasets(plan, todo)
+    wanted = pending_states(args.retry_failed, args.force)
+    # The ETA of SLURM runs comes from recorded runs only: a probe on the login node says nothing of the GPUs.
+    probe = bool(todo) and not args.no_eta and not args.dry_run and executor == "local"
+    print(format_plan(plan, wanted, f"{executor} executor ({why})", costs=bool(todo) and not args.no_eta,
+                      probe=probe), flush=True)
     if args.dry_run:
         print("\n--dry-run: nothing was written or launched.")
         return EXIT_OK
-    todo = plan.pending(retry_failed=args.retry_failed, force=args.force)
     if not todo:
         failed = plan.counts()[store.FAILED]
         if failed:
@@ -184,49 +194,60 @@ def main(argv: list[str] | None = None) -> int:
     return launch(plan, todo, args)
 
 
-def resolve_executor(name: str) -> str:
-    if name != "auto":
-        return name
-    import shutil
+def check_jobs(jobs: int) -> None:
+    """--jobs N: at most one run per CPU core (or per GPU, where there are GPUs)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if jobs < 1 or jobs > cores:
+        raise InputError("--jobs", f"{jobs}: expected 1 to {cores} (the CPU cores this process may use)")
+    if jobs > 1 and os.environ.get("CUDA_VISIBLE_DEVICES", None) not in (None, ""):
+        gpus = len(os.environ["CUDA_VISIBLE_DEVICES"].split(","))
+        if jobs > gpus:
+            raise InputError("--jobs", f"{jobs}: only {gpus} GPU(s) are visible (CUDA_VISIBLE_DEVICES); one run "
+                                       "per GPU")
 
-    chosen = "slurm" if shutil.which("sbatch") else "local"
-    print(f"executor auto -> {chosen} ({'sbatch found' if chosen == 'slurm' else 'no sbatch on PATH'})",
-          file=sys.stderr)
-    return chosen
+
+def resolve_executor(name: str) -> tuple[str, str]:
+    """(executor, why). auto: inside a SLURM allocation, run locally on it; else SLURM only when a controller
+    answers (sbatch on PATH is not enough: a login node whose controller is down, or a laptop with the Slurm
+    client installed, would queue the runs nowhere); else local."""
+    if name != "auto":
+        return name, "--executor " + name
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        return "local", f"inside SLURM allocation {job}: the runs use it"
+    from ablations.slurm import controller_answers, slurm_installed
+
+    if not slurm_installed():
+        return "local", "no SLURM client on this machine"
+    if controller_answers():
+        return "slurm", "a SLURM controller answers; --executor local runs here instead"
+    return "local", "the SLURM client is installed but no controller answers"
 
 
 def slurm_settings(args: argparse.Namespace, plan: Plan):
     """The sweep's slurm: block with the command line on top, checked before anything is submitted."""
-    from ablations.config import ConfigError
     from ablations.slurm import SlurmSettings
 
     try:
         extra = dict(item.split("=", 1) for item in args.sbatch)
     except ValueError:
-        raise UsageError(f"--sbatch {args.sbatch}: expected KEY=VALUE, e.g. --sbatch exclusive=true") from None
+        raise InputError("--sbatch", f"{args.sbatch}: expected KEY=VALUE, e.g. --sbatch exclusive=true") from None
     cli = {name: getattr(args, name) for name in (
         "partition", "account", "qos", "constraint", "time_min", "nodes", "gpus_per_node", "tasks_per_node",
         "cpus_per_task", "mem_gb", "array_parallelism")}
-    try:
-        settings = SlurmSettings.from_mapping(plan.sweep.slurm or None, str(plan.sweep.path)).with_cli(**cli)
-        if extra:
-            settings = settings.with_cli(additional_parameters={**settings.additional_parameters, **extra})
-    except ConfigError as err:
-        raise UsageError(str(err)) from None
+    settings = SlurmSettings.from_mapping(plan.sweep.slurm or None, str(plan.sweep.path)).with_cli(**cli)
+    if extra:
+        settings = settings.with_cli(additional_parameters={**settings.additional_parameters, **extra})
     return settings
 
 
 def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int:
     from ablations import slurm
-    from ablations.launch import archive_previous, write_configs
+    from ablations.launch import write_configs
 
     write_configs(plan, todo)
-    if args.force:
-        for planned in todo:
-            if planned.state.state in (store.DONE, store.FAILED):
-                archive_previous(planned.run_dir)
     job_ids = slurm.submit(plan.results_dir, [p.run_dir for p in todo], settings, plan.sweep.name,
-                           retry_failed=args.retry_failed or args.force, num_workers=args.workers)
+                           retry_failed=args.retry_failed, force=args.force, num_workers=args.workers)
     if not job_ids:
         print("nothing submitted: every pending run already has a queued or running job")
         return EXIT_OK
@@ -248,10 +269,11 @@ def wait_for_jobs(plan: Plan, args: argparse.Namespace, poll_s: float = 5.0) -> 
     from ablations import slurm
 
     active = {"pending", "running", "requeued"}
+    run_dirs = [p.run_dir for p in plan.runs]
     with tqdm(total=len(plan.runs), desc=f"sweep {plan.sweep.name}", unit="run",
               disable=args.no_progress) as bar:
         while True:
-            states = [s.state for s in slurm.status(plan.results_dir)]
+            states = [s.state for s in slurm.status(plan.results_dir, run_dirs)]
             finished = sum(s in ("done", "failed", "cancelled") for s in states)
             bar.n = finished
             bar.set_postfix_str(", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
@@ -259,18 +281,25 @@ def wait_for_jobs(plan: Plan, args: argparse.Namespace, poll_s: float = 5.0) -> 
             if not any(s in active for s in states):
                 break
             time.sleep(poll_s)
-    failed = [s for s in slurm.status(plan.results_dir) if s.state in ("failed", "cancelled")]
+    failed = [s for s in slurm.status(plan.results_dir, run_dirs) if s.state in ("failed", "cancelled")]
     for run in failed:
         print(f"  {run.state} {run.run_id}: {(run.error or '').splitlines()[-1:] or ''}")
     return EXIT_FAILED if failed else EXIT_OK
 
 
 def launch(plan: Plan, todo, args: argparse.Namespace) -> int:
+    import signal
+
     from ablations.launch import run_local, write_configs
 
     write_configs(plan, todo)
     report = run_local(plan, todo, force=args.force, retry_failed=args.retry_failed,
-                       progress=not args.no_progress, num_workers=args.workers)
+                       progress=not args.no_progress, num_workers=args.workers, jobs=args.jobs)
+    if report.interrupted is not None:
+        name = signal.Signals(report.interrupted).name
+        print(f"\nsweep interrupted by {name}: {len(report.done)} run(s) finished; the run in flight saved a "
+              f"checkpoint. Launch the same command again to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED if report.interrupted == signal.SIGINT else 128 + report.interrupted
     print(f"\n{len(report.done)} run(s) finished, {len(report.failed)} failed, {len(report.skipped)} skipped")
     for run_id, reason in report.failed.items():
         print(f"  failed  {run_id}: {reason}")
@@ -278,10 +307,6 @@ def launch(plan: Plan, todo, args: argparse.Namespace) -> int:
         print(f"  skipped {run_id}: {why}")
     print(f"results: {plan.results_dir}/   status: python -m ablations.status {plan.sweep.path}")
     return EXIT_FAILED if report.failed else EXIT_OK
-
-
-def paragraph(text: str) -> str:
-    return "\n".join(textwrap.wrap(text, width=110, break_long_words=False, break_on_hyphens=False))
 
 
 if __name__ == "__main__":

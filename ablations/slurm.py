@@ -17,20 +17,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ablations import store
-from ablations.config import ConfigError
-from ablations.job import TRAINER, RunJob, now, read_slurm_record, record_event, update_slurm_record
+from ablations.config import bounded_repr, check_field, knob, rule_problem
+from ablations.errors import InputError
+from ablations.job import TRAINER, RunJob
+from ablations.store import now, read_slurm_record, update_slurm_record
+from ablations.store import record_slurm_event as record_event
 
 PACKAGES = ("rest", "ablations", "analysis")
 CODE_DIR = ".code"
@@ -46,41 +48,40 @@ ACTIVE_STATES = {
 }
 
 
-class SlurmSettingsError(ConfigError):
-    """A bad SLURM setting; the message names where it came from (sweep file, command line) and the key."""
+SlurmSettingsError = InputError  # one error type for every input (ablations.errors)
 
-    def __init__(self, source: str, key: str, message: str):
-        super().__init__(key, message)
-        self.source = source
-        self.args = (f"{source}: {key}: {message}",)
+# A value that goes into an #SBATCH line of the job script: no newline, quote or shell metacharacter.
+SBATCH_VALUE = dict(pattern=r"[A-Za-z0-9_.,:=+@%/-]{1,200}",
+                    pattern_text="sbatch values use letters, digits and _ . , : = + @ % / - only (no spaces, "
+                                 "quotes, newlines or shell characters), at most 200 characters")
 
 
 @dataclass(frozen=True)
 class SlurmSettings:
     """Resources and placement of each array task; None leaves the choice to the cluster's defaults."""
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    time_min: int = 240
-    nodes: int = 1
-    gpus_per_node: int = 0
-    tasks_per_node: int = 1  # > 1: torch.distributed, one process per task (one per GPU)
-    cpus_per_task: int | None = None
-    mem_gb: float | None = None
-    array_parallelism: int = 64  # at most this many tasks of the array run at once
-    signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint and requeue
-    max_num_timeout: int = 3  # requeues after a time limit before the run is given up
-    additional_parameters: dict[str, Any] = field(default_factory=dict)  # any other sbatch option
+    partition: str | None = knob(None, **SBATCH_VALUE)
+    account: str | None = knob(None, **SBATCH_VALUE)
+    qos: str | None = knob(None, **SBATCH_VALUE)
+    constraint: str | None = knob(None, **SBATCH_VALUE)
+    time_min: int = knob(240, min=1)
+    nodes: int = knob(1, min=1)
+    gpus_per_node: int = knob(0, min=0)
+    tasks_per_node: int = knob(1, min=1)  # > 1: torch.distributed, one process per task (one per GPU)
+    cpus_per_task: int | None = knob(None, min=1)
+    mem_gb: float | None = knob(None, gt=0.0)
+    array_parallelism: int = knob(64, min=1)  # at most this many tasks of the array run at once
+    signal_delay_s: int = knob(120, min=0)  # USR2 this long before the time limit: checkpoint and requeue
+    max_num_timeout: int = knob(3, min=0)  # requeues after a time limit before the run is given up
+    additional_parameters: dict[str, Any] = knob(factory=dict)  # any other sbatch option
 
     @classmethod
     def from_mapping(cls, data: dict | None, source: str) -> SlurmSettings:
-        """Settings from a sweep file's `slurm:` mapping; unknown keys and wrong types raise SlurmSettingsError."""
+        """Settings from a sweep file's `slurm:` mapping; unknown keys and bad values raise InputError."""
         if data is None:
             return cls()
         if not isinstance(data, dict):
-            raise SlurmSettingsError(source, "slurm", f"expected a mapping, got {type(data).__name__}")
+            raise InputError(source, "slurm", f"expected a mapping, got {type(data).__name__}")
         return cls()._replaced(data, source)
 
     def with_cli(self, **overrides: Any) -> SlurmSettings:
@@ -92,43 +93,48 @@ class SlurmSettings:
         checked = {}
         for key, value in values.items():
             if key not in names:
-                raise SlurmSettingsError(source, f"slurm.{key}", f"unknown setting; allowed: {', '.join(names)}")
-            checked[key] = _check(source, key, value)
+                raise InputError(source, f"slurm.{key}", f"unknown setting; allowed: {', '.join(names)}")
+            if key == "additional_parameters":
+                checked[key] = _check_sbatch_options(source, value)
+            else:
+                checked[key] = check_field(SlurmSettings, key, value, key=f"slurm.{key}", source=source)
         return dataclasses.replace(self, **checked)
 
 
-_POSITIVE = {"time_min", "nodes", "tasks_per_node", "cpus_per_task", "mem_gb", "array_parallelism"}
+SBATCH_KEY = r"[a-z][a-z0-9_-]{0,40}"
 
 
-def _check(source: str, key: str, value: Any) -> Any:
-    hint = typing.get_type_hints(SlurmSettings)[key]
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    where = f"slurm.{key}"
-    if value is None:
-        if type(None) in options:
-            return None
-        raise SlurmSettingsError(source, where, "must not be null")
-    if key == "additional_parameters":
-        if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, str | int | float | bool) for k, v in value.items()):
-            raise SlurmSettingsError(source, where, f"expected a mapping of sbatch option -> value, got {value!r}")
-        return dict(value)
-    if str in options and isinstance(value, str):
-        return value
-    if float in options and isinstance(value, int | float) and not isinstance(value, bool):
-        value = float(value)
-    elif int in options and isinstance(value, int) and not isinstance(value, bool):
-        pass
-    else:
-        names = " or ".join("null" if t is type(None) else t.__name__ for t in options)
-        raise SlurmSettingsError(source, where, f"expected {names}, got {type(value).__name__} {value!r}")
-    if value < 0 or (key in _POSITIVE and value == 0):
-        raise SlurmSettingsError(source, where, f"must be {'positive' if key in _POSITIVE else '>= 0'}, got {value}")
-    return value
+def _check_sbatch_options(source: str, value: Any) -> dict[str, Any]:
+    """Extra sbatch options: option names and values that cannot break out of an #SBATCH line."""
+    where = "slurm.additional_parameters"
+    if not isinstance(value, dict):
+        raise InputError(source, where, f"expected a mapping of sbatch option -> value, got {bounded_repr(value)}")
+    for key, option in value.items():
+        if not isinstance(key, str) or not re.fullmatch(SBATCH_KEY, key):
+            raise InputError(source, f"{where}.{bounded_repr(key)}", "sbatch option names are lower-case letters, "
+                                                                   "digits and '-' (e.g. exclusive, mail-type)")
+        if isinstance(option, bool):
+            continue
+        if not isinstance(option, str | int | float):
+            raise InputError(source, f"{where}.{key}", f"expected a string, number or true, got "
+                                                       f"{type(option).__name__}")
+        problem = rule_problem(str(option), SBATCH_VALUE)
+        if problem:
+            raise InputError(source, f"{where}.{key}", problem)
+    return dict(value)
 
 
-def slurm_available() -> bool:
+def slurm_installed() -> bool:
     return shutil.which("sbatch") is not None
+
+
+def controller_answers(timeout_s: float = 5.0) -> bool:
+    """Whether a SLURM controller answers (sinfo lists a partition) within `timeout_s`."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and bool(out.stdout.strip())
 
 
 def make_executor(folder: Path, settings: SlurmSettings, job_name: str, *, code_dir: Path | None = None):
@@ -192,11 +198,13 @@ def snapshot_code(sweep_dir: Path, root: Path | None = None) -> Path:
 
 # ---- submission ----------------------------------------------------------------------------------------------------
 def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_name: str, snapshot: bool = True,
-           *, retry_failed: bool = False, trainer: str = TRAINER, num_workers: int = 0) -> list[str]:
+           *, retry_failed: bool = False, force: bool = False, trainer: str = TRAINER,
+           num_workers: int = 0) -> list[str]:
     """Submit one job array with a task per run that still needs one; return the job ids ("<array>_<index>").
 
-    Skipped: runs that are done, failed (unless `retry_failed`), locked by a running job, or whose latest job
-    is still pending/running/requeued. Every run folder must hold its config.json already.
+    Skipped: runs that are done (unless `force`), failed (unless `retry_failed` or `force`), locked by a running
+    job, or whose latest job is still pending/running/requeued. Every run folder must hold its config.json
+    already. Each task is a RunJob, which claims its folder and (with `force`) archives it under the lock.
     """
     sweep_dir = Path(sweep_dir).absolute()
     run_dirs = [Path(d).absolute() for d in run_dirs]
@@ -207,7 +215,7 @@ def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_n
     todo = []
     for run_dir in run_dirs:
         state = store.run_state(run_dir).state
-        if state == store.DONE or (state == store.FAILED and not retry_failed):
+        if (state == store.DONE and not force) or (state == store.FAILED and not (retry_failed or force)):
             continue
         if run_dir in active or store.is_locked(run_dir):
             continue
@@ -216,7 +224,8 @@ def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_n
         return []
     code_dir = snapshot_code(sweep_dir) if snapshot else project_root()
     executor = make_executor(sweep_dir / SUBMITIT_DIR, settings, job_name, code_dir=code_dir)
-    jobs = executor.submit_array([RunJob(d, trainer=trainer, num_workers=num_workers) for d in todo])
+    jobs = executor.submit_array([RunJob(d, force=force, retry_failed=retry_failed, trainer=trainer,
+                                         num_workers=num_workers) for d in todo])
     submitted_at = now()
     for run_dir, job in zip(todo, jobs, strict=True):
         array_id, _, index = job.job_id.partition("_")
@@ -280,14 +289,15 @@ class RunStatus:
 
 
 def run_dirs_of(sweep_dir: Path) -> list[Path]:
-    return sorted(p for p in Path(sweep_dir).iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / store.CONFIG).is_file())
+    return store.run_dirs_in(sweep_dir)
 
 
-def status(sweep_dir: Path) -> list[RunStatus]:
-    """Every run folder of the sweep, its state combined from squeue/sacct and the folder's own files."""
+def status(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[RunStatus]:
+    """Every run folder of the sweep (or those given: one experiment's), its state combined from squeue/sacct
+    and the folder's own files."""
     sweep_dir = Path(sweep_dir).absolute()
-    run_dirs = run_dirs_of(sweep_dir)
+    run_dirs = [Path(d).absolute() for d in run_dirs if Path(d).is_dir()] if run_dirs is not None \
+        else run_dirs_of(sweep_dir)
     records = {d: read_slurm_record(d) or {} for d in run_dirs}
     states = _job_states([r["job_id"] for r in records.values() if r.get("job_id")])
     out = []
@@ -317,8 +327,8 @@ def status(sweep_dir: Path) -> list[RunStatus]:
 
 
 def _error_tail(run_dir: Path, sweep_dir: Path, job_id: str | None, lines: int = 15) -> str | None:
-    error, problem = store.read_json(run_dir / store.ERROR)
-    if problem is None and isinstance(error, dict):
+    error = store.read_error(run_dir)
+    if error is not None:
         trace = str(error.get("traceback", "")).rstrip().splitlines()[-lines:]
         return "\n".join([str(error.get("reason", "unknown error")), *trace]).strip()
     if job_id:
@@ -330,9 +340,10 @@ def _error_tail(run_dir: Path, sweep_dir: Path, job_id: str | None, lines: int =
     return None
 
 
-def cancel(sweep_dir: Path) -> list[str]:
-    """scancel the job of every run that is still pending, running or requeued; return the ids cancelled."""
-    rows = [r for r in status(sweep_dir) if r.state in (PENDING, RUNNING, REQUEUED) and r.job_id]
+def cancel(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[str]:
+    """scancel the job of every run (of the sweep, or those given) that is still pending, running or requeued;
+    return the ids cancelled."""
+    rows = [r for r in status(sweep_dir, run_dirs) if r.state in (PENDING, RUNNING, REQUEUED) and r.job_id]
     if not rows:
         return []
     subprocess.run(["scancel", *[r.job_id for r in rows]], check=True, timeout=60)

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.config import ConfigError, RunConfig, check_value, with_overrides
-from ablations.yamlio import YamlError, load_yaml_strict
+from ablations.config import RunConfig, check_value, with_overrides
+from ablations.errors import InputError
+from ablations.metrics import DEFAULT_COLUMNS, METRIC_NAMES
+from ablations.yamlio import YamlError, key_lines, line_of, load_yaml_strict
 
 TOP_LEVEL_KEYS = {
     "name": "the sweep's name (results/<name>/)",
@@ -50,18 +52,11 @@ TOP_LEVEL_KEYS = {
 }
 REQUIRED_KEYS = ("name", "paper_table", "recipe", "model", "axes")
 AXIS_KEYS = {"name", "key", "baseline", "levels"}
-METRICS = ("top1", "top5", "params_m", "gflops", "img_s")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+METRICS = METRIC_NAMES  # ablations.metrics
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # fullmatch: "$" would let "pe\n" through
 
 
-class SweepError(ValueError):
-    """A problem in a sweep file (or in a command-line override), with the file and key at fault."""
-
-    def __init__(self, path: Path | str, key: str, message: str):
-        super().__init__(f"{path}: {key}: {message}")
-        self.path = str(path)
-        self.key = key
-        self.message = message
+SweepError = InputError  # one error type for every input (ablations.errors)
 
 
 @dataclass(frozen=True)
@@ -97,7 +92,7 @@ class Sweep:
     description: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
-    columns: list[str] = field(default_factory=lambda: ["top1", "top5"])
+    columns: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
     axes: list[Axis] = field(default_factory=list)
     published: dict[str, dict[str, float]] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
@@ -146,8 +141,18 @@ def run_id_for(cell: Cell, seed: int, config: RunConfig) -> str:
 # Loading and validation
 # --------------------------------------------------------------------------------------------------------
 def load_sweep(path: Path | str) -> Sweep:
-    """Parse and validate a sweep file (structure, keys, types, knob values); raise SweepError."""
+    """Parse and validate a sweep file (structure, keys, types, knob values); raise InputError naming the file,
+    the key and its line."""
     path = Path(path)
+    try:
+        return _load_sweep(path)
+    except InputError as err:
+        if err.line is None and err.file == str(path):
+            err.at_line(line_of(key_lines(path), err.key))
+        raise
+
+
+def _load_sweep(path: Path) -> Sweep:
     try:
         raw = load_yaml_strict(path)
     except YamlError as err:
@@ -164,13 +169,13 @@ def load_sweep(path: Path | str) -> Sweep:
             raise SweepError(path, key, f"missing; a sweep needs {', '.join(REQUIRED_KEYS)}")
 
     name = expect(path, "name", raw["name"], str)
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise SweepError(path, "name", f"{name!r} must be a folder name: letters, digits, '_', '-', '.'")
     model = expect(path, "model", raw["model"], str)
     check_config_value(path, "model", "model.name", model)
     overrides = parse_overrides(path, "overrides", raw.get("overrides", {}))
     seeds = parse_seeds(path, raw.get("seeds", [0]))
-    columns = expect(path, "columns", raw.get("columns", ["top1", "top5"]), list)
+    columns = expect(path, "columns", raw.get("columns", list(DEFAULT_COLUMNS)), list)
     for column in columns:
         if column not in METRICS:
             raise SweepError(path, "columns", f"{column!r} is not a metric; allowed: {', '.join(METRICS)}")
@@ -202,8 +207,8 @@ def expect(path: Path, key: str, value: Any, kind: type) -> Any:
 def check_config_value(path: Path, where: str, key: str, value: Any) -> Any:
     try:
         return check_value(key, value)
-    except ConfigError as err:
-        raise SweepError(path, where, err.args[0]) from None
+    except InputError as err:
+        raise SweepError(path, where, err.describe()) from None
 
 
 def parse_overrides(path: Path, where: str, raw: Any) -> dict[str, Any]:
@@ -339,8 +344,8 @@ def expand(
             bases[model] = with_overrides(RunConfig(), {**recipe.overrides, **recipe.per_model.get(model, {})})
         try:
             cell_config = with_overrides(bases[model], overrides)
-        except ConfigError as err:
-            raise SweepError(sweep.path, f"cell {cell.label!r}", err.args[0]) from None
+        except InputError as err:
+            raise SweepError(sweep.path, f"cell {cell.label!r}", err.describe()) from None
         for seed in seeds if seeds is not None else sweep.seeds:
             config = with_overrides(cell_config, {"train.seed": seed})
             runs.append(Run(run_id_for(cell, seed, config), cell, seed, config))

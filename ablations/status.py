@@ -1,81 +1,104 @@
-"""python -m ablations.status SWEEP.yaml — every run's state, from the run folders.
+"""python -m ablations.status SWEEP.yaml — the state of every run of an experiment, from its run folders.
 
-Takes the same --recipe/--seeds/--set/--data-root flags as ablations.run (they decide the run ids).
-Runs found on disk that this plan does not contain (other recipes or overrides) are listed too.
+Takes the same selection flags as ablations.run (--recipe, --set, --seeds, --data-root): they decide which
+runs the experiment holds. Run folders beside them that belong to other experiments are named in one line.
+Exit code 0 when no selected run failed, 1 when one did, 2 for bad input.
 """
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+from pathlib import Path
 
 from ablations import store
-from ablations.run import EXIT_OK, EXIT_USAGE, UsageError, build_parser, load_plan, paragraph
-from ablations.spec import SweepError
+from ablations.cli import EXIT_FAILED, EXIT_OK, command
+from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
+from ablations.plan import Plan, PlannedRun, make_plan
+
+FAILED_STATES = {"failed", "cancelled"}
 
 
-def describe(planned, cluster: dict) -> list[str]:
+def describe(planned: PlannedRun, cluster: dict) -> dict:
+    """One run's row: cell, seed, state (from SLURM where it was submitted), epochs, run id, detail."""
     state = planned.state
     on_cluster = cluster.get(planned.run.run_id)
-    metrics = store.read_metrics(planned.run_dir / store.METRICS).rows
+    metrics = store.read_metrics(planned.run_dir / store.METRICS).rows if state.state != store.NEW else []
     last = metrics[-1] if metrics else {}
-    detail = ""
+    detail, job_id, shown = "", None, str(state.state)
     if state.state == store.DONE:
-        result, _ = store.read_json(planned.run_dir / store.RESULT)
-        final = result.get("final", {})
-        detail = f"top1 {final.get('top1', float('nan')):.2f}  top5 {final.get('top5', float('nan')):.2f}"
+        final = (store.read_result(planned.run_dir) or {}).get("final") or {}
+        detail = f"top1 {_number(final.get('top1'))}  top5 {_number(final.get('top5'))}"
     elif last:
-        detail = f"epoch {last.get('epoch')}  top1 {last.get('top1', float('nan')):.2f}"
-    shown = state.state
+        detail = f"epoch {last.get('epoch')}  top1 {_number(last.get('top1'))}"
     if on_cluster is not None and on_cluster.state != "new":
         shown = on_cluster.state  # pending / running / requeued / done / failed / cancelled, from SLURM + folder
+        job_id = on_cluster.job_id
         detail = f"job {on_cluster.job_id}  {detail}".strip()
-        if on_cluster.state in ("failed", "cancelled") and on_cluster.error:
+        if on_cluster.state in FAILED_STATES and on_cluster.error:
             detail = f"{detail}  error: {on_cluster.error.strip().splitlines()[-1]}"
     elif state.state == store.FAILED:
         detail = f"{detail}  error: {state.error}".strip()
-    return [planned.run.cell.label, str(planned.run.seed), shown, str(state.epochs_done), planned.run.run_id,
-            detail]
+    return dict(cell=planned.run.cell.label, seed=planned.run.seed, state=shown, epochs=state.epochs_done,
+                run_id=planned.run.run_id, job_id=job_id, detail=detail)
 
 
-def cluster_view(results_dir) -> dict:
-    """run id -> ablations.slurm.RunStatus, for sweeps that were submitted to SLURM."""
-    if not any(results_dir.glob("*/slurm.json")):
+def _number(value) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else "?"
+
+
+def cluster_view(plan: Plan) -> dict:
+    """run id -> ablations.slurm.RunStatus, for the runs that were submitted to SLURM."""
+    submitted = [p.run_dir for p in plan.runs if (p.run_dir / store.SLURM_JSON).is_file()]
+    if not submitted:
         return {}
     from ablations import slurm
 
-    return {s.run_id: s for s in slurm.status(results_dir)}
+    return {s.run_id: s for s in slurm.status(plan.results_dir, submitted)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    parser.prog = "python -m ablations.status"
-    parser.description = __doc__
-    args = parser.parse_args(argv)
-    try:
-        plan = load_plan(args)
-    except (SweepError, UsageError) as err:
-        print(paragraph(f"error: {err}"), file=sys.stderr)
-        return EXIT_USAGE
-    cluster = cluster_view(plan.results_dir)
-    rows = [["cell", "seed", "state", "epochs", "run id", ""]] + [describe(p, cluster) for p in plan.runs]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print(f"sweep {plan.sweep.name} ({plan.recipe} recipe): {plan.results_dir}/")
-    for i, row in enumerate(rows):
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ablations.status", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep", type=Path, help="sweep file, e.g. sweeps/pe.yaml")
+    add_selection_flags(p)
+    p.add_argument("--json", action="store_true", help="print the runs as JSON (one object) instead of a table")
+    return p
+
+
+def format_table(plan: Plan, rows: list[dict]) -> str:
+    header = ["cell", "seed", "state", "epochs", "run id", ""]
+    cells = [header] + [[r["cell"], str(r["seed"]), r["state"], str(r["epochs"]), r["run_id"], r["detail"]]
+                        for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = [f"{plan.experiment.describe()}: {plan.results_dir}/"]
+    for i, row in enumerate(cells):
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:
-            print("  " + "  ".join("-" * w for w in widths))
+            lines.append("  " + "  ".join("-" * w for w in widths))
     counts = plan.counts()
-    print("  " + ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "partial", "failed", "new") if counts[s]))
-    planned_ids = {p.run.run_id for p in plan.runs}
-    on_disk = {p.parent.name for p in plan.results_dir.glob(f"*/{store.CONFIG}")}
-    others = sorted(on_disk - planned_ids)
-    if others:
-        print(f"  {len(others)} other run folder(s) here belong to other recipes/overrides: {', '.join(others[:5])}"
-              + (" ..." if len(others) > 5 else ""))
-    for problem in plan.problems:
-        print(f"  warning: {problem}")
-    return EXIT_OK
+    lines.append("  " + ", ".join(f"{counts[s]} {s}" for s in store.STATE_ORDER if counts[s]))
+    return "\n".join(lines)
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    plan = make_plan(resolve(args.sweep, selection_from_args(args), args.results_root))
+    cluster = cluster_view(plan)
+    rows = [describe(p, cluster) for p in plan.runs]
+    others = describe_others(plan.experiment)
+    if args.json:
+        print(json.dumps(dict(sweep=plan.sweep.name, recipe=plan.recipe, overrides=plan.experiment.overrides,
+                              results=str(plan.results_dir), runs=rows, others=others, problems=plan.problems),
+                         indent=2))
+    else:
+        print(format_table(plan, rows))
+        if others:
+            print(f"  note: {others}")
+        for problem in plan.problems:
+            print(f"  warning: {problem}")
+    return EXIT_FAILED if any(r["state"] in FAILED_STATES for r in rows) else EXIT_OK
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

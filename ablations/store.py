@@ -7,7 +7,11 @@
         result.json      written once, when the run finished successfully
         error.json       written when the run failed: {"reason", "traceback", "epoch"}
         log.txt          the job's log
+        slurm.json       the SLURM side of the run: job ids, submission time, a history of job events
         .lock            held (flock) while a job works in the folder
+        previous/        earlier outputs set aside by --force, one folder per archive
+
+This module is the only one that reads or writes these files: everything else goes through its functions.
 
 A run's state is derived from these files alone: done (valid result.json), failed (error.json), partial
 (checkpoint or metrics, or a result.json that cannot be read), new (none of them).
@@ -18,9 +22,13 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,10 +39,26 @@ RESULT = "result.json"
 ERROR = "error.json"
 LOG = "log.txt"
 LOCK = ".lock"
+SLURM_JSON = "slurm.json"
+SLURM_LOCK = ".slurm.lock"
+PREVIOUS = "previous"
+OUTPUTS = (METRICS, CHECKPOINT, RESULT, ERROR, LOG)  # what a run writes; --force archives them
 
 FILE_MODE = 0o644
 
-DONE, FAILED, PARTIAL, NEW, RUNNING = "done", "failed", "partial", "new", "running"
+
+class State(StrEnum):
+    """A run's state, in the order commands list them."""
+
+    DONE = "done"
+    RUNNING = "running"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    NEW = "new"
+
+
+STATE_ORDER = tuple(State)
+DONE, RUNNING, PARTIAL, FAILED, NEW = STATE_ORDER
 
 
 @contextlib.contextmanager
@@ -64,7 +88,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """Strict JSON (NaN and infinity are refused: they are not JSON, and a reader would choke on them)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
@@ -76,7 +101,7 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
 def append_jsonl(path: Path, obj: Any) -> None:
     """Append one line with a single write() call, then fsync."""
-    line = (json.dumps(obj, sort_keys=True) + "\n").encode()
+    line = (json.dumps(obj, sort_keys=True, allow_nan=False) + "\n").encode()
     with open(path, "ab") as f:
         f.write(line)
         f.flush()
@@ -135,7 +160,7 @@ def read_json(path: Path | str) -> tuple[Any, str | None]:
 
 @dataclass
 class RunState:
-    state: str
+    state: State
     epochs_done: int = 0
     problems: list[str] = field(default_factory=list)
     error: str | None = None
@@ -235,3 +260,176 @@ def is_locked(run_dir: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+# ---- config.json -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunDocument:
+    """config.json: the frozen config and where the run sits in its experiment (sweep, cell, seed...)."""
+
+    config: Any  # ablations.config.RunConfig
+    meta: dict
+
+
+def read_config(run_dir: Path) -> RunDocument:
+    """Parse and check a run folder's config.json; InputError naming the file and what is wrong."""
+    from ablations.config import RunConfig
+    from ablations.errors import InputError
+
+    path = Path(run_dir) / CONFIG
+    document, problem = read_json(path)
+    if problem is not None:
+        raise InputError(path, "<file>", problem.removeprefix(f"{path}: "))
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise InputError(path, "config", 'expected {"config": ..., "meta": ...}')
+    meta = document.get("meta")
+    try:
+        config = RunConfig.from_dict(document["config"])
+    except InputError as err:
+        raise InputError(path, f"config.{err.key}" if err.key else "config", err.message) from None
+    return RunDocument(config, meta if isinstance(meta, dict) else {})
+
+
+def read_meta(run_dir: Path) -> dict | None:
+    """config.json's meta without checking the config (fast: listing thousands of folders); None if unreadable."""
+    document, problem = read_json(Path(run_dir) / CONFIG)
+    if problem is not None or not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        return None
+    meta = document.get("meta")
+    return meta if isinstance(meta, dict) else {}
+
+
+def write_config(run_dir: Path, config: Any, meta: dict) -> bool:
+    """Write config.json unless it already says exactly this; return whether it was written."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    document = {"config": config.to_dict(), "meta": meta}
+    existing, problem = read_json(run_dir / CONFIG)
+    if problem is None and existing == document:
+        return False
+    atomic_write_json(run_dir / CONFIG, document)
+    return True
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / CONFIG).is_file()
+
+
+def run_dirs_in(folder: Path) -> list[Path]:
+    """The run folders (with a config.json) directly under `folder`, sorted; [] if there is no such folder."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(Path(e.path) for e in entries
+                  if e.is_dir() and not e.name.startswith(".") and os.path.isfile(os.path.join(e.path, CONFIG)))
+
+
+# ---- what a run writes ---------------------------------------------------------------------------------------------
+def start_attempt(run_dir: Path) -> None:
+    """A job is about to train here: an old failure no longer stands; a save cut short by a kill is removed."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ERROR).unlink(missing_ok=True)
+    for tmp in run_dir.glob(f".{CHECKPOINT}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    append_jsonl(Path(run_dir) / METRICS, row)
+
+
+def rewrite_metrics(run_dir: Path, rows: list[dict]) -> None:
+    atomic_write_bytes(Path(run_dir) / METRICS,
+                       "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in rows).encode())
+
+
+def write_result(run_dir: Path, result: dict) -> None:
+    atomic_write_json(Path(run_dir) / RESULT, result)
+
+
+def read_result(run_dir: Path) -> dict | None:
+    result, problem = read_json(Path(run_dir) / RESULT)
+    return result if problem is None and isinstance(result, dict) else None
+
+
+def write_error(run_dir: Path, reason: str, traceback_text: str, epoch: int) -> None:
+    atomic_write_json(Path(run_dir) / ERROR, dict(reason=reason, traceback=traceback_text, epoch=epoch))
+
+
+def read_error(run_dir: Path) -> dict | None:
+    error, problem = read_json(Path(run_dir) / ERROR)
+    return error if problem is None and isinstance(error, dict) else None
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    atomic_torch_save(Path(run_dir) / CHECKPOINT, state)
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> Any:
+    """torch.load with weights_only=True: a checkpoint is data, and a crafted pickle must not run code."""
+    import torch
+
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable file to <name>.corrupt (kept for a post-mortem) and return the new path."""
+    target = Path(path).with_name(Path(path).name + ".corrupt")
+    os.replace(path, target)
+    return target
+
+
+def log_path(run_dir: Path) -> Path:
+    return Path(run_dir) / LOG
+
+
+def archive_previous(run_dir: Path) -> Path | None:
+    """--force: move the run's earlier outputs to previous/<timestamp>/ (nothing is deleted).
+
+    Called with the run lock held (by the job that is about to run it again).
+    """
+    run_dir = Path(run_dir)
+    outputs = [run_dir / name for name in OUTPUTS if (run_dir / name).exists()]
+    if not outputs:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir / PREVIOUS / stamp
+    n = 1
+    while target.exists():  # two archives within a second
+        target, n = run_dir / PREVIOUS / f"{stamp}-{n}", n + 1
+    target.mkdir(parents=True)
+    for path in outputs:
+        shutil.move(str(path), target / path.name)
+    return target
+
+
+# ---- slurm.json ----------------------------------------------------------------------------------------------------
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def read_slurm_record(run_dir: Path) -> dict | None:
+    """The run's slurm.json, or None if it has none (or an unreadable one)."""
+    record, problem = read_json(Path(run_dir) / SLURM_JSON)
+    return record if problem is None and isinstance(record, dict) else None
+
+
+def update_slurm_record(run_dir: Path, change: Callable[[dict], None]) -> dict:
+    """Read slurm.json, apply `change` to it in place, write it back atomically; serialized by a flock of its own
+    (the run lock is held by the job for the whole run)."""
+    run_dir = Path(run_dir)
+    fd = os.open(run_dir / SLURM_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        record = read_slurm_record(run_dir) or {"history": []}
+        change(record)
+        atomic_write_json(run_dir / SLURM_JSON, record)
+        return record
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def record_slurm_event(run_dir: Path, job_id: str, state: str, **extra: Any) -> None:
+    event = {"job_id": job_id, "state": state, "at": now(), **extra}
+    update_slurm_record(run_dir, lambda record: record.setdefault("history", []).append(event))

@@ -20,7 +20,6 @@ from 0.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -190,7 +189,7 @@ class Trainer:
 
     def save(self) -> None:
         if self.ranks.main:
-            store.atomic_torch_save(self.run_dir / store.CHECKPOINT, self.checkpoint())
+            store.save_checkpoint(self.run_dir, self.checkpoint())
         self.ranks.barrier()
 
     def resume(self) -> None:
@@ -198,7 +197,7 @@ class Trainer:
         path = self.run_dir / store.CHECKPOINT
         if path.exists():
             try:
-                self.load(torch.load(path, map_location=self.device, weights_only=True))
+                self.load(store.load_checkpoint(path, map_location=self.device))
                 log.info("resuming from %s: epoch %d, step %d", path, self.epoch + 1, self.step)
             except CheckpointMismatch:
                 raise
@@ -229,7 +228,7 @@ class Trainer:
                     path, type(err).__name__, str(err).splitlines()[0] if str(err) else "", path.name)
         self.ranks.barrier()  # every rank has tried to read it before it moves
         if self.ranks.main:
-            os.replace(path, path.with_name(path.name + ".corrupt"))
+            store.set_aside(path)
         self.build_state()  # a failed load may have filled part of the model
 
     def cut_metrics(self) -> None:
@@ -249,8 +248,7 @@ class Trainer:
         if len(keep) != len(read.rows) or read.problems:
             log.info("%s: kept %d of %d rows (the checkpoint has %d epochs done)",
                      path, len(keep), len(read.rows), self.epoch)
-            text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in keep)
-            store.atomic_write_bytes(path, text.encode())
+            store.rewrite_metrics(self.run_dir, keep)
 
     def wall_time(self) -> float:
         return self.wall_before + time.perf_counter() - self.started
@@ -358,6 +356,9 @@ class Trainer:
         if self.ema is not None:
             metrics.update({f"ema_{k}": v for k, v in self.evaluate(self.ema.module).items()})
         self.add_time(tic)
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if bad:  # a run that diverged in its last steps must not be "done" with NaN accuracy
+            raise RunFailed(f"non-finite validation metrics at epoch {self.epoch + 1}: {bad}")
         p = self.partial
         row = dict(
             epoch=self.epoch + 1, train_loss=p["loss_sum"] / max(1, p["images"]),
@@ -365,7 +366,7 @@ class Trainer:
             train_img_s=round(p["images"] / max(p["train_s"], 1e-9), 1),
         )
         if self.ranks.main:
-            store.append_jsonl(self.run_dir / store.METRICS, row)  # before the checkpoint: see cut_metrics
+            store.append_metrics(self.run_dir, row)  # before the checkpoint: see cut_metrics
         log.info("epoch %d/%d: train_loss %.4f  val_loss %.4f  top1 %.2f  top5 %.2f  (%.1f s, %.0f img/s)",
                  row["epoch"], self.config.train.epochs, row["train_loss"], row["val_loss"], row["top1"],
                  row["top5"], row["epoch_time_s"], row["train_img_s"])
@@ -386,7 +387,9 @@ class Trainer:
                 best=dict(self.best),
                 **rest.complexity(self.model, self.config.data.img_size),
                 throughput_img_s=self.throughput(),
+                train_img_s=self.training_speed(),
                 device=describe_device(self.device),
+                host=platform.node(),
                 wall_time_s=round(self.wall_time(), 2),
                 epochs=self.config.train.epochs,
                 versions=dict(python=platform.python_version(), torch=torch.__version__,
@@ -396,7 +399,7 @@ class Trainer:
             )
             if self.ema is not None:
                 result["final_ema"] = {k: last[f"ema_{k}"] for k in ("top1", "top5", "val_loss")}
-            store.atomic_write_json(self.run_dir / store.RESULT, result)
+            store.write_result(self.run_dir, result)
             log.info("done: top1 %.2f (best %.2f at epoch %d), %.0f s", result["final"]["top1"],
                      self.best["top1"], self.best["epoch"], result["wall_time_s"])
         if self.ranks.active:
@@ -404,6 +407,12 @@ class Trainer:
             dist.broadcast_object_list(shared, src=0, device=self.device if self.device.type == "cuda" else None)
             result = shared[0]
         return result
+
+    def training_speed(self) -> float | None:
+        """Training images/s of this run (median over its epochs): the planner's ETA for the next runs."""
+        speeds = sorted(r["train_img_s"] for r in store.read_metrics(self.run_dir / store.METRICS).rows
+                        if isinstance(r.get("train_img_s"), int | float))
+        return speeds[len(speeds) // 2] if speeds else None
 
     @torch.inference_mode()
     def throughput(self) -> float:
@@ -457,7 +466,7 @@ def _log_handlers(run_dir: Path, main: bool) -> list[logging.Handler]:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if main:
-        handlers.append(logging.FileHandler(run_dir / store.LOG))
+        handlers.append(logging.FileHandler(store.log_path(run_dir)))
     else:
         handlers[0].setLevel(logging.WARNING)
     for h in handlers:
@@ -484,10 +493,7 @@ def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_wo
     run_dir = Path(run_dir)
     main = not dist.is_initialized() or dist.get_rank() == 0
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / store.ERROR).unlink(missing_ok=True)  # asked to run: an old failure no longer stands
-        for tmp in run_dir.glob(f".{store.CHECKPOINT}.*.tmp"):  # a save cut short by a kill
-            tmp.unlink(missing_ok=True)
+        store.start_attempt(run_dir)  # an old failure no longer stands; a save cut short is removed
     handlers = _log_handlers(run_dir, main)
     previous = _install_signal_handlers() if handle_signals else {}
     trainer = None
@@ -501,8 +507,7 @@ def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_wo
         reason = str(err) if isinstance(err, RunFailed) else f"{type(err).__name__}: {err}"
         log.error("run failed: %s", reason)
         if main:
-            store.atomic_write_json(run_dir / store.ERROR, dict(
-                reason=reason, traceback=traceback.format_exc(), epoch=trainer.epoch + 1 if trainer else 0))
+            store.write_error(run_dir, reason, traceback.format_exc(), trainer.epoch + 1 if trainer else 0)
         raise
     finally:
         for sig, handler in previous.items():
@@ -513,44 +518,40 @@ def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_wo
 
 
 def main(argv: list[str] | None = None) -> int:
+    """A thin wrapper over RunJob, the one path that claims, runs and records a run."""
+    from ablations.cli import print_error
+    from ablations.errors import InputError
+    from ablations.job import FAILED_EARLIER, RunJob
+
     parser = argparse.ArgumentParser(prog="python -m ablations.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a run folder holding config.json")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader processes (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true", help="run it again even if done or failed "
+                                                             "(earlier outputs go to previous/)")
+    parser.add_argument("--retry-failed", action="store_true", help="run a failed run again")
     args = parser.parse_args(argv)
-
-    data, problem = store.read_json(args.run_dir / store.CONFIG)
+    job = RunJob(args.run_dir, force=args.force, retry_failed=args.retry_failed, num_workers=args.num_workers,
+                 progress=not args.no_progress)
     try:
-        if problem:
-            raise ValueError(problem)
-        if not isinstance(data, dict) or "config" not in data:
-            raise ValueError(f"{args.run_dir / store.CONFIG}: expected {{\"config\": ..., \"meta\": ...}}")
-        config = RunConfig.from_dict(data["config"])
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        outcome = job.run()
+    except (InputError, DatasetError) as err:
+        print_error(err if isinstance(err, InputError) else f"{args.run_dir}: {err}")
         return 2
-    started_dist = not dist.is_initialized() and init_distributed_from_env()
-    main_rank = not dist.is_initialized() or dist.get_rank() == 0
-    try:
-        with store.run_lock(args.run_dir) if main_rank else nullcontext():
-            train_run(config, args.run_dir, progress=not args.no_progress, num_workers=args.num_workers,
-                      handle_signals=True)
     except store.RunLocked as err:
-        print(f"error: {err}", file=sys.stderr)
+        print_error(str(err))
         return 2
     except Preempted as err:
         print(str(err), file=sys.stderr)
         return 3
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except Exception as err:  # recorded in error.json by train_run
         print(f"run failed: {err}", file=sys.stderr)
         return 1
-    finally:
-        if started_dist:
-            dist.destroy_process_group()
+    if outcome.status == FAILED_EARLIER:
+        print(f"{args.run_dir}: failed earlier ({(store.read_error(args.run_dir) or {}).get('reason')}); "
+              "--retry-failed runs it again", file=sys.stderr)
+        return 1
     return 0
 
 

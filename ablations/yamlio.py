@@ -7,12 +7,15 @@ from typing import Any
 
 import yaml
 
+from ablations.errors import InputError
 
-class YamlError(ValueError):
-    def __init__(self, path: Path | str, message: str):
-        super().__init__(f"{path}: {message}")
+
+class YamlError(InputError):
+    """A file that is not (strict) YAML: InputError(path, "<file>", message)."""
+
+    def __init__(self, path: Path | str, message: str, line: int | None = None):
+        super().__init__(path, "<file>", message, line=line)
         self.path = str(path)
-        self.message = message
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -73,3 +76,45 @@ def load_yaml_strict(path: Path | str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise YamlError(path, f"is not valid YAML: {problem}{where}") from None
+
+
+def key_lines(path: Path | str) -> dict[str, int]:
+    """The line (1-based) of every mapping key and list item, by dotted path: "axes[0].levels.none" -> 12.
+
+    Errors found after parsing use it to say where the key is. Best effort: {} for a file that does not parse.
+    """
+    try:
+        root = yaml.compose(Path(path).read_text(), Loader=StrictLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str, depth: int) -> None:
+        if depth > 50:
+            return
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                path_ = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+                lines.setdefault(path_, key_node.start_mark.line + 1)
+                walk(value_node, path_, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                path_ = f"{prefix}[{i}]"
+                lines.setdefault(path_, item.start_mark.line + 1)
+                walk(item, path_, depth + 1)
+
+    if root is not None:
+        walk(root, "", 0)
+    return lines
+
+
+def line_of(lines: dict[str, int], key: str | None) -> int | None:
+    """The line of `key`, or of the nearest enclosing key that has one."""
+    while key:
+        if key in lines:
+            return lines[key]
+        cut = max(key.rfind("."), key.rfind("["))
+        key = key[:cut] if cut > 0 else None
+    return None

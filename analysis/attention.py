@@ -31,22 +31,20 @@ def model_from_run(run_dir: Path) -> tuple[torch.nn.Module, int, str]:
     checkpoint.pt ({"model": state_dict, ...}); classes and input channels are read off the weights."""
     import timm
 
-    document, problem = store.read_json(run_dir / store.CONFIG)
-    if problem is not None or not isinstance(document, dict) or not isinstance(document.get("config"), dict):
-        raise InputError(f"{run_dir}: not a run folder with a readable {store.CONFIG} ({problem or 'no config'}).")
-    config = document["config"]
-    model_cfg, data_cfg = config.get("model", {}), config.get("data", {})
+    try:
+        document = store.read_config(run_dir)
+    except InputError as err:
+        raise InputError(f"{run_dir}: not a run folder with a readable {store.CONFIG} ({err.describe()}).") from None
+    model_cfg, data_cfg = document.config.to_dict()["model"], document.config.to_dict()["data"]
     path = run_dir / store.CHECKPOINT
     if not path.exists():
         raise InputError(f"{path}: missing; this run has not saved a checkpoint yet (train it, or plot random "
                          f"weights by leaving out --run).")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - an older checkpoint may hold non-tensor state; it is our own file
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - truncated or corrupt: say so, no traceback
-            raise InputError(f"{path}: cannot be loaded ({err.__class__.__name__}: {err}).") from None
+    try:  # weights only, never a fallback: a crafted pickle in a shared results folder must not run code
+        checkpoint = store.load_checkpoint(path)
+    except Exception as err:  # noqa: BLE001 - truncated, corrupt or not plain tensors: say so, no traceback
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise InputError(f"{path}: cannot be loaded as weights ({err.__class__.__name__}: {first[:200]}).") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise InputError(f"{path}: expected a dict with a 'model' state_dict, got "
                          f"{sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__}.")
@@ -62,7 +60,7 @@ def model_from_run(run_dir: Path) -> tuple[torch.nn.Module, int, str]:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise InputError(f"{path}: the weights do not fit {name} with the run's knobs: {err}") from None
-    meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
+    meta = document.meta
     return model.eval(), img_size, f"{meta.get('cell', name)} (run {run_dir.name})"
 
 

@@ -21,13 +21,16 @@ from typing import Any
 import pandas as pd
 
 from ablations import store
+from ablations.cli import OUTPUT_FLAGS
+from ablations.experiment import Selection, add_selection_flags, selection_from_args
+from ablations.metrics import METRICS, from_result
 from analysis.source import InputError, cli, warn
 
 RUN_FILES = (store.CONFIG, store.METRICS, store.RESULT, store.ERROR, store.CHECKPOINT)
 LIST_COLUMNS = ("curve_epoch", "curve_top1", "curve_val_loss")
 COLUMNS = (
     # identity: where the run sits in its sweep's table
-    "sweep", "cell", "baseline", "seed", "recipe", "run_id", "levels", "paper_table",
+    "sweep", "cell", "baseline", "seed", "recipe", "overrides", "run_id", "levels", "paper_table",
     # what it computes (from config.json)
     "model", "dataset", "img_size", "epochs", "batch_size",
     # how far it got
@@ -110,6 +113,7 @@ def read_run(run_dir: Path, curves: bool = True) -> tuple[dict | None, list[str]
         "baseline": bool(meta.get("baseline", False)),
         "seed": section["train"].get("seed", meta.get("seed")),
         "recipe": meta.get("recipe", "unknown"),
+        "overrides": json.dumps(meta.get("overrides") or {}, sort_keys=True),  # the --set of its launch
         "run_id": meta.get("run_id", run_dir.name),
         "levels": json.dumps(meta.get("levels") or {}, sort_keys=False),
         "paper_table": meta.get("paper_table"),
@@ -130,8 +134,7 @@ def read_run(run_dir: Path, curves: bool = True) -> tuple[dict | None, list[str]
     if meta.get("cell") is None:
         problems.append(f"{run_dir / store.CONFIG}: no meta.cell; the run is shown under cell '?'")
     if status == store.FAILED:
-        error, _ = store.read_json(run_dir / store.ERROR)
-        error = error if isinstance(error, dict) else {}
+        error = store.read_error(run_dir) or {}
         row["error"] = state.error
         row["error_epoch"] = error.get("epoch")
     if status == store.DONE:
@@ -142,24 +145,19 @@ def read_run(run_dir: Path, curves: bool = True) -> tuple[dict | None, list[str]
 
 def result_fields(run_dir: Path) -> dict[str, Any]:
     """The numbers of a finished run; run_state has already checked that result.json parses."""
-    result, _ = store.read_json(run_dir / store.RESULT)
+    result = store.read_result(run_dir) or {}
     final = result.get("final") if isinstance(result.get("final"), dict) else {}
     best = result.get("best") if isinstance(result.get("best"), dict) else {}
     ema = result.get("final_ema") if isinstance(result.get("final_ema"), dict) else {}  # train.ema runs only
     return {
-        "top1": number(final.get("top1")),
-        "top5": number(final.get("top5")),
+        **{name: number(from_result(metric, result)) for name, metric in METRICS.items()},  # the table's metrics
         "val_loss": number(final.get("val_loss")),
         "best_top1": number(best.get("top1")),
         "best_top5": number(best.get("top5")),
         "best_epoch": number(best.get("epoch")),
         "ema_top1": number(ema.get("top1")),
         "ema_top5": number(ema.get("top5")),
-        "params_m": number(result.get("params")) / 1e6,
-        # The paper's "FLOPs" count multiply-adds of convs and linear layers (macs_paper), like its counter.
-        "gflops": number(result.get("macs_paper")) / 1e9,
         "gflops_total": number(result.get("macs_total")) / 1e9,
-        "img_s": number(result.get("throughput_img_s")),
         "device": result.get("device"),
         "wall_time_s": number(result.get("wall_time_s")),
         "git_commit": result.get("git_commit"),
@@ -167,14 +165,19 @@ def result_fields(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def collect(target: str | Path, progress: bool | None = None, curves: bool = True) -> tuple[pd.DataFrame, list[str]]:
-    """Every run under `target` as one DataFrame (columns: COLUMNS), and the problems found on the way.
+def collect(target: str | Path, progress: bool | None = None, curves: bool = True,
+            run_dirs: tuple[Path, ...] | list[Path] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Every run under `target` (or, given `run_dirs`, those of them that exist: one experiment's) as one
+    DataFrame (columns: COLUMNS), and the problems found on the way.
 
     progress: None = a bar on a terminal only. curves: see read_run.
     """
     from tqdm.auto import tqdm
 
-    run_dirs = find_run_dirs(Path(target))
+    if run_dirs is None:
+        run_dirs = find_run_dirs(Path(target))
+    else:
+        run_dirs = [Path(d) for d in run_dirs if Path(d).is_dir()]
     rows, problems = [], []
     for run_dir in tqdm(run_dirs, desc="collect", unit="run", disable=None if progress is None else not progress,
                         leave=False, file=sys.stderr, mininterval=0.5):
@@ -223,13 +226,15 @@ def read_export(path: Path) -> pd.DataFrame:
     return df
 
 
-def targets_dir(target: Path, results_root: Path) -> Path:
-    """A sweep file names its results folder; anything else is taken as a folder."""
-    from analysis.source import is_sweep_file, read_sweep
+def selected_runs(target: Path, selection: Selection, results_root: Path) -> tuple[Path, list[Path] | None]:
+    """(folder, run folders): a sweep file gives its experiment's runs (the flags pick it, as for
+    ablations.run); a folder with selection flags, the experiment they pick; a bare folder, every run."""
+    from analysis.source import is_sweep_file, load_layout
 
-    if target.is_file() and is_sweep_file(target):
-        return results_root / read_sweep(target).name
-    return target
+    if (target.is_file() and is_sweep_file(target)) or selection.given:
+        layout = load_layout(target, results_root=results_root, selection=selection)
+        return layout.results_dir, list(layout.run_dirs or ())
+    return target, None
 
 
 @cli
@@ -237,10 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.collect", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", type=Path, help="results root, a sweep's results folder, a run folder or a sweep file")
-    p.add_argument("-o", "--output", type=Path, help="write the DataFrame to .csv or .parquet")
-    p.add_argument("--results-root", type=Path, default=Path("results"), help="for a sweep file (default: results)")
+    p.add_argument(*OUTPUT_FLAGS, type=Path, help="write the DataFrame to .csv or .parquet")
+    add_selection_flags(p)
     args = p.parse_args(argv)
-    df, problems = collect(targets_dir(args.target, args.results_root))
+    folder, run_dirs = selected_runs(args.target, selection_from_args(args), args.results_root)
+    df, problems = collect(folder, run_dirs=run_dirs)
     warn(problems)
     if args.output:
         export(df, args.output)

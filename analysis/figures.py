@@ -17,6 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ablations import store  # noqa: E402
+from ablations.metrics import METRICS as REGISTRY  # noqa: E402
 from analysis.render import SHORT  # noqa: E402
 from analysis.source import Layout  # noqa: E402
 from analysis.tables import METRICS, Table, per_seed, select_runs  # noqa: E402
@@ -94,7 +95,7 @@ def zoom(ax, values: list[float], metric: str) -> None:
     """Accuracies differ by tenths of a percent: zoom on them. Counts (params, FLOPs, img/s) start at 0."""
     if not values:
         return
-    if metric in ("top1", "top5"):
+    if REGISTRY[metric].unit == "%":
         low, high = min(values), max(values)
         pad = max(0.5, 0.15 * (high - low))
         ax.set_ylim(low - pad, high + pad)
@@ -143,12 +144,12 @@ def row_summary(row) -> str:
     return ", ".join(parts)
 
 
-def table_figures(df: pd.DataFrame, layout: Layout, out_dir: Path, recipe: str | None = None) -> list[Path]:
-    """Bars and curves of one sweep, written to out_dir; the same runs as its table (one recipe)."""
+def table_figures(df: pd.DataFrame, layout: Layout, out_dir: Path) -> list[Path]:
+    """Bars and curves of one experiment, written to out_dir; the same runs as its table."""
     from analysis.tables import build_table
 
-    table = build_table(df, layout, recipe)
-    runs = select_runs(df, layout, recipe)
+    table = build_table(df, layout)
+    runs = select_runs(df, layout)
     if len(runs):
         runs, _ = per_seed(runs)
     paths = save(bars(table, runs), out_dir / "bars")

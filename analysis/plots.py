@@ -1,7 +1,7 @@
 """Plots, as PNG and PDF (matplotlib, Agg backend).
 
     python -m analysis.plots table sweeps/pe.yaml          # results/pe/plots/{bars,curves}.{png,pdf}
-    python -m analysis.plots table results/pe --recipe quick
+    python -m analysis.plots table results/pe --recipe quick --set train.epochs=1
     python -m analysis.plots scaling --sizes 112,160,224   # results/plots/scaling.{png,pdf,csv}: MSA vs EMSA
     python -m analysis.plots attention --run results/pe/pa-s0-83da6d5ced --image cat.jpg
     python -m analysis.plots attention                     # random-weight ResT-Lite, bundled sample photo
@@ -17,7 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.source import InputError, cli, load_layout, warn
+from ablations.cli import OUTPUT_FLAGS
+from ablations.experiment import add_selection_flags, selection_from_args
+from analysis.source import InputError, cli, load_layout, note, warn
 
 
 def sizes(text: str) -> list[int]:
@@ -38,9 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table", help="bars and training curves of one sweep")
     t.add_argument("target", type=Path, help="a sweep file or a sweep's results folder")
     t.add_argument("--sweep", type=Path, help="with a results folder: the sweep file")
-    t.add_argument("--results-root", type=Path, default=Path("results"))
-    t.add_argument("--recipe", help="only the runs of this recipe")
-    t.add_argument("--out", type=Path, help="output folder (default: <results>/<sweep>/plots)")
+    add_selection_flags(t)
+    t.add_argument(*OUTPUT_FLAGS, type=Path, help="output folder (default: <results>/<sweep>/plots)")
 
     s = sub.add_parser("scaling", help="MSA vs EMSA throughput and peak memory against resolution")
     s.add_argument("--sizes", type=sizes, default=[112, 160, 224], help="input resolutions (default 112,160,224)")
@@ -49,14 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--iters", type=int, default=3)
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    s.add_argument("--out", type=Path, default=Path("results/plots"))
+    s.add_argument(*OUTPUT_FLAGS, type=Path, default=Path("results/plots"), help="output folder")
 
     a = sub.add_parser("attention", help="stage-4 last-block attention maps for one image")
     a.add_argument("--run", type=Path, help="a run folder with checkpoint.pt (default: random weights)")
     a.add_argument("--model", default="rest_lite", help="with random weights: which size (default rest_lite)")
     a.add_argument("--image", type=Path, help="an image file (default: scikit-learn's bundled flower photo)")
     a.add_argument("--img-size", type=int, help="input size (default: the run's training size, else 224)")
-    a.add_argument("--out", type=Path, default=Path("results/plots"))
+    a.add_argument(*OUTPUT_FLAGS, type=Path, default=Path("results/plots"), help="output folder")
     return p
 
 
@@ -64,12 +65,13 @@ def plot_table(args) -> list[Path]:
     from analysis.collect import collect
     from analysis.figures import table_figures
 
-    layout = load_layout(args.target, args.sweep, args.results_root)
+    layout = load_layout(args.target, args.sweep, args.results_root, selection=selection_from_args(args))
     if not layout.results_dir.is_dir():
         raise InputError(f"{layout.results_dir}: no such folder; the sweep {layout.source} has no results yet.")
-    df, problems = collect(layout.results_dir)
+    df, problems = collect(layout.results_dir, run_dirs=layout.run_dirs)
     warn(problems)
-    return table_figures(df, layout, args.out or layout.results_dir / "plots", args.recipe)
+    note(layout)
+    return table_figures(df, layout, args.output or layout.results_dir / "plots")
 
 
 def plot_scaling(args) -> list[Path]:
@@ -84,10 +86,10 @@ def plot_scaling(args) -> list[Path]:
     if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
         raise InputError("--batch-size and --iters must be at least 1, --warmup at least 0.")
     df = measure(args.sizes, args.batch_size, args.warmup, args.iters, device, args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out / "scaling.csv", index=False)
+    args.output.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.output / "scaling.csv", index=False)
     print(df.drop(columns="memory_method").to_string(index=False))
-    return [*save(figure(df), args.out / "scaling"), args.out / "scaling.csv"]
+    return [*save(figure(df), args.output / "scaling"), args.output / "scaling.csv"]
 
 
 def plot_attention(args) -> list[Path]:
@@ -112,7 +114,7 @@ def plot_attention(args) -> list[Path]:
     image = attention.load_image(args.image, size)
     probs, grid = attention.last_block_attention(model, attention.to_input(image, model))
     source = args.image.name if args.image else "sample photo (scikit-learn flower.jpg)"
-    return save(attention.figure(image, probs, grid, f"{title}; image {source}, {size} px"), args.out / name)
+    return save(attention.figure(image, probs, grid, f"{title}; image {source}, {size} px"), args.output / name)
 
 
 @cli

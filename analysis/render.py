@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 
+from ablations.metrics import METRICS as REGISTRY
 from analysis.tables import METRICS, Table
 
-SHORT = {"params_m": "#Params", "gflops": "FLOPs", "img_s": "Throughput", "top1": "Top-1", "top5": "Top-5"}
+SHORT = {name: m.short for name, m in REGISTRY.items()}
 DASH = "–"
 FIXED = ("params_m", "gflops")  # set by the architecture: the same for every seed, so no "± 0.00"
 

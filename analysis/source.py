@@ -1,28 +1,37 @@
-"""What a table is about: a sweep file (cells, seeds, published numbers) or just a results folder.
+"""What a table or plot is about: one experiment, from a sweep file (cells, seeds, published numbers) or from
+a results folder.
 
-Either input resolves to a `Layout`. With a sweep file, rows come in the sweep's order and the paper's
-numbers are known; with a bare results folder, rows and the baseline are read from each run's config.json
-meta and there are no published numbers (unless `--sweep` names the file).
+Either input resolves to a `Layout` through ablations.experiment, with the same selection flags as
+ablations.run (--recipe, --set, --seeds, --data-root), so a table shows exactly the runs ablations.status
+lists for the same flags. With a sweep file, rows come in the sweep's order and the paper's numbers are
+known; with a bare results folder, rows and the baseline are read from each run's config.json meta, there
+are no published numbers (unless `--sweep` names the file), and a folder holding several experiments is
+refused unless the flags pick one.
 
-Bad input raises `InputError`, whose message is one paragraph for the user; `cli()` turns it into that
-paragraph on stderr and exit code 2, without a traceback.
+Bad input raises `InputError` (ablations.errors); `cli()` turns it into one paragraph on stderr and exit
+code 2, without a traceback.
 """
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablations import store
-
-DEFAULT_COLUMNS = ("top1", "top5")
-EXIT_BAD_INPUT = 2
-
-
-class InputError(Exception):
-    """Bad input (missing folder, not a sweep, mixed recipes...): the message is shown as is, exit code 2."""
+from ablations.cli import EXIT_USAGE as EXIT_BAD_INPUT  # noqa: F401 - part of this module's interface
+from ablations.cli import command as cli  # noqa: F401 - the analysis commands' wrapper
+from ablations.errors import InputError
+from ablations.experiment import (
+    NO_SELECTION,
+    Selection,
+    describe_groups,
+    describe_others,
+    experiments_in,
+    resolve,
+    select_in_folder,
+)
+from ablations.metrics import DEFAULT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,9 @@ class Layout:
     columns: tuple[str, ...] = DEFAULT_COLUMNS
     published: dict[str, dict[str, float]] = field(default_factory=dict)
     sweep_path: Path | None = None
+    run_dirs: tuple[Path, ...] | None = None  # the experiment's run folders (None: every one in results_dir)
+    experiment: str | None = None  # "recipe quick with train.epochs=1"
+    others: str | None = None  # one line naming the other experiments' runs in the same folder
 
     @property
     def source(self) -> str:
@@ -55,8 +67,9 @@ def is_sweep_file(path: Path) -> bool:
 
 
 def load_layout(target: str | Path, sweep: str | Path | None = None, results_root: str | Path = "results",
-                columns: tuple[str, ...] | None = None) -> Layout:
-    """A sweep file, or a results folder `results/<sweep>/` (optionally with its sweep file)."""
+                columns: tuple[str, ...] | None = None, selection: Selection = NO_SELECTION) -> Layout:
+    """The experiment a sweep file (or a results folder `results/<sweep>/`, optionally with its sweep file) and
+    the selection flags name."""
     target = Path(target)
     if not target.exists():
         raise InputError(f"{target}: no such file or folder. Give a sweep file (e.g. sweeps/pe.yaml) or a "
@@ -67,31 +80,41 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
                              f"not a results folder.")
         if sweep is not None:
             raise InputError(f"{target} is already a sweep file; --sweep {sweep} is only for a results folder.")
-        sweep_obj = read_sweep(target)
-        layout = layout_from_sweep(sweep_obj, Path(results_root) / sweep_obj.name)
+        experiment = read_experiment(target, selection, results_root)
+        layout = layout_from_sweep(experiment.sweep, experiment.results_dir)
+        layout = Layout(**{**layout.__dict__, "seeds": tuple(experiment.seeds),
+                           "run_dirs": tuple(experiment.run_dir(r) for r in experiment.runs),
+                           "experiment": experiment.key.describe(), "others": describe_others(experiment)})
     else:
         check_results_folder(target)
-        if sweep is not None:
-            layout = layout_from_sweep(read_sweep(Path(sweep)), target)
-        else:
-            layout = Layout(name=target.resolve().name, results_dir=target)
+        key, dirs = select_in_folder(target, selection)
+        others = experiments_in(target, exclude={d.name for d in dirs})
+        base = layout_from_sweep(read_sweep(Path(sweep)), target) if sweep is not None else \
+            Layout(name=target.resolve().name, results_dir=target)
+        layout = Layout(**{**base.__dict__, "run_dirs": tuple(dirs), "experiment": key.describe(),
+                           "others": f"other runs in {target}/: {describe_groups(others)}" if others else None})
+        if selection.seeds is not None:
+            layout = Layout(**{**layout.__dict__, "seeds": tuple(selection.seeds)})
     if columns:
         layout = Layout(**{**layout.__dict__, "columns": tuple(columns)})
     return layout
+
+
+def read_experiment(path: Path, selection: Selection, results_root: str | Path):
+    """ablations.experiment.resolve, with a sweep file's own errors shown as such."""
+    read_sweep(path)  # "not a valid sweep file: ..." for a bad file
+    return resolve(path, selection, results_root)
 
 
 def read_sweep(path: Path):
     """ablations.spec.load_sweep, imported here so the rest of analysis works without the sweep loader."""
     if not path.is_file():
         raise InputError(f"{path}: no such sweep file.")
-    try:
-        from ablations.spec import load_sweep
-    except ImportError as err:  # the loader is developed alongside; a results folder still works
-        raise InputError(f"{path}: cannot read sweep files here ({err}); pass the sweep's results folder "
-                         f"instead, e.g. results/<sweep>.") from None
+    from ablations.spec import load_sweep
+
     try:
         return load_sweep(path)
-    except Exception as err:  # the loader's own errors name the key at fault; show them as they are
+    except InputError as err:  # the loader's own errors name the key at fault; show them as they are
         raise InputError(f"{path}: not a valid sweep file: {err}") from None
 
 
@@ -129,20 +152,14 @@ def check_results_folder(folder: Path) -> None:
                      f"folder of a sweep that has been launched, e.g. results/pe.")
 
 
-def cli(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a CLI main: InputError -> its paragraph on stderr and exit code 2, no traceback."""
-
-    def wrapped(argv: list[str] | None = None) -> int:
-        try:
-            return main(argv)
-        except InputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-
-    wrapped.__doc__ = main.__doc__
-    return wrapped
-
-
 def warn(problems: list[str]) -> None:
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
+
+
+def note(layout: Layout) -> None:
+    """Name, on stderr, the experiment shown and the other experiments' runs beside it (one line each)."""
+    if layout.experiment:
+        print(f"experiment: {layout.experiment} ({len(layout.run_dirs or ())} runs selected)", file=sys.stderr)
+    if layout.others:
+        print(f"note: {layout.others}", file=sys.stderr)

@@ -30,15 +30,27 @@ def write_run(
     sweep: str | None = None,
     paper_table: str = "Table (synthetic)",
     overrides: dict | None = None,
+    sweep_file: Path | None = None,
+    sets: dict | None = None,
 ) -> Path:
-    """One run folder. state: done (result.json), failed (error.json at the last epoch), partial (metrics only)."""
-    sweep = sweep or Path(results_dir).name
-    config = with_overrides(RunConfig(), {"train.seed": seed, "train.epochs": epochs, **(overrides or {})})
-    run_id = f"{cell.lower().replace(' ', '-').replace('/', '')}-s{seed}-{config.short_hash()}"
+    """One run folder. state: done (result.json), failed (error.json at the last epoch), partial (metrics only).
+
+    With `sweep_file`, the run is the one that sweep (with `recipe` and the command-line overrides `sets`)
+    expands to for this cell and seed: its real config, run id and meta, in <results_dir>/<run id>, where
+    results_dir is the sweep's results folder. Without it, a free-standing run with a default config plus
+    `overrides`.
+    """
+    if sweep_file is not None:
+        config, run_id, meta = _experiment_run(Path(results_dir), Path(sweep_file), cell, seed, recipe, sets or {})
+        epochs = config.train.epochs
+    else:
+        sweep = sweep or Path(results_dir).name
+        config = with_overrides(RunConfig(), {"train.seed": seed, "train.epochs": epochs, **(overrides or {})})
+        run_id = f"{cell.lower().replace(' ', '-').replace('/', '')}-s{seed}-{config.short_hash()}"
+        meta = {"sweep": sweep, "cell": cell, "levels": {axis: cell}, "baseline": baseline, "recipe": recipe,
+                "seed": seed, "run_id": run_id, "paper_table": paper_table}
     run_dir = Path(results_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"sweep": sweep, "cell": cell, "levels": {axis: cell}, "baseline": baseline, "recipe": recipe,
-            "seed": seed, "run_id": run_id, "paper_table": paper_table}
     write_json(run_dir / store.CONFIG, {"config": config.to_dict(), "meta": meta})
 
     done_epochs = epochs if state == store.DONE else max(1, epochs // 2)
@@ -60,6 +72,19 @@ def write_run(
         write_json(run_dir / store.ERROR, {"reason": "RuntimeError: out of memory", "traceback": "...",
                                            "epoch": done_epochs})
     return run_dir
+
+
+def _experiment_run(results_dir: Path, sweep_file: Path, cell: str, seed: int, recipe: str, sets: dict):
+    from ablations.experiment import Selection, resolve
+
+    flags = tuple(f"{key}={json.dumps(value)}" for key, value in sets.items())
+    experiment = resolve(sweep_file, Selection(recipe=recipe, sets=flags, seeds=(seed,)), results_dir.parent)
+    if experiment.results_dir != results_dir:
+        raise ValueError(f"{sweep_file} keeps its runs in {experiment.results_dir}, not {results_dir}")
+    run = next((r for r in experiment.runs if r.cell.label == cell), None)
+    if run is None:
+        raise ValueError(f"{sweep_file} has no cell {cell!r}")
+    return run.config, run.run_id, experiment.meta(run)
 
 
 def write_json(path: Path, obj) -> None:

@@ -1,13 +1,15 @@
 """A sweep's table as in the paper: one row per cell, ours (mean ± std over seeds) beside the published value.
 
     python -m analysis.tables sweeps/pe.yaml                   # -> results/pe/table.{md,tex,csv}
+    python -m analysis.tables sweeps/pe.yaml --set train.epochs=1   # the runs launched with that override
     python -m analysis.tables results/pe                       # rows and baseline from the runs' meta
     python -m analysis.tables results/pe --sweep sweeps/pe.yaml --recipe quick
 
 Every row is compared with the baseline row: the difference with a 95 % confidence interval (paired by seed
 when the seeds match, Welch otherwise; see analysis.stats), marked "n.s." when the interval contains 0.
-Failed, running and missing cells are rows that say so. Runs of different recipes are never mixed in one
-table: pick one with --recipe.
+Failed, running and missing cells are rows that say so. A table shows one experiment (sweep + recipe +
+--set overrides + seeds, selected with the flags of ablations.run): runs of other recipes or overrides in
+the same folder are never mixed in, only named.
 """
 from __future__ import annotations
 
@@ -21,20 +23,18 @@ from pathlib import Path
 import pandas as pd
 
 from ablations import store
+from ablations.cli import OUTPUT_FLAGS
+from ablations.experiment import add_selection_flags, selection_from_args
+from ablations.metrics import COMPARED
+from ablations.metrics import METRICS as REGISTRY
 from analysis.collect import collect
-from analysis.source import CellSpec, InputError, Layout, cli, load_layout, warn
+from analysis.source import CellSpec, InputError, Layout, cli, load_layout, note, warn
 from analysis.stats import compare, summarize
 
-# metric -> (header, decimals). Accuracies are in percent, as result.json and the paper give them.
-METRICS = {
-    "params_m": ("#Params (M)", 2),
-    "gflops": ("FLOPs (G)", 2),
-    "img_s": ("Throughput (img/s)", 0),
-    "top1": ("Top-1 (%)", 2),
-    "top5": ("Top-5 (%)", 2),
-}
-# Only accuracies vary with the seed; params/FLOPs are fixed by the architecture, throughput by the machine.
-COMPARED = ("top1", "top5")
+# metric -> (header, decimals), from the one registry. Accuracies are in percent, as result.json and the
+# paper give them. Only accuracies vary with the seed (COMPARED): params/FLOPs are fixed by the architecture,
+# throughput by the machine.
+METRICS = {name: (m.header, m.decimals) for name, m in REGISTRY.items()}
 NOT_DONE = (store.FAILED, store.RUNNING, store.PARTIAL, store.NEW)
 
 
@@ -60,28 +60,12 @@ class Table:
 # ----------------------------------------------------------------------------------------------------------
 # Selecting the runs of one table
 # ----------------------------------------------------------------------------------------------------------
-def select_runs(df: pd.DataFrame, layout: Layout, recipe: str | None = None) -> pd.DataFrame:
-    """The runs of this table: one recipe only (refuse to mix), optionally the one named."""
-    if df.empty:
+def select_runs(df: pd.DataFrame, layout: Layout) -> pd.DataFrame:
+    """The runs of this table: the experiment's run folders (all of them when the layout does not say)."""
+    if df.empty or layout.run_dirs is None:
         return df
-    found = df.groupby("recipe", sort=True)["path"].agg(["size", "first"])
-    if recipe is not None:
-        if recipe not in found.index:
-            raise InputError(f"{layout.results_dir}: no runs of recipe {recipe!r}; the run folders hold "
-                             f"{describe_recipes(found)}.")
-        return df[df["recipe"] == recipe]
-    if len(found) > 1:
-        options = " or ".join(f"--recipe {r}" for r in found.index)
-        raise InputError(
-            f"{layout.results_dir}: refusing to mix training recipes in one table. The run folders "
-            f"(their config.json meta.recipe) hold {describe_recipes(found)}. Numbers from different protocols "
-            f"are not comparable; tabulate one recipe at a time with {options}.")
-    return df
-
-
-def describe_recipes(found: pd.DataFrame) -> str:
-    return ", ".join(f"{recipe!r} ({row['size']} runs, e.g. {Path(row['first']) / store.CONFIG})"
-                     for recipe, row in found.iterrows())
+    wanted = {str(p) for p in layout.run_dirs}
+    return df[df["path"].isin(wanted)]
 
 
 def cell_specs(runs: pd.DataFrame, layout: Layout) -> tuple[list[CellSpec], list[str], list[str]]:
@@ -125,9 +109,9 @@ def per_seed(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 # ----------------------------------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------------------------------
-def build_table(df: pd.DataFrame, layout: Layout, recipe: str | None = None) -> Table:
+def build_table(df: pd.DataFrame, layout: Layout) -> Table:
     """A pure function of the collected DataFrame and the layout."""
-    runs = select_runs(df, layout, recipe)
+    runs = select_runs(df, layout)
     specs, notes, problems = cell_specs(runs, layout)
     if not specs:
         raise InputError(f"{layout.results_dir}: no run folder there could be read (see the warnings above), and "
@@ -261,11 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", type=Path, help="a sweep file (sweeps/pe.yaml) or a sweep's results folder")
     p.add_argument("--sweep", type=Path, help="with a results folder: the sweep file, for row order and paper numbers")
-    p.add_argument("--results-root", type=Path, default=Path("results"), help="where sweeps' results live")
-    p.add_argument("--recipe", help="tabulate only the runs of this recipe (needed when a folder holds several)")
+    add_selection_flags(p)
     p.add_argument("--columns", type=lambda s: tuple(filter(None, s.split(","))),
                    help=f"metrics to show, comma-separated, among {','.join(METRICS)} (default: the sweep's)")
-    p.add_argument("--out", type=Path, help="folder for table.{md,tex,csv} (default: the results folder)")
+    p.add_argument(*OUTPUT_FLAGS, type=Path, help="folder for table.{md,tex,csv} (default: the results folder)")
     return p
 
 
@@ -274,15 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.columns and (unknown := [c for c in args.columns if c not in METRICS]):
         raise InputError(f"--columns: unknown metric(s) {', '.join(unknown)}; choose among {', '.join(METRICS)}.")
-    layout = load_layout(args.target, args.sweep, args.results_root, args.columns)
+    layout = load_layout(args.target, args.sweep, args.results_root, args.columns, selection_from_args(args))
     if not layout.results_dir.is_dir():
         raise InputError(f"{layout.results_dir}: no such folder; the sweep {layout.source} has no results yet "
                          f"(launch it first, or pass --results-root).")
-    df, problems = collect(layout.results_dir, curves=False)  # a table needs no curves
+    df, problems = collect(layout.results_dir, curves=False, run_dirs=layout.run_dirs)  # a table needs no curves
     warn(problems)
-    table = build_table(df, layout, args.recipe)
+    table = build_table(df, layout)
     warn(table.problems)
-    paths = write_table(table, args.out or layout.results_dir)
+    note(layout)
+    paths = write_table(table, args.output or layout.results_dir)
     from analysis.render import to_markdown
 
     print(to_markdown(table), end="")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ablations.experiment import NO_SELECTION, Selection
 from analysis import collect as collect_mod
 from analysis import tables
 from analysis.collect import collect, export, read_export
@@ -21,6 +22,7 @@ name: pe
 paper_table: "Table 5: positional encoding (ResT-Lite, ImageNet-1k)"
 recipe: quick
 model: rest_lite
+overrides: {train.epochs: 5}
 seeds: [0, 1, 2]
 columns: [top1, top5]
 axes:
@@ -43,23 +45,23 @@ PA5 = [90.6, 90.7, 90.5]
 
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
-    results = tmp_path / "results" / "pe"
-    for seed in range(3):
-        write_run(results, "LE", seed, top1=LE[seed], top5=LE5[seed])
-        write_run(results, "PA", seed, top1=PA[seed], top5=PA5[seed], baseline=True)
-    write_run(results, "GL", 0, top1=72.1, top5=90.3)
-    write_run(results, "GL", 1, state="failed")
-    write_run(results, "none", 0, state="failed")
     path = tmp_path / "pe.yaml"
     path.write_text(SWEEP)
+    results = tmp_path / "results" / "pe"
+    for seed in range(3):
+        write_run(results, "LE", seed, top1=LE[seed], top5=LE5[seed], sweep_file=path)
+        write_run(results, "PA", seed, top1=PA[seed], top5=PA5[seed], sweep_file=path)
+    write_run(results, "GL", 0, top1=72.1, top5=90.3, sweep_file=path)
+    write_run(results, "GL", 1, state="failed", sweep_file=path)
+    write_run(results, "none", 0, state="failed", sweep_file=path)
     return path
 
 
-def table_for(sweep: Path, **kwargs) -> tables.Table:
-    layout = load_layout(sweep, results_root=sweep.parent / "results")
+def table_for(sweep: Path, selection: Selection = NO_SELECTION) -> tables.Table:
+    layout = load_layout(sweep, results_root=sweep.parent / "results", selection=selection)
     df, problems = collect(layout.results_dir)
     assert problems == []
-    return tables.build_table(df, layout, **kwargs)
+    return tables.build_table(df, layout)
 
 
 def row(table: tables.Table, cell: str) -> pd.Series:
@@ -213,16 +215,51 @@ def test_columns_of_the_main_table(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 def test_mixing_recipes_is_refused(sweep, capsys):
     results = sweep.parent / "results" / "pe"
-    write_run(results, "PA", 0, recipe="paper-ablation", top1=72.5, baseline=True, overrides={"train.epochs": 7})
+    write_run(results, "PA", 0, recipe="paper-ablation", top1=72.5, sweep_file=sweep)
+    # a bare results folder holding two experiments: refused, both listed, one paragraph, exit 2
     with pytest.raises(InputError, match="refusing to mix"):
-        table_for(sweep)
-    assert tables.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 2
+        load_layout(results)
+    assert tables.main([str(results)]) == 2
     err = capsys.readouterr().err
-    assert "'quick' (9 runs" in err and "'paper-ablation' (1 runs" in err and str(results) in err
-    assert "--recipe paper-ablation or --recipe quick" in err and "Traceback" not in err
+    assert "recipe quick (9 runs" in err and "recipe paper-ablation (1 runs" in err and str(results) in err
+    assert "--recipe paper-ablation" in err and "--recipe quick" in err and "Traceback" not in err
     assert err.count("\n") == 1  # one paragraph
-    only = table_for(sweep, recipe="paper-ablation")
+    # the sweep file as written selects its own recipe's runs, and names the other experiment in one line
+    assert tables.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
+    captured = capsys.readouterr()
+    assert "| PA | 3 |" in captured.out
+    assert "note: other runs in" in captured.err and "1 run recipe paper-ablation" in captured.err
+    only = table_for(sweep, Selection(recipe="paper-ablation"))
     assert row(only, "PA")["top1_mean"] == 72.5 and row(only, "LE")["status"] == "missing"
+    picked = load_layout(results, selection=Selection(recipe="paper-ablation"))
+    assert len(picked.run_dirs) == 1 and picked.experiment == "recipe paper-ablation"
+
+
+def test_override_sets_are_separate_experiments(sweep, capsys):
+    """Runs launched with --set train.epochs=1 are another experiment: tables and status agree on it."""
+    from ablations import status
+
+    results = sweep.parent / "results" / "pe"
+    for seed in range(3):
+        write_run(results, "PA", seed, top1=10.0, sets={"train.epochs": 1}, sweep_file=sweep)
+    plain = table_for(sweep)
+    assert row(plain, "PA")["top1_mean"] == pytest.approx(sum(PA) / 3)  # the 1-epoch runs are not mixed in
+    short = table_for(sweep, Selection(sets=("train.epochs=1",)))
+    assert row(short, "PA")["top1_mean"] == 10.0 and row(short, "LE")["status"] == "missing"
+    assert "1 epochs" in to_markdown(short) and "5 epochs" not in to_markdown(short)
+    with pytest.raises(InputError, match="train.epochs=1"):
+        load_layout(results)  # a bare folder with two experiments
+    # status, given the same flags, lists exactly the run folders the table used
+    root = str(sweep.parent / "results")
+    assert status.main([str(sweep), "--results-root", root, "--set", "train.epochs=1", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in listed["runs"]] == [Path(p).name for p in short.layout.run_dirs]
+    assert sorted(r["state"] for r in listed["runs"] if r["cell"] == "PA") == ["done"] * 3
+    assert "9 runs recipe quick (" in listed["others"]
+    # without flags: the sweep as written; the override runs are named, and a failed run makes exit 1
+    assert status.main([str(sweep), "--results-root", root]) == 1
+    out = capsys.readouterr().out
+    assert "3 runs recipe quick with train.epochs=1" in out and "failed" in out
 
 
 @pytest.mark.parametrize("make, message", [
@@ -296,15 +333,21 @@ def test_corrupt_metrics_only_run_and_odd_content(tmp_path):
 
 def test_duplicate_runs_of_a_seed_are_reported(sweep):
     results = sweep.parent / "results" / "pe"
-    write_run(results, "PA", 0, top1=99.0, baseline=True, overrides={"optim.lr": 0.5})
-    table = table_for(sweep)
+    write_run(results, "PA", 0, top1=99.0, baseline=True, overrides={"optim.lr": 0.5})  # same meta, other config
+    table = table_for(sweep)  # the sweep file: exactly its runs, the stray one is only named
+    assert row(table, "PA")["n"] == 3 and not any("2 run folders" in p for p in table.problems)
+    assert "not in the sweep as written" in table.layout.others
+    layout = load_layout(results, sweep=sweep)  # a results folder: every run of the experiment found there
+    table = tables.build_table(collect(results)[0], layout)
     assert any("cell 'PA' seed 0: 2 run folders" in p for p in table.problems)
     assert row(table, "PA")["n"] == 3
 
 
 def test_cells_not_in_the_sweep_are_shown(sweep):
-    write_run(sweep.parent / "results" / "pe", "old level", 0)
-    table = table_for(sweep)
+    results = sweep.parent / "results" / "pe"
+    write_run(results, "old level", 0)
+    layout = load_layout(results, sweep=sweep)
+    table = tables.build_table(collect(results)[0], layout)
     assert list(table.rows["cell"])[-1] == "old level"
     assert any("does not list" in p for p in table.problems)
 
@@ -348,7 +391,7 @@ def test_bench_runs(capsys):
 def test_a_locked_partial_run_is_running(sweep):
     from ablations import store
 
-    run = write_run(sweep.parent / "results" / "pe", "GL", 2, state="partial")
+    run = write_run(sweep.parent / "results" / "pe", "GL", 2, state="partial", sweep_file=sweep)
     with store.run_lock(run):
         table = table_for(sweep)
     gl = row(table, "GL")

@@ -85,7 +85,7 @@ def test_plots_bad_input(tmp_path, capsys):
 def test_scaling_plot_and_csv(tmp_path):
     out = tmp_path / "plots"
     args = ["scaling", "--sizes", "32,64", "-b", "2", "--warmup", "0", "--iters", "1", "--threads", "1",
-            "--device", "cpu", "--out", str(out)]
+            "--device", "cpu", "--output", str(out)]
     assert plots.main(args) == 0
     assert_written([out / "scaling.png", out / "scaling.pdf"], ".png", ".pdf")
     df = pd.read_csv(out / "scaling.csv")
@@ -127,7 +127,7 @@ def test_attention_recomputation_is_exact(knobs):
 
 
 def test_attention_plot_random_weights(tmp_path):
-    assert plots.main(["attention", "--img-size", "64", "--out", str(tmp_path)]) == 0
+    assert plots.main(["attention", "--img-size", "64", "--output", str(tmp_path)]) == 0
     assert_written(sorted(tmp_path.iterdir()), ".png", ".pdf")
 
 
@@ -143,9 +143,9 @@ def test_attention_plot_from_a_run(tmp_path, capsys):
     assert size == 64 and "GL" in title
     key = "patch_embed_2.pos.pos_embed"  # the learned embedding of the run, not a fresh one
     assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
-    assert plots.main(["attention", "--run", str(run), "--image", str(image), "--out", str(tmp_path / "o")]) == 0
+    assert plots.main(["attention", "--run", str(run), "--image", str(image), "--output", str(tmp_path / "o")]) == 0
     assert_written(sorted((tmp_path / "o").iterdir()), ".png", ".pdf")
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    assert plots.main(["attention", "--run", str(run), "--out", str(tmp_path / "o")]) == 2
+    assert plots.main(["attention", "--run", str(run), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "checkpoint.pt: cannot be loaded" in err and "Traceback" not in err

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from ablations import store
+from ablations.experiment import Selection, resolve
 from ablations.plan import make_plan
-from ablations.recipes import load_recipe
-from ablations.spec import expand, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--set", "data.img_size=32", "--set", "data.train_limit=64", "--set", "data.val_limit=32",
-        "--set", "train.batch_size=16", "--executor", "local", "--no-eta"]
+SELECT_TINY = ["--set", "data.img_size=32", "--set", "data.train_limit=64", "--set", "data.val_limit=32",
+               "--set", "train.batch_size=16"]  # the selection flags: status, tables... take these too
+TINY = [*SELECT_TINY, "--executor", "local", "--no-eta"]
 
 
 def write_sweep(path: Path, *, name: str = "tiny", epochs: int = 1, levels: str = "{PA: pa, GL: gl}",
@@ -64,7 +64,7 @@ def test_end_to_end_tiny_sweep(tmp_path):
     again = cli(str(sweep), "--results-root", str(results), *TINY, cwd=tmp_path, check=True)
     assert "nothing to run" in again.stdout
     status = subprocess.run([sys.executable, "-m", "ablations.status", str(sweep), "--results-root", str(results),
-                             *TINY], cwd=tmp_path, capture_output=True, text=True, env={**os.environ,
+                             *SELECT_TINY], cwd=tmp_path, capture_output=True, text=True, env={**os.environ,
                              "PYTHONPATH": str(ROOT)}, timeout=300)
     assert status.returncode == 0, status.stderr
     assert status.stdout.count(" done ") >= 2 and "2 done" in status.stdout
@@ -164,8 +164,8 @@ def test_corrupt_files_are_reported_and_the_cell_is_partial(tmp_path):
 
 @pytest.mark.parametrize("n_seeds", [3])
 def test_seeds_flag_repeats_every_cell(tmp_path, n_seeds):
-    sweep = load_sweep(write_sweep(tmp_path / "tiny.yaml"))
-    runs = expand(sweep, load_recipe("quick"), seeds=list(range(n_seeds)))
-    plan = make_plan(sweep, "quick", runs, tmp_path / "results")
+    experiment = resolve(write_sweep(tmp_path / "tiny.yaml"), Selection(seeds=tuple(range(n_seeds))),
+                         tmp_path / "results")
+    plan = make_plan(experiment)
     assert len(plan.runs) == 2 * n_seeds
     assert plan.counts()[store.NEW] == 2 * n_seeds

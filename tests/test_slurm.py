@@ -204,8 +204,9 @@ def test_cli_submits_one_array_waits_and_reports(slurm_cluster, tmp_path):
         "slurm: {time_min: 30, cpus_per_task: 1, mem_gb: 2}\n"
         "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl}\n"
     )
-    tiny = ["--set", "data.img_size=32", "--set", "data.train_limit=32", "--set", "data.val_limit=16",
-            "--set", "train.batch_size=16", "--results-root", str(tmp_path / "results"), "--no-eta", "--no-progress"]
+    select = ["--set", "data.img_size=32", "--set", "data.train_limit=32", "--set", "data.val_limit=16",
+              "--set", "train.batch_size=16", "--results-root", str(tmp_path / "results")]  # which runs
+    tiny = [*select, "--no-eta", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def cli(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -221,11 +222,10 @@ def test_cli_submits_one_array_waits_and_reports(slurm_cluster, tmp_path):
     assert len(array_ids) == 1, "both runs belong to one job array"
     assert all(store.run_state(d).state == store.DONE for d in run_dirs)
 
-    status = cli("ablations.status", *tiny)
+    status = cli("ablations.status", *select)
     assert status.returncode == 0 and status.stdout.count(" done ") == 2 and "job " in status.stdout
     again = cli("ablations.run", *tiny, "--executor", "slurm")
     assert again.returncode == 0 and "nothing to run" in again.stdout
-    cancelled = subprocess.run([sys.executable, "-m", "ablations.cancel", str(sweep), "--results-root",
-                                str(tmp_path / "results")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                               timeout=120)
+    cancelled = subprocess.run([sys.executable, "-m", "ablations.cancel", str(sweep), *select], cwd=tmp_path,
+                               env=env, capture_output=True, text=True, timeout=120)
     assert cancelled.returncode == 0 and "cancelled 0 job(s)" in cancelled.stdout

@@ -1,0 +1,47 @@
+"""What every command line of the project shares: exit codes, how bad input is printed, how a signal ends it.
+
+    @command
+    def main(argv=None) -> int: ...
+
+InputError (a bad sweep, recipe, flag or run file) is printed as one paragraph naming the file and key,
+exit code 2, with nothing half-done; Ctrl-C prints one line and exits 130. No torch import here.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import textwrap
+from collections.abc import Callable
+
+from ablations.errors import InputError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+OUTPUT_FLAGS = ("-o", "--output")  # the one name of the output flag, in every command
+
+
+def paragraph(text: str) -> str:
+    """Text for the terminal, wrapped at 110 columns."""
+    return "\n".join(textwrap.wrap(text, width=110, break_long_words=False, break_on_hyphens=False))
+
+
+def print_error(err: InputError | str) -> None:
+    """One paragraph on stderr, as one line: scripts and terminals alike can take it whole."""
+    text = err.describe() if isinstance(err, InputError) else str(err)
+    print(f"error: {' '.join(text.split())}", file=sys.stderr)
+
+
+def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wrap a CLI main: InputError -> one paragraph on stderr, exit 2; Ctrl-C -> one line, exit 130."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except InputError as err:
+            print_error(err)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return wrapped

@@ -1,0 +1,210 @@
+"""Experiments: which run folders a command is about.
+
+An experiment is a sweep file + a recipe + the command line's `--set` overrides (and `--data-root`) + seeds.
+Every command that reads or writes runs (ablations.run / status / cancel, analysis.tables / plots / collect)
+takes the same selection flags (`add_selection_flags`) and resolves them here, so they always agree on
+which run folders belong to the experiment:
+
+- given a sweep file, the experiment's runs are exactly the runs the sweep expands to (their ids are the
+  hashes of their configs); no flags = the sweep as written. Other run folders in the same results folder
+  belong to other experiments and are named in one line (`describe_others`);
+- given only a results folder, its run folders are grouped by the experiment recorded in their config.json
+  (meta.recipe + meta.overrides); a folder holding several is refused unless the flags pick one.
+
+Runs of one experiment differ only in their cell and seed, so a table or plot never mixes protocols.
+Nothing here imports torch: `status` and `--help` answer instantly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablations import store
+from ablations.errors import InputError
+from ablations.spec import Run, Sweep, expand, load_sweep, parse_cli_sets
+
+DEFAULT_RESULTS_ROOT = Path("results")
+
+
+# ---- the flags -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Selection:
+    """What the selection flags say; None / () = not given."""
+
+    recipe: str | None = None
+    sets: tuple[str, ...] = ()
+    seeds: tuple[int, ...] | None = None
+    data_root: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return bool(self.recipe or self.sets or self.seeds is not None or self.data_root)
+
+    def overrides(self) -> dict[str, Any]:
+        """The dotted overrides the flags make (--set, then --data-root), checked."""
+        cli = parse_cli_sets(self.sets)
+        if self.data_root:
+            cli["data.root"] = self.data_root
+        return cli
+
+
+NO_SELECTION = Selection()  # no flags: the sweep as written
+
+
+def add_selection_flags(parser: argparse.ArgumentParser, *, results_root: bool = True) -> None:
+    group = parser.add_argument_group("which runs (the same flags as ablations.run)")
+    group.add_argument("--recipe", help="training protocol by name or path (default: the sweep's recipe)")
+    group.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="a config override for every run (repeatable), e.g. --set optim.lr=0.1")
+    group.add_argument("--seeds", help="comma-separated seeds, replacing the sweep's (e.g. 0,1,2)")
+    group.add_argument("--data-root", help="dataset folder (sets data.root; or set REST_DATA_ROOT)")
+    if results_root:
+        group.add_argument("--results-root", type=Path, default=DEFAULT_RESULTS_ROOT,
+                           help="where sweeps keep their run folders (default: results/)")
+
+
+def selection_from_args(args: argparse.Namespace) -> Selection:
+    seeds = parse_seed_list(args.seeds) if getattr(args, "seeds", None) else None
+    return Selection(getattr(args, "recipe", None), tuple(getattr(args, "sets", ()) or ()), seeds,
+                     getattr(args, "data_root", None))
+
+
+def parse_seed_list(text: str) -> tuple[int, ...]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError("--seeds", f"{text!r}: expected comma-separated integers, e.g. --seeds 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) >= 2**32:
+        raise InputError("--seeds", f"{text!r}: expected distinct integers in [0, 2^32), e.g. --seeds 0,1,2")
+    return tuple(seeds)
+
+
+# ---- what identifies an experiment in a run folder -------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class ExperimentKey:
+    """The recipe and command-line overrides a run was launched with (its config.json meta)."""
+
+    recipe: str
+    overrides: tuple[tuple[str, str], ...] = ()  # sorted (dotted key, JSON value)
+
+    @classmethod
+    def of(cls, recipe: str, overrides: dict[str, Any]) -> ExperimentKey:
+        return cls(recipe, tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in overrides.items())))
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> ExperimentKey:
+        overrides = meta.get("overrides")
+        return cls.of(str(meta.get("recipe", "unknown")), overrides if isinstance(overrides, dict) else {})
+
+    def describe(self) -> str:
+        sets = ", ".join(f"{k}={v}" for k, v in self.overrides)
+        return f"recipe {self.recipe}" + (f" with {sets}" if sets else "")
+
+    def flags(self) -> str:
+        """The selection flags that pick this experiment."""
+        return " ".join([f"--recipe {self.recipe}", *(f"--set {k}={v}" for k, v in self.overrides)])
+
+
+# ---- an experiment from a sweep file ---------------------------------------------------------------------------------
+@dataclass
+class Experiment:
+    sweep: Sweep
+    recipe: Any  # ablations.recipes.Recipe
+    overrides: dict[str, Any]  # from the command line
+    seeds: list[int]
+    runs: list[Run]
+    results_dir: Path
+    key: ExperimentKey = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = ExperimentKey.of(self.recipe.name, self.overrides)
+
+    def run_dir(self, run: Run) -> Path:
+        return self.results_dir / run.run_id
+
+    def meta(self, run: Run) -> dict[str, Any]:
+        """config.json's meta: where the run sits in its sweep, and the experiment it belongs to."""
+        return {**self.sweep.meta(run, self.recipe.name), "overrides": dict(self.overrides)}
+
+    def describe(self) -> str:
+        return f"sweep {self.sweep.name}, {self.key.describe()}"
+
+
+def resolve(sweep_path: Path | str, selection: Selection = NO_SELECTION,
+            results_root: Path | str = DEFAULT_RESULTS_ROOT) -> Experiment:
+    """The experiment the sweep file and flags name; InputError for anything wrong (nothing is written)."""
+    from ablations.recipes import load_recipe
+
+    sweep = load_sweep(sweep_path)
+    try:
+        recipe = load_recipe(selection.recipe or sweep.recipe)
+    except InputError as err:
+        if selection.recipe:
+            raise InputError("--recipe", err.describe()) from None
+        raise InputError(sweep.path, "recipe", err.describe()) from None
+    overrides = selection.overrides()
+    seeds = list(selection.seeds) if selection.seeds is not None else list(sweep.seeds)
+    runs = expand(sweep, recipe, overrides, seeds)
+    return Experiment(sweep, recipe, overrides, seeds, runs, Path(results_root) / sweep.name)
+
+
+# ---- the other experiments in a results folder -----------------------------------------------------------------------
+def experiments_in(results_dir: Path, exclude: set[str] = frozenset()) -> dict[ExperimentKey, list[Path]]:
+    """The run folders of `results_dir` (except the run ids in `exclude`), grouped by experiment."""
+    groups: dict[ExperimentKey, list[Path]] = defaultdict(list)
+    for run_dir in store.run_dirs_in(results_dir):
+        if run_dir.name in exclude:
+            continue
+        meta = store.read_meta(run_dir)
+        groups[ExperimentKey.from_meta(meta or {})].append(run_dir)
+    return dict(sorted(groups.items()))
+
+
+def describe_groups(groups: dict[ExperimentKey, list[Path]], same: ExperimentKey | None = None) -> str:
+    parts = []
+    for key, dirs in groups.items():
+        what = ("not in the sweep as written (an earlier version of the file, or other seeds)" if key == same
+                else key.describe())
+        parts.append(f"{len(dirs)} run{'s' if len(dirs) != 1 else ''} {what}")
+    return "; ".join(parts)
+
+
+def describe_others(experiment: Experiment) -> str | None:
+    """One line naming the run folders beside the experiment's that belong to other experiments, or None."""
+    others = experiments_in(experiment.results_dir, exclude={r.run_id for r in experiment.runs})
+    if not others:
+        return None
+    return (f"other runs in {experiment.results_dir}/: {describe_groups(others, experiment.key)} "
+            f"(select them with the flags they were launched with, e.g. {next(iter(others)).flags()})")
+
+
+def select_in_folder(results_dir: Path, selection: Selection) -> tuple[ExperimentKey, list[Path]]:
+    """The one experiment of a bare results folder that the flags pick; InputError when it is ambiguous."""
+    groups = experiments_in(results_dir)
+    if not groups:
+        raise InputError(results_dir, "<folder>", "no run folders here (no */config.json)")
+    if selection.given:
+        wanted = selection.overrides() if (selection.sets or selection.data_root) else {}
+        matching = {k: v for k, v in groups.items()
+                    if (selection.recipe is None or k.recipe == Path(selection.recipe).stem)
+                    and k == ExperimentKey.of(k.recipe, wanted)}
+    else:
+        matching = groups
+    if len(matching) == 1:
+        key, dirs = next(iter(matching.items()))
+        if selection.seeds is not None:
+            dirs = [d for d in dirs if (store.read_meta(d) or {}).get("seed") in selection.seeds]
+        return key, dirs
+    listing = "; ".join(f"{key.describe()} ({len(dirs)} runs, pick with {key.flags()})" for key, dirs in groups.items())
+    if not matching:
+        raise InputError(results_dir, "<folder>", f"no runs match the flags given; the folder holds: {listing}")
+    recipes = Counter(k.recipe for k in matching)
+    kind = "training recipes" if len(recipes) > 1 else "experiments"
+    raise InputError(results_dir, "<folder>",
+                     f"refusing to mix {kind} in one table: the run folders hold {len(matching)} experiments: "
+                     f"{listing}. Numbers from different protocols are not comparable; pick one, or give the "
+                     f"sweep file with the flags it was launched with.")
