@@ -47,7 +47,7 @@ from ablations import store
 from ablations.store import now, read_slurm_record, update_slurm_record  # noqa: F401 - part of this API
 from ablations.store import record_slurm_event as record_event
 
-TRAINER = "ablations.train"
+TRAINER = "ablations.trainer"
 
 # What RunJob did with a run folder
 TRAINED, ALREADY_DONE, FAILED_EARLIER = "trained", "done", "failed earlier"

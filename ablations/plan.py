@@ -6,8 +6,9 @@ own input size, and remembered in <results root>/.cache/plan.json per (model, kn
 sweep whose models were seen before imports neither torch nor timm.
 
 The ETA comes from measured speeds first: the training img/s that finished runs of the same model and
-image size recorded on this machine (result.json: train_img_s, host). Only when there are none does the
-planner time a few training steps itself (a probe, said so on screen, with its spread over repeats).
+image size recorded on this machine (result.json: train_img_s, host) in the sweep's results folder. Only
+when there are none does the planner time a few training steps itself (a probe, said so on screen, with
+its spread over repeats).
 """
 from __future__ import annotations
 
@@ -174,24 +175,30 @@ class Speed:
 
 
 def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanCache) -> Speed | None:
-    """The median training speed recorded on this host by finished runs of the same model and image size.
-
-    Speeds read from this experiment's finished runs are remembered in the cache, so a new sweep of the
-    same model on this machine starts from them too.
-    """
+    """The median training speed recorded on this host by finished runs of the same model and image size, in
+    this sweep's results folder (any experiment) and remembered in the cache from earlier plans."""
     host = platform.node()
     key = json.dumps(dict(host=host, model=config.model.name, img_size=config.data.img_size), sort_keys=True)
     known: dict[str, float] = cache.data.setdefault("speeds", {}).setdefault(key, {})
-    for planned in plan.runs:
-        c = planned.run.config
-        if planned.state.state != store.DONE or planned.run.run_id in known or c.model.name != config.model.name \
-                or c.data.img_size != config.data.img_size:
+    seen: set[str] = set(cache.data.setdefault("speeds_read", []))
+    for run_dir in store.run_dirs_in(plan.results_dir):
+        if run_dir.name in seen:
             continue
-        result = store.read_result(planned.run_dir) or {}
+        result = store.read_result(run_dir)
+        if result is None or "final" not in result:
+            continue  # not finished (yet): look again next time
+        seen.add(run_dir.name)
+        document, _ = store.read_json(run_dir / store.CONFIG)
+        config_dict = document.get("config", {}) if isinstance(document, dict) else {}
+        model, data = config_dict.get("model") or {}, config_dict.get("data") or {}
         speed = result.get("train_img_s")
         if result.get("host") == host and isinstance(speed, int | float) and speed > 0:
-            known[planned.run.run_id] = float(speed)
-            cache.changed = True
+            run_key = json.dumps(dict(host=host, model=model.get("name"), img_size=data.get("img_size")),
+                                 sort_keys=True)
+            cache.data["speeds"].setdefault(run_key, {})[run_dir.name] = float(speed)
+    cache.data["speeds_read"] = sorted(seen)
+    cache.changed = True
+    known = cache.data["speeds"].get(key, {})
     if not known:
         return None
     macs = complexity_of(config, num_classes, cache)["macs_total"]

@@ -237,14 +237,18 @@ def selected_runs(target: Path, selection: Selection, results_root: Path) -> tup
     return target, None
 
 
-@cli
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis.collect", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", type=Path, help="results root, a sweep's results folder, a run folder or a sweep file")
     p.add_argument(*OUTPUT_FLAGS, type=Path, help="write the DataFrame to .csv or .parquet")
     add_selection_flags(p)
-    args = p.parse_args(argv)
+    return p
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     folder, run_dirs = selected_runs(args.target, selection_from_args(args), args.results_root)
     df, problems = collect(folder, run_dirs=run_dirs)
     warn(problems)

@@ -1,0 +1,516 @@
+"""The trainer: one run, trained in its run folder, resumable to the bit.
+
+Its command line is `python -m ablations.train RUN_DIR` (ablations/train.py, which answers --help without
+importing torch); jobs reach it through ablations.job.RunJob.
+
+`train_run(config, run_dir)` builds everything from timm (model, optimizer with bias/norm excluded from
+weight decay, warm-up + cosine schedule stepped per update, Mixup/CutMix, label smoothing, EMA) and
+writes the run folder described in `ablations.store`: one metrics.jsonl row per epoch, checkpoint.pt
+after every epoch, result.json at the end, error.json if it fails.
+
+Exact resume. A run resumed from any checkpoint, even one saved mid-epoch, produces the same metrics as
+an uninterrupted one, to the bit (on the same device and thread count). Nothing random depends on the
+history of the process: every training step reseeds torch/numpy/random from (seed, epoch, step, rank),
+each sample's augmentation is seeded by (seed, epoch, index) (see `ablations.data`), each epoch's order
+comes from a (seed, epoch)-seeded sampler, and the schedule is a function of the update count.
+
+Epochs are numbered from 1 in every file (metrics rows, best epoch, error.json); steps within an epoch
+from 0.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+
+import timm
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, accuracy
+from tqdm import tqdm
+
+import rest
+from ablations import store
+from ablations.config import RunConfig
+from ablations.data import build_loaders, mix_seed, seed_everything
+from rest.benchmark import time_iterations
+
+log = logging.getLogger("ablations.train")
+
+# the config's optimizer names -> timm's ("sgd" in timm is Nesterov; the paper's protocol is plain momentum)
+TIMM_OPTIMIZERS = {"adamw": "adamw", "sgd": "momentum"}
+STEP_DECAY_FRACTION = 0.3  # sched.name "step": lr x 0.1 every 30 % of the epochs (30/60/90 of 100)
+
+
+class Preempted(Exception):
+    """Training stopped on request (request_stop / SIGTERM / SIGUSR1) after saving a checkpoint."""
+
+
+class RunFailed(RuntimeError):
+    """The run cannot succeed as configured (e.g. the loss diverged); error.json says why."""
+
+
+class CheckpointMismatch(ValueError):
+    """checkpoint.pt belongs to another config than config.json: resuming it would mix two runs."""
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask the job to checkpoint and raise Preempted before its next training step.
+
+    Safe from a signal handler. The request stands until a training loop honours it, so one made while a
+    run is starting up, or finishing, stops the next run a launcher starts in this process.
+    """
+    _STOP.set()
+
+
+def seed_step(seed: int, epoch: int, step: int, rank: int) -> None:
+    """Reseed all RNGs at the start of a training step: drop path, Mixup and friends draw from these."""
+    seed_everything(mix_seed(seed, "step", epoch, step, rank))
+
+
+def init_distributed_from_env() -> bool:
+    """Initialize torch.distributed from MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK, if set.
+
+    NCCL on GPU (each process takes GPU LOCAL_RANK), gloo on CPU. Returns whether it is initialized.
+    """
+    if dist.is_initialized():
+        return True
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", init_method="env://")
+    return True
+
+
+class Ranks:
+    """The process's place in a distributed job (or the whole job, when not distributed)."""
+
+    def __init__(self, device: torch.device):
+        self.active = dist.is_initialized()
+        self.rank = dist.get_rank() if self.active else 0
+        self.world = dist.get_world_size() if self.active else 1
+        self.main = self.rank == 0
+        self.device = device
+
+    def sum(self, values: list[float]) -> list[float]:
+        if not self.active:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, run_dir: Path, progress: bool, num_workers: int):
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+            else torch.device("cpu")
+        self.ranks = Ranks(self.device)
+        self.amp = config.train.amp and self.device.type == "cuda"
+        self.train_loader, self.val_loader, self.num_classes = build_loaders(
+            config, distributed=self.ranks.active, num_workers=num_workers)
+        self.steps_per_epoch = len(self.train_loader)
+        aug = config.aug
+        self.mixup = None
+        if aug.mixup > 0 or aug.cutmix > 0:
+            if config.train.batch_size // self.ranks.world % 2:
+                raise ValueError("aug.mixup / aug.cutmix need an even batch per process")
+            self.mixup = Mixup(mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
+                               label_smoothing=aug.label_smoothing, num_classes=self.num_classes)
+            self.criterion = SoftTargetCrossEntropy()
+        elif aug.label_smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(smoothing=aug.label_smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
+        self.autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        self.memory_format = torch.channels_last if self.amp else torch.contiguous_format
+        self.build_state()
+
+    # ---- state ---------------------------------------------------------------------------------------------
+    def build_state(self) -> None:
+        """A fresh model, EMA, optimizer, schedule and scaler, and the progress counters of a new run."""
+        c = self.config
+        seed_everything(c.train.seed)
+        self.model = timm.create_model(
+            c.model.name, pos_encoding=c.model.pos_encoding, reduction=c.model.reduction,
+            head_conv=c.model.head_conv, head_norm=c.model.head_norm, stem=c.model.stem,
+            drop_path_rate=c.model.drop_path_rate, num_classes=self.num_classes, img_size=c.data.img_size,
+        ).to(self.device, memory_format=self.memory_format)
+        self.ema = ModelEmaV3(self.model, decay=c.train.ema_decay) if c.train.ema else None
+        self.optimizer = create_optimizer_v2(self.model, opt=TIMM_OPTIMIZERS[c.optim.name], lr=c.lr,
+                                             weight_decay=c.optim.weight_decay, momentum=c.optim.momentum)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched=c.sched.name, num_epochs=c.train.epochs, warmup_epochs=c.sched.warmup_epochs,
+            warmup_lr=c.sched.warmup_lr, min_lr=c.sched.min_lr,
+            decay_epochs=max(1, round(STEP_DECAY_FRACTION * c.train.epochs)), decay_rate=0.1,
+            step_on_epochs=False, updates_per_epoch=self.steps_per_epoch,
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.epoch, self.step = 0, 0  # the next step to run (0-based)
+        self.partial = dict(loss_sum=0.0, images=0, train_s=0.0, time_s=0.0)  # the current epoch so far
+        self.best: dict = dict(top1=-1.0, top5=-1.0, epoch=0)
+        self.last: dict | None = None  # the last metrics row
+        self.wall_before = 0.0  # wall time of earlier attempts
+
+    def checkpoint(self) -> dict:
+        return dict(
+            config=self.config.to_dict(), epoch=self.epoch, step=self.step, partial=dict(self.partial),
+            best=dict(self.best), last=self.last, wall_time_s=self.wall_time(),
+            model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
+            ema=self.ema.state_dict() if self.ema else None,
+        )
+
+    def save(self) -> None:
+        if self.ranks.main:
+            store.save_checkpoint(self.run_dir, self.checkpoint())
+        self.ranks.barrier()
+
+    def resume(self) -> None:
+        """Load checkpoint.pt if there is one (a corrupt one is set aside), and cut metrics.jsonl to match."""
+        path = self.run_dir / store.CHECKPOINT
+        if path.exists():
+            try:
+                self.load(store.load_checkpoint(path, map_location=self.device))
+                log.info("resuming from %s: epoch %d, step %d", path, self.epoch + 1, self.step)
+            except CheckpointMismatch:
+                raise
+            except Exception as err:  # truncated file, unreadable pickle, missing or mismatched keys
+                self.set_aside(path, err)
+        self.ranks.barrier()
+        if self.ranks.main:
+            self.cut_metrics()
+        self.ranks.barrier()
+
+    def load(self, ckpt: dict) -> None:
+        if ckpt["config"] != self.config.to_dict():
+            raise CheckpointMismatch(f"{self.run_dir / store.CHECKPOINT} was written for another config than "
+                                     f"{self.run_dir / store.CONFIG}; delete the checkpoint or restore the config")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["scaler"]:  # empty when saved without AMP (e.g. on CPU)
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.partial, self.best, self.last = dict(ckpt["partial"]), dict(ckpt["best"]), ckpt["last"]
+        self.wall_before = float(ckpt["wall_time_s"])
+
+    def set_aside(self, path: Path, err: Exception) -> None:
+        log.warning("%s is unreadable (%s: %s); renamed to %s.corrupt, starting over",
+                    path, type(err).__name__, str(err).splitlines()[0] if str(err) else "", path.name)
+        self.ranks.barrier()  # every rank has tried to read it before it moves
+        if self.ranks.main:
+            store.set_aside(path)
+        self.build_state()  # a failed load may have filled part of the model
+
+    def cut_metrics(self) -> None:
+        """Keep only the rows of epochs the checkpoint has finished: nothing is counted twice."""
+        path = self.run_dir / store.METRICS
+        if not path.exists():
+            return
+        read = store.read_metrics(path)
+        for problem in read.problems:
+            log.warning("%s", problem)
+        keep, seen = [], set()
+        for row in read.rows:
+            epoch = row.get("epoch")
+            if isinstance(epoch, int) and 1 <= epoch <= self.epoch and epoch not in seen:
+                keep.append(row)
+                seen.add(epoch)
+        if len(keep) != len(read.rows) or read.problems:
+            log.info("%s: kept %d of %d rows (the checkpoint has %d epochs done)",
+                     path, len(keep), len(read.rows), self.epoch)
+            store.rewrite_metrics(self.run_dir, keep)
+
+    def wall_time(self) -> float:
+        return self.wall_before + time.perf_counter() - self.started
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.started = time.perf_counter()
+        self.resume()
+        c = self.config
+        ddp_model = self.model
+        if self.ranks.active:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=device_ids,
+                find_unused_parameters=has_unused_parameters(self.model, c.data.img_size, self.device))
+        if self.epoch == 0 and self.step == 0:
+            log.info("training %s on %s: %d epochs of %d steps, batch %d, lr %.3g, %d classes",
+                     c.model.name, self.device, c.train.epochs, self.steps_per_epoch, c.train.batch_size, c.lr,
+                     self.num_classes)
+        while self.epoch < c.train.epochs:
+            self.train_epoch(ddp_model)
+            self.end_epoch()
+        return self.finish()
+
+    def stop_requested(self) -> bool:
+        flag = float(_STOP.is_set())
+        return self.ranks.sum([flag])[0] > 0 if self.ranks.active else bool(flag)
+
+    def train_epoch(self, model: nn.Module) -> None:
+        epoch, start = self.epoch, self.step
+        model.train()
+        self.train_loader.sampler.set_epoch(epoch, skip=start * self.train_loader.batch_size)
+        tic = time.perf_counter()
+        with tqdm(self.train_loader, total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}",
+                  disable=None if self.progress and self.ranks.main else True, file=sys.stderr, leave=False) as bar:
+            for step, (x, y) in enumerate(bar, start=start):
+                if self.stop_requested():
+                    self.step = step
+                    self.add_time(tic, train=True)
+                    self.save()
+                    _STOP.clear()  # honoured
+                    raise Preempted(f"stopped on request at epoch {epoch + 1} step {step}; checkpoint saved")
+                loss = self.train_step(model, epoch, step, x, y)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        self.step = self.steps_per_epoch
+        self.add_time(tic, train=True)
+
+    def train_step(self, model: nn.Module, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        c = self.config
+        seed_step(c.train.seed, epoch, step, self.ranks.rank)
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        y = y.to(self.device, non_blocking=True)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        updates = epoch * self.steps_per_epoch + step
+        self.scheduler.step_update(updates)  # the lr is a function of the update count: nothing to replay
+        with self.autocast:
+            loss = self.criterion(model(x), y)
+        loss_value = self.ranks.sum([loss.item()])[0] / self.ranks.world  # every rank sees the same value
+        if not math.isfinite(loss_value):
+            raise RunFailed(f"non-finite loss ({loss_value}) at epoch {epoch + 1} step {step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if c.optim.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model, step=updates + 1)
+        images = len(x) * self.ranks.world
+        self.partial["loss_sum"] += loss_value * images
+        self.partial["images"] += images
+        return loss_value
+
+    def add_time(self, tic: float, train: bool = False) -> None:
+        seconds = time.perf_counter() - tic
+        self.partial["time_s"] += seconds
+        if train:
+            self.partial["train_s"] += seconds
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module) -> dict:
+        model.eval()
+        loss_sum = correct1 = correct5 = count = 0.0
+        k = min(5, self.num_classes)
+        for x, y in self.val_loader:
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            y = y.to(self.device, non_blocking=True)
+            with self.autocast:
+                logits = model(x)
+            acc1, acc5 = accuracy(logits, y, topk=(1, k))
+            n = len(y)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            correct1 += round(acc1.item() * n / 100)
+            correct5 += round(acc5.item() * n / 100)
+            count += n
+        loss_sum, correct1, correct5, count = self.ranks.sum([loss_sum, correct1, correct5, count])
+        model.train()
+        return dict(val_loss=loss_sum / count, top1=100.0 * correct1 / count, top5=100.0 * correct5 / count)
+
+    def end_epoch(self) -> None:
+        tic = time.perf_counter()
+        metrics = self.evaluate(self.model)
+        if self.ema is not None:
+            metrics.update({f"ema_{k}": v for k, v in self.evaluate(self.ema.module).items()})
+        self.add_time(tic)
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if bad:  # a run that diverged in its last steps must not be "done" with NaN accuracy
+            raise RunFailed(f"non-finite validation metrics at epoch {self.epoch + 1}: {bad}")
+        p = self.partial
+        row = dict(
+            epoch=self.epoch + 1, train_loss=p["loss_sum"] / max(1, p["images"]),
+            lr=self.optimizer.param_groups[0]["lr"], **metrics, epoch_time_s=round(p["time_s"], 3),
+            train_img_s=round(p["images"] / max(p["train_s"], 1e-9), 1),
+        )
+        if self.ranks.main:
+            store.append_metrics(self.run_dir, row)  # before the checkpoint: see cut_metrics
+        log.info("epoch %d/%d: train_loss %.4f  val_loss %.4f  top1 %.2f  top5 %.2f  (%.1f s, %.0f img/s)",
+                 row["epoch"], self.config.train.epochs, row["train_loss"], row["val_loss"], row["top1"],
+                 row["top5"], row["epoch_time_s"], row["train_img_s"])
+        if row["top1"] > self.best["top1"]:
+            self.best = dict(top1=row["top1"], top5=row["top5"], epoch=row["epoch"])
+        self.last = row
+        self.epoch, self.step = self.epoch + 1, 0
+        self.partial = dict(loss_sum=0.0, images=0, train_s=0.0, time_s=0.0)
+        self.save()
+
+    # ---- the end -------------------------------------------------------------------------------------------
+    def finish(self) -> dict:
+        result = None
+        if self.ranks.main:
+            last = self.last
+            result = dict(
+                final={k: last[k] for k in ("top1", "top5", "val_loss")},
+                best=dict(self.best),
+                **rest.complexity(self.model, self.config.data.img_size),
+                throughput_img_s=self.throughput(),
+                train_img_s=self.training_speed(),
+                device=describe_device(self.device),
+                host=platform.node(),
+                wall_time_s=round(self.wall_time(), 2),
+                epochs=self.config.train.epochs,
+                versions=dict(python=platform.python_version(), torch=torch.__version__,
+                              torchvision=torchvision.__version__, timm=timm.__version__),
+                git_commit=git_commit(),
+                finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            if self.ema is not None:
+                result["final_ema"] = {k: last[f"ema_{k}"] for k in ("top1", "top5", "val_loss")}
+            store.write_result(self.run_dir, result)
+            log.info("done: top1 %.2f (best %.2f at epoch %d), %.0f s", result["final"]["top1"],
+                     self.best["top1"], self.best["epoch"], result["wall_time_s"])
+        if self.ranks.active:
+            shared = [result]
+            dist.broadcast_object_list(shared, src=0, device=self.device if self.device.type == "cuda" else None)
+            result = shared[0]
+        return result
+
+    def training_speed(self) -> float | None:
+        """Training images/s of this run (median over its epochs): the planner's ETA for the next runs."""
+        speeds = sorted(r["train_img_s"] for r in store.read_metrics(self.run_dir / store.METRICS).rows
+                        if isinstance(r.get("train_img_s"), int | float))
+        return speeds[len(speeds) // 2] if speeds else None
+
+    @torch.inference_mode()
+    def throughput(self) -> float:
+        """Inference img/s at data.img_size, batch min(train.batch_size, 64), like rest.benchmark."""
+        model = self.model.eval()
+        batch = min(self.config.train.batch_size, 64)
+        size = self.config.data.img_size
+        x = torch.randn(batch, 3, size, size, device=self.device).contiguous(memory_format=self.memory_format)
+
+        def infer():
+            with self.autocast:
+                model(x)
+
+        seconds = time_iterations(infer, warmup=2, iters=5 if self.device.type == "cpu" else 20, device=self.device)
+        return round(batch / seconds, 1)
+
+
+def has_unused_parameters(model: nn.Module, img_size: int, device: torch.device) -> bool:
+    """Whether a backward pass leaves some parameters without a gradient, which DDP must be told.
+
+    ResT at inputs under 64 px has a single key in stage 4, so its query and Conv-1 get no gradient.
+    Run in eval mode (BatchNorm statistics untouched), with no randomness: the training state is unchanged.
+    """
+    was_training = model.training
+    model.eval()
+    model(torch.zeros(1, 3, img_size, img_size, device=device)).float().sum().backward()
+    unused = any(p.grad is None for p in model.parameters() if p.requires_grad)
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return unused
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def _log_handlers(run_dir: Path, main: bool) -> list[logging.Handler]:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if main:
+        handlers.append(logging.FileHandler(store.log_path(run_dir)))
+    else:
+        handlers[0].setLevel(logging.WARNING)
+    for h in handlers:
+        h.setFormatter(fmt)
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return handlers
+
+
+def _install_signal_handlers() -> dict:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, lambda *_: request_stop()) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+
+
+def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_workers: int = 0,
+              handle_signals: bool = False) -> dict:
+    """Train one run in `run_dir` (resuming from its checkpoint) and return what result.json holds.
+
+    Raises Preempted after saving a checkpoint if asked to stop, RunFailed if the loss diverges; any
+    failure is recorded in error.json. In a torch.distributed job only rank 0 writes files.
+    """
+    run_dir = Path(run_dir)
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    if main:
+        store.start_attempt(run_dir)  # an old failure no longer stands; a save cut short is removed
+    handlers = _log_handlers(run_dir, main)
+    previous = _install_signal_handlers() if handle_signals else {}
+    trainer = None
+    try:
+        trainer = Trainer(config, run_dir, progress, num_workers)
+        return trainer.run()
+    except Preempted as err:
+        log.info("%s", err)
+        raise
+    except Exception as err:
+        reason = str(err) if isinstance(err, RunFailed) else f"{type(err).__name__}: {err}"
+        log.error("run failed: %s", reason)
+        if main:
+            store.write_error(run_dir, reason, traceback.format_exc(), trainer.epoch + 1 if trainer else 0)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()

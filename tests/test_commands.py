@@ -1,0 +1,252 @@
+"""The command lines as a user meets them: what they import, their help, where runs go, signals, --jobs,
+--force through the one run path, and plans that compute nothing when nothing is left to run."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_runner import ROOT, SELECT_TINY, TINY, cli, run_dirs, write_sweep
+
+from ablations import store
+from ablations.experiment import Selection, resolve
+from ablations.job import ALREADY_DONE, TRAINED, RunJob
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+LIGHT_MODULES = ("ablations.config", "ablations.spec", "ablations.recipes", "ablations.store",
+                 "ablations.experiment", "ablations.plan", "ablations.run", "ablations.status", "ablations.cancel",
+                 "ablations.train", "ablations.job", "ablations.slurm", "analysis.source", "analysis.collect",
+                 "analysis.tables")
+COMMANDS = ("ablations.run", "ablations.status", "ablations.cancel", "ablations.train", "analysis.tables",
+            "analysis.plots", "analysis.collect")
+
+
+def python(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600,
+                          **kwargs)
+
+
+def test_config_sweep_store_status_and_readers_import_neither_torch_nor_timm():
+    code = (f"import sys\nfor m in {LIGHT_MODULES!r}: __import__(m)\n"
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+    proc = python("-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_every_command_has_help_for_every_flag(module):
+    proc = python("-X", "importtime", "-m", module, "--help")
+    assert proc.returncode == 0 and "usage: python -m" in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "timm"}, f"{module} --help imports torch/timm"
+    parser = __import__(module, fromlist=["build_parser"]).build_parser()
+    undocumented = [a.option_strings or a.dest for a in parser._actions
+                    if a.help is None and not isinstance(a, argparse._SubParsersAction)]
+    assert undocumented == []
+
+
+def test_status_help_shows_only_the_flags_that_select_runs():
+    out = python("-m", "ablations.status", "--help").stdout
+    for flag in ("--recipe", "--set", "--seeds", "--data-root", "--results-root", "--json"):
+        assert flag in out
+    for flag in ("--force", "--wait", "--partition", "--executor", "--dry-run", "--retry-failed"):
+        assert flag not in out
+
+
+def test_the_output_flag_has_one_name():
+    for args in (["analysis.tables"], ["analysis.collect"], ["analysis.plots", "table"],
+                 ["analysis.plots", "scaling"], ["analysis.plots", "attention"]):
+        out = python("-m", *args, "--help").stdout
+        assert "-o OUTPUT, --output OUTPUT" in out and "--out " not in out, args
+
+
+def test_cancel_of_a_sweep_never_launched(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    proc = python("-m", "ablations.cancel", str(sweep), "--results-root", str(tmp_path / "results"))
+    assert proc.returncode == 0 and "never launched" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_bad_input_is_one_line_naming_file_key_and_line(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml", levels="{PA: pa, odd: zz}")
+    for module in ("ablations.run", "ablations.status", "ablations.cancel", "analysis.tables"):
+        proc = python("-m", module, str(sweep), "--results-root", str(tmp_path / "r"))
+        assert proc.returncode == 2, module
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert f"{sweep} (line 11)" in proc.stderr and "axes[0].levels.odd" in proc.stderr and "'zz'" in proc.stderr
+
+
+# ---- where runs go ----------------------------------------------------------------------------------------------
+def fake_slurm_client(folder: Path, sinfo_exit: int) -> str:
+    """A PATH holding an `sbatch` and an `sinfo` that exits with `sinfo_exit` (1: no controller answers)."""
+    folder.mkdir()
+    for name, code in (("sbatch", 0), ("sinfo", sinfo_exit)):
+        path = folder / name
+        path.write_text(f"#!/bin/sh\necho debug\nexit {code}\n")
+        path.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_executor_auto_needs_a_controller_that_answers(tmp_path, monkeypatch):
+    from ablations.run import resolve_executor
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("PATH", fake_slurm_client(tmp_path / "down", sinfo_exit=1))
+    assert resolve_executor("auto") == ("local", "the SLURM client is installed but no controller answers")
+    monkeypatch.setenv("PATH", fake_slurm_client(tmp_path / "up", sinfo_exit=0))
+    assert resolve_executor("auto")[0] == "slurm"
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")  # inside an allocation: the runs use it
+    assert resolve_executor("auto") == ("local", "inside SLURM allocation 1234: the runs use it")
+    assert resolve_executor("slurm")[0] == "slurm"
+
+
+def test_the_plan_header_says_where_runs_go(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    proc = cli(str(sweep), "--results-root", str(tmp_path / "results"), "--dry-run", *TINY, cwd=tmp_path, check=True)
+    assert "runs go to: local executor (--executor local)" in proc.stdout
+
+
+# ---- plans -----------------------------------------------------------------------------------------------------
+def finish(experiment, speed: float | None = None) -> None:
+    """Every run of the experiment made to look finished (as ablations.benchmark does)."""
+    for run in experiment.runs:
+        run_dir = experiment.run_dir(run)
+        store.write_config(run_dir, run.config, experiment.meta(run))
+        store.append_metrics(run_dir, {"epoch": 1, "top1": 90.0, "top5": 99.0, "val_loss": 0.3})
+        result = {"final": {"top1": 90.0, "top5": 99.0, "val_loss": 0.3}, "epochs": 1}
+        if speed is not None:
+            import platform
+
+            result.update(train_img_s=speed, host=platform.node())
+        store.write_result(run_dir, result)
+
+
+def test_a_finished_sweep_is_planned_without_torch(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    finish(resolve(sweep, Selection(sets=tuple(SELECT_TINY[1::2])), tmp_path / "results"))
+    for module, extra in (("ablations.run", ["--executor", "local"]), ("ablations.status", [])):
+        proc = python("-X", "importtime", "-m", module, str(sweep), "--results-root", str(tmp_path / "results"),
+                      *SELECT_TINY, *extra, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+        assert not imported & {"torch", "timm"}, module
+    assert "nothing to run: every run is done" in python("-m", "ablations.run", str(sweep), "--results-root",
+                                                          str(tmp_path / "results"), *SELECT_TINY, "--executor",
+                                                          "local", cwd=tmp_path).stdout
+
+
+def test_costs_at_the_runs_own_size_and_eta_from_recorded_speeds(tmp_path):
+    from ablations.plan import PlanCache, complexity_of, make_plan, recorded_speed
+
+    sweep = write_sweep(tmp_path / "tiny.yaml", levels="{PA: pa, LE: le}")
+    results = tmp_path / "results"
+    small = resolve(sweep, Selection(sets=("data.img_size=48",)), results)
+    large = resolve(sweep, Selection(sets=("data.img_size=224",)), results)
+    cache = PlanCache(results)
+    le_small = complexity_of(small.runs[1].config, 10, cache)["params"]
+    le_large = complexity_of(large.runs[1].config, 10, cache)["params"]
+    assert le_small < le_large  # LE's embedding grows with the input: the plan shows the trained model's size
+    assert len(cache.data["complexity"]) == 2
+    assert recorded_speed(make_plan(small), small.runs[0].config, 10, cache) is None  # nothing finished yet
+    finish(small, speed=123.0)
+    speed = recorded_speed(make_plan(small), small.runs[0].config, 10, cache)
+    assert (speed.source, speed.img_per_s, speed.runs) == ("recorded", 123.0, 2)
+    assert "recorded by 2 finished run(s)" in speed.describe()
+
+
+def test_a_probe_says_it_is_a_probe_and_shows_its_spread(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    proc = cli(str(sweep), "--results-root", str(tmp_path / "results"), *SELECT_TINY, "--executor", "local",
+               "--set", "train.epochs=1", "--set", "data.train_limit=16", "--set", "data.val_limit=16",
+               cwd=tmp_path, check=True)
+    assert "from a speed probe of rest_lite on this machine (spread" in proc.stdout
+    again = cli(str(sweep), "--results-root", str(tmp_path / "results"), *SELECT_TINY, "--executor", "local",
+                "--set", "train.epochs=1", "--set", "data.train_limit=16", "--set", "data.val_limit=16",
+                "--dry-run", "--set", "train.seed=0", "--seeds", "1", cwd=tmp_path, check=True)
+    assert "recorded by 2 finished run(s) of rest_lite on this machine" in again.stdout
+
+
+# ---- the one run path ------------------------------------------------------------------------------------------------
+def test_force_archives_under_the_lock_in_process_and_under_submitit(tmp_path, make_run, standin_trainer, wait_until):
+    import submitit
+
+    run_dir = make_run(tmp_path / "sweep", standin={"steps": 1, "step_s": 0.01})
+    assert RunJob(run_dir, trainer=standin_trainer).run().status == TRAINED
+    assert RunJob(run_dir, trainer=standin_trainer).run().status == ALREADY_DONE  # skipped: nothing archived
+    assert not (run_dir / store.PREVIOUS).exists()
+    first = (run_dir / store.RESULT).read_text()
+    assert RunJob(run_dir, force=True, trainer=standin_trainer).run().status == TRAINED
+    [archive] = (run_dir / store.PREVIOUS).iterdir()
+    assert (archive / store.RESULT).read_text() == first and store.run_state(run_dir).state == store.DONE
+    # the same object under submitit's local executor: the same decisions
+    executor = submitit.LocalExecutor(tmp_path / "submitit")
+    executor.update_parameters(timeout_min=5)
+    job = executor.submit(RunJob(run_dir, force=True, trainer=standin_trainer))
+    wait_until(job.done, 120, "the forced job")
+    assert job.result()["epochs"] == 1
+    assert len(list((run_dir / store.PREVIOUS).iterdir())) == 2
+    # a job that finds the folder locked leaves it alone, whatever it was asked
+    with store.run_lock(run_dir), pytest.raises(store.RunLocked):
+        RunJob(run_dir, force=True, trainer=standin_trainer).run()
+    assert len(list((run_dir / store.PREVIOUS).iterdir())) == 2
+
+
+def test_jobs_runs_several_at_once_and_refuses_more_than_the_cores(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml", levels="{PA: pa, GL: gl}")
+    results = tmp_path / "results"
+    proc = cli(str(sweep), "--results-root", str(results), *TINY, "--jobs", "2", cwd=tmp_path)
+    if len(os.sched_getaffinity(0)) < 2:
+        assert proc.returncode == 2 and "--jobs" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 run(s) finished, 0 failed" in proc.stdout
+    assert all(store.run_state(d).state == store.DONE for d in run_dirs(results))
+    too_many = cli(str(sweep), "--results-root", str(results), *TINY, "--jobs", "999", cwd=tmp_path)
+    assert too_many.returncode == 2 and too_many.stderr.startswith("error: --jobs: 999")
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
+def test_a_signal_stops_a_local_sweep_with_one_line_and_it_resumes(tmp_path, signum, code):
+    sweep = write_sweep(tmp_path / "tiny.yaml", epochs=2, levels="{PA: pa, GL: gl}")
+    results = tmp_path / "results"
+    slow = [*TINY, "--set", "data.train_limit=256"]
+    proc = subprocess.Popen([sys.executable, "-m", "ablations.run", str(sweep), "--results-root", str(results),
+                             *slow, "--no-progress"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(results.glob("tiny/*/log.txt")):
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the training loop
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, out + err
+    assert "Traceback" not in err and f"sweep interrupted by {signal.Signals(signum).name}" in err
+    assert [line for line in err.splitlines() if "interrupted" in line][-1].startswith("sweep interrupted")
+    assert sum(store.run_state(d).state == store.DONE for d in run_dirs(results)) < 2  # stopped mid-sweep
+    resumed = cli(str(sweep), "--results-root", str(results), *slow, cwd=tmp_path, check=True)
+    assert "0 failed" in resumed.stdout
+    assert all(store.run_state(d).state == store.DONE for d in run_dirs(results))
+    for run_dir in run_dirs(results):
+        assert [r["epoch"] for r in store.read_metrics(run_dir / store.METRICS).rows] == [1, 2]
+
+
+def test_status_json_and_exit_code(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    experiment = resolve(sweep, Selection(), tmp_path / "results")
+    finish(experiment)
+    failed = experiment.run_dir(experiment.runs[1])
+    (failed / store.RESULT).unlink()
+    store.write_error(failed, "RuntimeError: boom", "", 1)
+    proc = python("-m", "ablations.status", str(sweep), "--results-root", str(tmp_path / "results"), "--json",
+                  cwd=tmp_path)
+    assert proc.returncode == 1
+    listed = json.loads(proc.stdout)
+    assert [(r["cell"], r["state"]) for r in listed["runs"]] == [("PA", "done"), ("GL", "failed")]
+    assert "boom" in listed["runs"][1]["detail"] and listed["others"] is None
