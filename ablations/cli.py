@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import functools
 import sys
-import textwrap
 from collections.abc import Callable
 
 from ablations.errors import InputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUT_FLAGS = ("-o", "--output")  # the one name of the output flag, in every command
-
-
-def paragraph(text: str) -> str:
-    """Text for the terminal, wrapped at 110 columns."""
-    return "\n".join(textwrap.wrap(text, width=110, break_long_words=False, break_on_hyphens=False))
 
 
 def print_error(err: InputError | str) -> None:

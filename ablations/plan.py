@@ -25,7 +25,6 @@ from ablations.config import RunConfig
 from ablations.experiment import Experiment
 from ablations.spec import Run
 
-STATE_ORDER = store.STATE_ORDER
 CACHE = Path(".cache") / "plan.json"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ablations.config import ModelConfig, RunConfig, check_value, flatten, with_overrides
 from ablations.errors import InputError
-from ablations.yamlio import YamlError, key_lines, line_of, load_yaml_strict
+from ablations.yamlio import YamlError, errors_located, load_yaml_strict
 
 __all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "list_recipes", "load_recipe", "load_yaml_strict", "resolve"]
 
@@ -59,12 +59,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     """A recipe by name (ablations/recipes/NAME.yaml) or path, with every key and value checked; InputError
     names the file, the key and its line."""
     path = recipe_path(name_or_path)
-    try:
+    with errors_located(path):
         return _load_recipe(path)
-    except InputError as err:
-        if err.line is None and err.file == str(path):
-            err.at_line(line_of(key_lines(path), err.key))
-        raise
 
 
 def _load_recipe(path: Path) -> Recipe:

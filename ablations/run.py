@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ablations import store
-from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, command, paragraph  # noqa: F401
+from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
 from ablations.errors import InputError
 from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
 from ablations.plan import (
@@ -34,8 +34,6 @@ from ablations.plan import (
     probe_speed,
     recorded_speed,
 )
-
-UsageError = InputError  # kept for callers of the former name
 
 
 def build_parser() -> argparse.ArgumentParser:

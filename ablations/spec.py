@@ -35,7 +35,7 @@ from typing import Any
 from ablations.config import RunConfig, check_value, with_overrides
 from ablations.errors import InputError
 from ablations.metrics import DEFAULT_COLUMNS, METRIC_NAMES
-from ablations.yamlio import YamlError, key_lines, line_of, load_yaml_strict
+from ablations.yamlio import YamlError, errors_located, load_yaml_strict
 
 TOP_LEVEL_KEYS = {
     "name": "the sweep's name (results/<name>/)",
@@ -144,12 +144,8 @@ def load_sweep(path: Path | str) -> Sweep:
     """Parse and validate a sweep file (structure, keys, types, knob values); raise InputError naming the file,
     the key and its line."""
     path = Path(path)
-    try:
+    with errors_located(path):
         return _load_sweep(path)
-    except InputError as err:
-        if err.line is None and err.file == str(path):
-            err.at_line(line_of(key_lines(path), err.key))
-        raise
 
 
 def _load_sweep(path: Path) -> Sweep:

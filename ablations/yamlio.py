@@ -1,7 +1,9 @@
 """Strict YAML: safe types only, and a duplicate key in a mapping is an error, not "last one wins"."""
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,17 @@ def key_lines(path: Path | str) -> dict[str, int]:
     if root is not None:
         walk(root, "", 0)
     return lines
+
+
+@contextlib.contextmanager
+def errors_located(path: Path) -> Iterator[None]:
+    """An InputError raised about the file `path` while validating it learns the line of its key."""
+    try:
+        yield
+    except InputError as err:
+        if err.line is None and err.file == str(path):
+            err.at_line(line_of(key_lines(path), err.key))
+        raise
 
 
 def line_of(lines: dict[str, int], key: str | None) -> int | None:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablations import store
-from ablations.cli import EXIT_USAGE as EXIT_BAD_INPUT  # noqa: F401 - part of this module's interface
 from ablations.cli import command as cli  # noqa: F401 - the analysis commands' wrapper
 from ablations.errors import InputError
 from ablations.experiment import (

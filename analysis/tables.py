@@ -95,7 +95,7 @@ def cell_specs(runs: pd.DataFrame, layout: Layout) -> tuple[list[CellSpec], list
 def per_seed(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """One run per seed: a finished one if any (the latest), else the furthest along. Duplicates are reported."""
     problems = []
-    rank = {store.DONE: 0, store.RUNNING: 1, store.PARTIAL: 2, store.FAILED: 3, store.NEW: 4}
+    rank = {state: i for i, state in enumerate(store.STATE_ORDER)}  # done first, then the furthest along
     ordered = runs.assign(_rank=runs["state"].map(rank).fillna(5)).sort_values(
         ["_rank", "finished_at", "epochs_done"], ascending=[True, False, False], na_position="last")
     for (cell, seed), group in ordered.groupby(["cell", "seed"], sort=False, dropna=False):
