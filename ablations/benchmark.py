@@ -87,10 +87,10 @@ def finish_runs(sweep_path: Path, results_root: Path) -> int:
     return len(experiment.runs)
 
 
-def time_command(args: list[str], repeats: int, cwd: Path) -> list[float]:
-    """Wall time of `python -m ...` as whole processes, `repeats` times, with the code of checkout `cwd`;
-    fails loudly on an exit code other than 0 or 1."""
-    env = {**os.environ, "PYTHONPATH": str(cwd)}
+def time_command(args: list[str], repeats: int, cwd: Path, cache: Path) -> list[float]:
+    """Wall time of `python -m ...` as whole processes, `repeats` times, with the code of checkout `cwd` and
+    the planner's cache in `cache`; fails loudly on an exit code other than 0 or 1."""
+    env = {**os.environ, "PYTHONPATH": str(cwd), "XDG_CACHE_HOME": str(cache)}
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -109,7 +109,7 @@ def startup(repeats: int, code: Path = ROOT) -> list[tuple[str, float, float, fl
     rows = []
     sweeps = sorted((code / "sweeps").glob("*.yaml"))
     with tempfile.TemporaryDirectory() as tmp:
-        done_root, fresh_root = Path(tmp) / "done", Path(tmp) / "fresh"
+        done_root, fresh_root, cache = Path(tmp) / "done", Path(tmp) / "fresh", Path(tmp) / "cache"
         finish_runs(ROOT / "sweeps" / "pe.yaml", done_root)
         jobs = [(f"{c} --help", [c, "--help"], 0.5) for c in COMMANDS]
         jobs += [("ablations.status sweeps/pe.yaml (finished)",
@@ -117,14 +117,14 @@ def startup(repeats: int, code: Path = ROOT) -> list[tuple[str, float, float, fl
                  ("ablations.run sweeps/pe.yaml (all done)",
                   ["ablations.run", "sweeps/pe.yaml", "--results-root", str(done_root), "--executor", "local"], 1.5)]
         for command, args, target in tqdm(jobs, desc="startup", unit="command"):
-            times = time_command(args, repeats, code)
+            times = time_command(args, repeats, code, cache)
             rows.append((command, statistics.median(times), min(times), max(times), target))
         for sweep in tqdm(sweeps, desc="dry runs", unit="sweep"):
             args = ["ablations.run", str(sweep.relative_to(code)), "--dry-run", "--executor", "local",
                     "--results-root", str(fresh_root)]
             fresh_root.mkdir(exist_ok=True)
-            first = time_command(args, 1, code)[0]
-            times = time_command(args, repeats, code)
+            first = time_command(args, 1, code, cache)[0]
+            times = time_command(args, repeats, code, cache)
             rows.append((f"--dry-run {sweep.name} (first, cold cache)", first, first, first, 3.0))
             rows.append((f"--dry-run {sweep.name}", statistics.median(times), min(times), max(times), 3.0))
     return rows

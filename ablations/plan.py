@@ -2,8 +2,9 @@
 
 Nothing here writes into a run folder: `python -m ablations.run --dry-run` is this module alone. The cost
 of a cell (params, MACs, image-epochs, ETA) is computed only when something is left to run, at the run's
-own input size, and remembered in <results root>/.cache/plan.json per (model, knobs, size): planning a
-sweep whose models were seen before imports neither torch nor timm.
+own input size, and remembered per (model, knobs, size) in the user's cache folder
+($XDG_CACHE_HOME/rest-ablations/plan.json, by default ~/.cache/...): planning a sweep whose models were seen
+before imports neither torch nor timm, and --dry-run still writes nothing under results/.
 
 The ETA comes from measured speeds first: the training img/s that finished runs of the same model and
 image size recorded on this machine (result.json: train_img_s, host) in the sweep's results folder. Only
@@ -13,6 +14,7 @@ its spread over repeats).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 from collections import Counter
@@ -25,7 +27,7 @@ from ablations.config import RunConfig
 from ablations.experiment import Experiment
 from ablations.spec import Run
 
-CACHE = Path(".cache") / "plan.json"
+CACHE_ENV = "XDG_CACHE_HOME"
 
 
 @dataclass
@@ -89,11 +91,17 @@ def make_plan(experiment: Experiment) -> Plan:
 # --------------------------------------------------------------------------------------------------------
 # The cache: facts about models and datasets that do not change between launches
 # --------------------------------------------------------------------------------------------------------
-class PlanCache:
-    """A JSON file of computed facts (complexity per model, sizes per dataset), read once, written if changed."""
+def default_cache_path() -> Path:
+    base = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rest-ablations" / "plan.json"
 
-    def __init__(self, results_root: Path):
-        self.path = Path(results_root) / CACHE
+
+class PlanCache:
+    """A JSON file of computed facts (complexity per model, sizes per dataset, recorded speeds per host), read
+    once, written if changed. Facts only: deleting it costs a slower plan, never a wrong one."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path is not None else default_cache_path()
         data, problem = store.read_json(self.path)
         self.data: dict[str, dict] = data if problem is None and isinstance(data, dict) else {}
         self.changed = False
@@ -107,10 +115,14 @@ class PlanCache:
         return entries[text]
 
     def save(self) -> None:
-        if self.changed and self.path.parent.parent.is_dir():  # the results root exists: a launch made it
-            self.path.parent.mkdir(exist_ok=True)
+        if not self.changed:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             store.atomic_write_json(self.path, self.data)
-            self.changed = False
+        except OSError:  # a read-only home: plans stay correct, only slower
+            pass
+        self.changed = False
 
 
 def dataset_key(config: RunConfig) -> dict:

@@ -98,7 +98,7 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool) -
     """The plan as the user sees it. costs: compute params/MACs/ETA (something is left to run); probe: time a
     few training steps when no finished run has recorded a speed for the model here."""
     first = plan.runs[0].run.config
-    cache = PlanCache(plan.experiment.results_dir.parent)
+    cache = PlanCache()
     train_images = num_classes = None
     if costs:
         train_images, num_classes = dataset_sizes(first, cache)

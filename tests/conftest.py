@@ -23,6 +23,13 @@ import pytest
 from ablations import store
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config) -> None:
+    """The planner's cache (ablations.plan.PlanCache) goes to a throwaway folder, never the user's ~/.cache."""
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="rest-ablations-test-cache-")
 TINY = {"data": {"img_size": 32, "train_limit": 64, "val_limit": 32}, "train": {"batch_size": 16, "epochs": 1}}
 PACKAGES_FAILED = 3  # start.sh's exit status when apt-get cannot install the Debian packages
 

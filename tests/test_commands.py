@@ -148,7 +148,7 @@ def test_costs_at_the_runs_own_size_and_eta_from_recorded_speeds(tmp_path):
     results = tmp_path / "results"
     small = resolve(sweep, Selection(sets=("data.img_size=48",)), results)
     large = resolve(sweep, Selection(sets=("data.img_size=224",)), results)
-    cache = PlanCache(results)
+    cache = PlanCache(tmp_path / "cache.json")
     le_small = complexity_of(small.runs[1].config, 10, cache)["params"]
     le_large = complexity_of(large.runs[1].config, 10, cache)["params"]
     assert le_small < le_large  # LE's embedding grows with the input: the plan shows the trained model's size
