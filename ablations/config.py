@@ -18,7 +18,7 @@ from typing import Any
 
 import rest
 
-DATASETS = ("digits", "imagefolder", "cifar10", "cifar100")
+DATASETS = ("digits", "probe", "imagefolder", "cifar10", "cifar100")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 
