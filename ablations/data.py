@@ -3,7 +3,7 @@
     digits       scikit-learn's 1,797 8x8 handwritten digits (shipped with scikit-learn): a fixed stratified
                  80/20 split (seed 0, whatever the run seed), upsampled once to data.img_size, 3 channels.
                  Augmentation is tensor ops only: random-resized crop, flip, random erasing.
-    probe        2x2 mosaics of those digits, labelled by the top-left one: a task that needs absolute
+    probe        3x3 mosaics of those digits, labelled by the centre one: a task that needs absolute
                  position (ablations.probe, docs/probe.md); the same split, upsampling and augmentation.
     imagefolder  data.root/train/<class>/* and data.root/val/<class>/* (ImageNet-1k, Imagenette), with
                  timm's create_transform (RandAugment, random erasing, bicubic, eval crop_pct).

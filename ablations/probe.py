@@ -43,7 +43,7 @@ NUM_CLASSES = 10
 
 def _mosaics(images: np.ndarray, labels: np.ndarray, n: int, design: str,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 8k, 8k) canvases and (n,) labels from the digits `images` (m, 8, 8) with `labels` (m,)."""
+    """(n, side, side) canvases and (n,) labels from the digits `images` (m, 8, 8) with `labels` (m,)."""
     (kr, kc), (tr, tc), distinct, margin = DESIGNS[design]
     side = 8 * max(kr, kc) + margin
     by_class = [np.flatnonzero(labels == c) for c in range(10)]
