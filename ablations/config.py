@@ -21,7 +21,7 @@ from typing import Any
 from ablations.errors import InputError
 from rest_knobs import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS
 
-DATASETS = ("digits", "imagefolder", "cifar10", "cifar100")
+DATASETS = ("digits", "probe", "imagefolder", "cifar10", "cifar100")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 

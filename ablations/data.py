@@ -3,6 +3,8 @@
     digits       scikit-learn's 1,797 8x8 handwritten digits (shipped with scikit-learn): a fixed stratified
                  80/20 split (seed 0, whatever the run seed), upsampled once to data.img_size, 3 channels.
                  Augmentation is tensor ops only: random-resized crop, flip, random erasing.
+    probe        3x3 mosaics of those digits, labelled by the centre one: a task that needs absolute
+                 position (ablations.probe, docs/probe.md); the same split, upsampling and augmentation.
     imagefolder  data.root/train/<class>/* and data.root/val/<class>/* (ImageNet-1k, Imagenette), with
                  timm's create_transform (RandAugment, random erasing, bicubic, eval crop_pct).
     cifar10/100  torchvision's CIFAR from local files under data.root; nothing is ever downloaded.
@@ -38,6 +40,7 @@ CIFAR_FILES = {
     "cifar10": ["batches.meta", "test_batch"] + [f"data_batch_{i}" for i in range(1, 6)],
     "cifar100": ["meta", "train", "test"],
 }
+BUNDLED = ("digits", "probe")  # built from files scikit-learn ships: no folder
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 
 
@@ -46,8 +49,8 @@ class DatasetError(ValueError):
 
 
 def resolve_data_root(config: RunConfig) -> str | None:
-    """The folder the dataset is read from: data.root, else $REST_DATA_ROOT; None for digits (bundled)."""
-    if config.data.dataset == "digits":
+    """The folder the dataset is read from: data.root, else $REST_DATA_ROOT; None for digits/probe (bundled)."""
+    if config.data.dataset in BUNDLED:
         return None
     return config.data.root or os.environ.get(ENV_ROOT) or None
 
@@ -89,7 +92,7 @@ def _class_dirs(folder: Path) -> list[str]:
 def check_dataset(config: RunConfig) -> None:
     """Raise DatasetError if the dataset cannot be found; cheap (lists folders, decodes no image)."""
     dataset = config.data.dataset
-    if dataset == "digits":
+    if dataset in BUNDLED:
         return
     if dataset in CIFAR_FOLDERS:
         _cifar_dir(config)
@@ -168,13 +171,35 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 
 
 def _digits(config: RunConfig) -> tuple[Dataset, Dataset]:
-    if config.aug.rand_augment:
-        raise DatasetError("dataset 'digits': aug.rand_augment is not supported (timm's RandAugment works on "
-                           "PIL images); set it to null or use imagefolder / cifar10")
+    _no_rand_augment(config)
     images, labels = load_digits_arrays()
-    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0  # (1797, 1, 8, 8) in [0, 1]
-    y = torch.tensor(labels, dtype=torch.long)
     train_idx, val_idx = stratified_split(labels, 0.2, SPLIT_SEED)
+    return _bundled(config, images, labels, train_idx, val_idx)
+
+
+def _probe(config: RunConfig) -> tuple[Dataset, Dataset]:
+    from ablations.probe import probe_arrays
+
+    _no_rand_augment(config)
+    images, labels = load_digits_arrays()
+    train_idx, val_idx = stratified_split(labels, 0.2, SPLIT_SEED)
+    train_x, train_y, val_x, val_y = probe_arrays(images, labels, train_idx, val_idx)
+    images, labels = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
+    n = len(train_y)
+    return _bundled(config, images, labels, np.arange(n), np.arange(n, len(labels)))
+
+
+def _no_rand_augment(config: RunConfig) -> None:
+    if config.aug.rand_augment:
+        raise DatasetError(f"dataset {config.data.dataset!r}: aug.rand_augment is not supported (timm's "
+                           "RandAugment works on PIL images); set it to null or use imagefolder / cifar10")
+
+
+def _bundled(config: RunConfig, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
+             val_idx: np.ndarray) -> tuple[Dataset, Dataset]:
+    """Pixels in 0..16 upsampled to data.img_size, normalized by the training images' mean and std."""
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, h, w) in [0, 1]
+    y = torch.tensor(labels, dtype=torch.long)
     size = config.data.img_size
     x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
     mean, std = x[train_idx].mean(), x[train_idx].std()
@@ -242,14 +267,19 @@ def build_datasets(config: RunConfig) -> tuple[Dataset, Dataset, int]:
     if dataset == "digits":
         train, val = _digits(config)
         num_classes = NUM_CLASSES[dataset]
+    elif dataset == "probe":
+        from ablations import probe
+
+        train, val = _probe(config)
+        num_classes = probe.NUM_CLASSES
     elif dataset in CIFAR_FOLDERS:
         train, val = _cifar(config)
         num_classes = NUM_CLASSES[dataset]
     else:
         train, val = _imagefolder(config)
         num_classes = len(train.classes)
-    # digits is already in a shuffled stratified order; files are sorted by class, so shuffle first
-    shuffle = dataset != "digits"
+    # digits and probe are already in a shuffled order; files are sorted by class, so shuffle first
+    shuffle = dataset not in BUNDLED
     return _limit(train, config.data.train_limit, shuffle), _limit(val, config.data.val_limit, shuffle), num_classes
 
 

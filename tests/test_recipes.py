@@ -3,7 +3,7 @@ import pytest
 from ablations.config import RunConfig, check_value
 from ablations.recipes import RECIPES_DIR, RecipeError, list_recipes, load_recipe, load_yaml_strict, resolve
 
-SHIPPED = ["paper", "paper-ablation", "quick"]
+SHIPPED = ["paper", "paper-ablation", "probe", "quick"]
 
 
 def test_shipped_recipes_load_and_every_override_is_valid():
