@@ -288,8 +288,8 @@ class EfficientAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
         self.reduce = reduction != "none" and sr_ratio > 1
-        self.sr: nn.Module = nn.Identity()
-        self.sr_norm: nn.Module = nn.Identity()
+        self.sr = nn.Identity()
+        self.sr_norm = nn.Identity()
         if self.reduce:
             kernel, stride, padding = sr_ratio + 1, sr_ratio, sr_ratio // 2
             if reduction == "dwconv":
@@ -301,7 +301,7 @@ class EfficientAttention(nn.Module):
             self.sr_norm = nn.LayerNorm(dim)
         self.head_conv = head_conv and num_heads > 1
         self.head_norm = head_norm and num_heads > 1
-        self.transform_conv: nn.Module = nn.Identity()
+        self.transform_conv = nn.Identity()
         if self.head_conv:
             self.transform_conv = nn.Conv2d(num_heads, num_heads, kernel_size=1)
 
