@@ -524,3 +524,74 @@ def test_every_size_at_full_depth_scripts_traces_and_gives_hook_features(variant
     hooks = timm.create_model(variant, features_only=True, feature_cls="hook")
     assert [m for m in hooks.feature_info.module_name()] == ["stage1", "stage2", "stage3", "stage4"]
     assert [f.shape[1] for f in hooks(x)] == list(rest.VARIANTS[variant]["embed_dims"])
+
+
+# ---- CUDA only (scripts/gpu_check.sh runs these with `-k cuda`; without a GPU they are reported as skipped) -----
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run scripts/gpu_check.sh)")
+
+
+@needs_cuda
+def test_cuda_eval_matches_official():
+    torch.manual_seed(0)
+    official = OfficialResT().cuda().eval()
+    ours = timm.create_model("rest_lite").cuda().eval()
+    ours.load_state_dict(official.state_dict(), strict=True)
+    x = torch.randn(4, 3, 224, 224, device="cuda")
+    matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32 here
+    try:
+        with torch.inference_mode():
+            torch.testing.assert_close(ours(x), official(x), rtol=1e-4, atol=1e-4)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
+
+
+@needs_cuda
+def test_cuda_amp_training_step():
+    """float16 autocast + GradScaler + AdamW: a finite loss near the fp32 one, finite gradients, weights move."""
+    torch.manual_seed(0)
+    model = timm.create_model("rest_lite", num_classes=10, drop_path_rate=0.1).cuda().train()
+    x, target = torch.randn(8, 3, 64, 64, device="cuda"), torch.randint(0, 10, (8,), device="cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda")
+    before = model.head.weight.detach().clone()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        fp32_loss = torch.nn.functional.cross_entropy(model(x), target)
+    torch.manual_seed(1)
+    with torch.autocast("cuda", dtype=torch.float16):
+        loss = torch.nn.functional.cross_entropy(model(x), target)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert loss.item() == pytest.approx(fp32_loss.item(), rel=2e-2)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    scaler.step(optimizer)
+    scaler.update()
+    assert not torch.equal(model.head.weight, before)
+
+
+@needs_cuda
+def test_cuda_nccl_process_group_with_one_gpu(tmp_path):
+    """DistributedDataParallel over NCCL with world size 1: the all-reduced gradients are the local ones."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    assert dist.is_nccl_available()
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = timm.create_model("rest_lite", num_classes=10).cuda().train()
+        reference = copy.deepcopy(model)
+        ddp = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()])
+        x, target = torch.randn(4, 3, 64, 64, device="cuda"), torch.randint(0, 10, (4,), device="cuda")
+        torch.nn.functional.cross_entropy(ddp(x), target).backward()
+        torch.nn.functional.cross_entropy(reference(x), target).backward()
+        for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+        total = torch.ones(1, device="cuda")
+        dist.all_reduce(total)
+        assert total.item() == 1.0
+    finally:
+        dist.destroy_process_group()
