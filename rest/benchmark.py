@@ -297,7 +297,7 @@ def versus_reference(args: argparse.Namespace) -> list[dict]:
             row[f"{label}_peak_frac"] = row[f"{label}_img_s"] * flops_per_img / 1e9 / peak
         row["sgemm_peak_gflops"] = peak
         rows.append(row)
-        print(f"  measured {name}: x{row['speedup']:.2f}", file=sys.stderr, flush=True)
+        print(format_table([row]), file=sys.stderr, flush=True)  # each size as soon as it is measured
     return rows
 
 
@@ -347,7 +347,7 @@ def scaling(args: argparse.Namespace) -> list[dict]:
             row[f"{name}_peak_mb"] = peak_memory_mb(model, x)
         row["paper_ratio_v100"] = PAPER_MSA_VS_EMSA["EMSA"]["img_per_s"] / PAPER_MSA_VS_EMSA["MSA"]["img_per_s"]
         rows.append(row)
-        print(f"  measured {size} px: EMSA/MSA x{row['emsa_over_msa']:.2f}", file=sys.stderr, flush=True)
+        print(format_table([row]), file=sys.stderr, flush=True)
     return rows
 
 

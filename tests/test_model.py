@@ -246,9 +246,13 @@ def test_any_input_size_train_and_eval(size, knobs):
         assert torch.isfinite(model(x)).all()
 
 
-def test_chunked_inference_mlp_matches_autograd_path():
+@pytest.mark.parametrize("chunk_elements", [0, 1 << 20], ids=["one-pass", "chunked"])
+def test_inference_mlp_matches_autograd_path(chunk_elements):
     torch.manual_seed(0)
     model = timm.create_model("rest_lite", num_classes=10).eval()
+    for module in model.modules():
+        if isinstance(module, rest.rest.Mlp):
+            module.chunk_elements = chunk_elements
     x = torch.randn(2, 3, 96, 96)
     with torch.inference_mode():
         fast = model(x)
