@@ -1,6 +1,6 @@
 """Attention maps of the last block of stage 4, as in the paper's figure, for one image.
 
-The block's attention module (rest.model.EfficientAttention) is not changed: a forward pre-hook records its
+The block's attention module (rest.rest.EfficientAttention) is not changed: a forward pre-hook records its
 input tokens, and the attention is recomputed from them with the module's own weights (q, kv, the optional
 reduction, transform_conv = Conv-1). The figure shows the softmax probabilities, i.e. before the
 InstanceNorm (IN): after IN a map is no longer a distribution over keys (it is zero-mean, with negative
@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 import rest
 from ablations import store
 from analysis.source import InputError
-from rest.model import instance_norm, map_to_tokens, tokens_to_map
+from rest.rest import instance_norm, map_to_tokens, tokens_to_map
 
 # ----------------------------------------------------------------------------------------------------------
 # Model: from a trained run, or random weights

@@ -1,9 +1,12 @@
 """ResT model family with the paper's ablation knobs, registered with timm.
 
 After ``import rest``, ``timm.create_model("rest_lite", pos_encoding="gl")`` builds a ResT-Lite with
-group-linear positional encoding; see :mod:`rest.model` for every knob.
+group-linear positional encoding; see :mod:`rest.rest` for every knob. timm lists the models under module
+``rest`` (``timm.list_models(module="rest")``).
 """
 from rest.complexity import complexity
-from rest.model import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS, ResT, checkpoint_filter_fn
+from rest.rest import POOL_TYPES, POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS, ResT, checkpoint_filter_fn
 
-__all__ = ["ResT", "POS_ENCODINGS", "REDUCTIONS", "STEMS", "VARIANTS", "checkpoint_filter_fn", "complexity"]
+__all__ = [
+    "ResT", "POOL_TYPES", "POS_ENCODINGS", "REDUCTIONS", "STEMS", "VARIANTS", "checkpoint_filter_fn", "complexity",
+]

@@ -6,14 +6,29 @@
     python -m rest.benchmark --msa-vs-emsa                     # the paper's Table 8 comparison
     python -m rest.benchmark --reference                       # against the official code's structure
 
+    python -m rest.benchmark --versus-reference                # every size against rest/reference.py,
+    python -m rest.benchmark --versus-reference --train        #   interleaved, + sgemm peak (BENCHMARKS.md)
+    python -m rest.benchmark --scaling                         # MSA vs EMSA at 224/320/448 px, interleaved
+
 A model spec is a registered name, optionally followed by ``:knob=value,...``. Inference runs in eval
 mode under ``torch.inference_mode``; training runs forward, backward and an SGD step. Each timing is
 ``--warmup`` untimed iterations, then ``--iters`` timed ones on a fixed random batch.
+
+``--versus-reference`` loads the same weights into ours and into the transcription of the official code
+(rest/reference.py) and times them in one process, alternating: ``--rounds`` rounds (default 7), each
+timing both (``--iters`` iterations each, the order flipped every round), so drift and neighbours on a
+shared machine hit both alike. It reports the median and range of img/s over the rounds, the median and
+range of the per-round speed-up, and the achieved GFLOP/s (``macs_total`` x 2) as a fraction of the
+machine's sgemm peak measured by the same script. Inference: 224 px, batch 32; ``--train``: forward +
+backward + AdamW at 64 px, batch 64 (override with ``--img-size`` / ``--batch-size``). ``--scaling`` does
+the same for plain MSA against EMSA (ResT-Lite) at ``--sizes`` (default 224 320 448), with peak memory.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import math
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -168,6 +183,174 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+# ---- interleaved comparisons ----------------------------------------------------------------------------------
+def sgemm_peak_gflops(device: torch.device, n: int = 0, rounds: int = 7) -> float:
+    """The best fp32 matmul (n x n x n) rate seen over `rounds` timings: the machine's sgemm peak."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = 0.0
+    for _ in range(rounds):
+        seconds = time_iterations(lambda: torch.mm(a, b), 1, 3, device)
+        best = max(best, 2 * n**3 / seconds / 1e9)
+    return best
+
+
+def interleave(steps: dict[str, Callable[[], None]], rounds: int, warmup: int, iters: int,
+               device: torch.device) -> dict[str, list[float]]:
+    """Seconds per iteration of each step in each round; the order of the steps flips every round."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(time_iterations(steps[name], 0, iters, device))
+    return times
+
+
+def summarize(label: str, times: list[float], batch: int) -> dict:
+    rates = [batch / t for t in times]
+    return {f"{label}_img_s": statistics.median(rates), f"{label}_min": min(rates), f"{label}_max": max(rates)}
+
+
+def infer_step(model: nn.Module, x: torch.Tensor, amp) -> Callable[[], None]:
+    model.eval()
+
+    def step():
+        with torch.inference_mode(), amp:
+            model(x)
+
+    return step
+
+
+def train_step(model: nn.Module, x: torch.Tensor, amp, device: torch.device) -> Callable[[], None]:
+    """forward + backward + AdamW step (timm's default optimizer family), optionally under AMP."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    target = torch.randint(0, 1000, (x.shape[0],), device=device)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and not isinstance(amp, nullcontext))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with amp:
+            loss = nn.functional.cross_entropy(model(x), target)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
+def autocast(args: argparse.Namespace, device: torch.device):
+    """float16 autocast with --amp on CUDA (on CPU --amp is ignored, as in the plain benchmark)."""
+    return torch.autocast(device.type, dtype=torch.float16) if args.amp and device.type == "cuda" else nullcontext()
+
+
+def prepare(model: nn.Module, args: argparse.Namespace, device: torch.device) -> nn.Module:
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model = torch.compile(model)
+    return model
+
+
+def versus_reference(args: argparse.Namespace) -> list[dict]:
+    """Each size against rest/reference.py with the same weights, interleaved (see the module docstring)."""
+    device = torch.device(args.device)
+    peak = sgemm_peak_gflops(device)
+    print(f"  sgemm peak: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads)", file=sys.stderr, flush=True)
+    rows = []
+    for name in args.models or list(rest.VARIANTS):
+        torch.manual_seed(0)
+        official = OfficialResT(**rest.VARIANTS[name]).to(device)
+        ours = timm.create_model(name).to(device)
+        ours.load_state_dict(official.state_dict(), strict=True)
+        h, w = args.img_size
+        macs = complexity(ours, (h, w))["macs_total"]
+        memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+        x = torch.randn(args.batch_size, 3, h, w, device=device).contiguous(memory_format=memory_format)
+        amp = autocast(args, device)
+        models = {"official": prepare(official, args, device), "ours": prepare(ours, args, device)}
+        if args.train:
+            steps = {k: train_step(m, x, amp, device) for k, m in models.items()}
+            flops_per_img = 3 * 2 * macs  # backward ~ 2x forward
+        else:
+            steps = {k: infer_step(m, x, amp) for k, m in models.items()}
+            flops_per_img = 2 * macs
+        times = interleave(steps, args.rounds, args.warmup, args.iters, device)
+        ratios = [t_ref / t_ours for t_ref, t_ours in zip(times["official"], times["ours"], strict=True)]
+        row = {
+            "model": name,
+            "mode": ("train" if args.train else "infer") + ("+amp" if not isinstance(amp, nullcontext) else "")
+            + ("+cl" if args.channels_last else "") + ("+compile" if args.compile else ""),
+            "img_size": f"{h}x{w}",
+            "batch": args.batch_size,
+            "rounds": args.rounds,
+            **summarize("official", times["official"], args.batch_size),
+            **summarize("ours", times["ours"], args.batch_size),
+            "speedup": statistics.median(ratios),
+            "speedup_min": min(ratios),
+            "speedup_max": max(ratios),
+        }
+        for label in ("official", "ours"):
+            row[f"{label}_peak_frac"] = row[f"{label}_img_s"] * flops_per_img / 1e9 / peak
+        row["sgemm_peak_gflops"] = peak
+        rows.append(row)
+        print(format_table([row]), file=sys.stderr, flush=True)  # each size as soon as it is measured
+    return rows
+
+
+def peak_memory_mb(model: nn.Module, x: torch.Tensor) -> float:
+    """Peak bytes during one inference forward: CUDA's allocator statistics, or on CPU the allocator events
+    of torch.profiler replayed in time order (activations), plus weights and input."""
+    model.eval()
+    if x.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(x.device)
+        with torch.inference_mode():
+            model(x)
+        return torch.cuda.max_memory_allocated(x.device) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(x)
+    try:
+        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                        if e.name() == "[memory]")
+    except AttributeError:
+        return math.nan
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    static = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers(), x))
+    return (peak + static) / 2**20
+
+
+def scaling(args: argparse.Namespace) -> list[dict]:
+    """Plain MSA against EMSA (ResT-Lite) at each of --sizes, interleaved, with peak memory."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    models = {"MSA": timm.create_model("rest_lite", **MSA_KNOBS).to(device),
+              "EMSA": timm.create_model("rest_lite").to(device)}
+    amp = autocast(args, device)
+    rows = []
+    for size in args.sizes:
+        x = torch.randn(args.batch_size, 3, size, size, device=device)
+        steps = {k: infer_step(m, x, amp) for k, m in models.items()}
+        times = interleave(steps, args.rounds, args.warmup, args.iters, device)
+        ratios = [t_msa / t_emsa for t_msa, t_emsa in zip(times["MSA"], times["EMSA"], strict=True)]
+        row = {"img_size": size, "batch": args.batch_size, "rounds": args.rounds,
+               **summarize("MSA", times["MSA"], args.batch_size), **summarize("EMSA", times["EMSA"], args.batch_size),
+               "emsa_over_msa": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+        for name, model in models.items():
+            row[f"{name}_peak_mb"] = peak_memory_mb(model, x)
+        row["paper_ratio_v100"] = PAPER_MSA_VS_EMSA["EMSA"]["img_per_s"] / PAPER_MSA_VS_EMSA["MSA"]["img_per_s"]
+        rows.append(row)
+        print(format_table([row]), file=sys.stderr, flush=True)
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     cells = [[format_cell(row.get(c)) for c in columns] for row in rows]
@@ -203,8 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="*", default=None, help="model specs (default: rest_lite)")
     p.add_argument("--msa-vs-emsa", action="store_true", help="add the paper's MSA vs EMSA rows (Table 8)")
     p.add_argument("--reference", action="store_true", help="add a transcription of the official code as baseline")
-    p.add_argument("--batch-size", "-b", type=int, default=32)
-    p.add_argument("--img-size", type=parse_img_size, default=(224, 224), help="N or HxW (default 224)")
+    p.add_argument("--versus-reference", action="store_true",
+                   help="each size (or the given ones) against rest/reference.py, interleaved, with sgemm peak")
+    p.add_argument("--scaling", action="store_true", help="MSA vs EMSA at --sizes, interleaved, with peak memory")
+    p.add_argument("--sizes", type=int, nargs="+", default=[224, 320, 448], help="--scaling input sizes")
+    p.add_argument("--rounds", type=int, default=7, help="alternations for --versus-reference / --scaling")
+    p.add_argument("--compile", action="store_true", help="--versus-reference: torch.compile both models")
+    p.add_argument("--batch-size", "-b", type=int, default=None, help="default 32 (64 with --versus-reference --train)")
+    p.add_argument("--img-size", type=parse_img_size, default=None,
+                   help="N or HxW (default 224; 64 with --versus-reference --train)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
     p.add_argument("--channels-last", action="store_true")
@@ -220,9 +410,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    train_defaults = args.versus_reference and args.train
+    if args.batch_size is None:  # --scaling: MSA at 448 px has 12,544 stage-1 tokens attending to each other
+        args.batch_size = 64 if train_defaults else 8 if args.scaling else 32
+    args.img_size = args.img_size or ((64, 64) if train_defaults else (224, 224))
+    args.models = args.models or []
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.versus_reference or args.scaling:
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA device is available here; use --device cpu")
+        unknown = [m for m in args.models if m not in rest.VARIANTS]
+        if unknown:
+            parser.error(f"--versus-reference takes size names ({', '.join(rest.VARIANTS)}), not {unknown}")
+        rows = versus_reference(args) if args.versus_reference else scaling(args)
+        emit(rows, args)
+        return 0
     if not args.models and not (args.msa_vs_emsa or args.reference):
         args.models = ["rest_lite"]
-    args.models = args.models or []
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device cpu")
     try:
@@ -233,6 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     rows = run(args)
+    emit(rows, args)
+    return 0
+
+
+def emit(rows: list[dict], args: argparse.Namespace) -> None:
     print(format_table(rows))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
@@ -240,7 +450,6 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(rows)
         print(f"wrote {args.csv}")
-    return 0
 
 
 if __name__ == "__main__":

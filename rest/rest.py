@@ -11,13 +11,18 @@ exposes every design choice the paper ablates as a constructor argument:
 
 The paper's plain MSA (its Table 8) is ``reduction="none", head_conv=False, head_norm=False``.
 
+The module layout is the official one (``stem``, ``patch_embed_2..4``, ``stage1..4``, ``norm``, ``head``), so
+official checkpoints load unchanged; each ``stageS`` is now a module (:class:`Stage`, a sequence of blocks
+that maps a (B, C, H, W) map to a map), which is what timm's hook features, FX feature extraction, gradient
+checkpointing and pruning work on. Everything scripts (``torch.jit.script``) and traces (``torch.fx``).
+
 Differences from the official code that do not change its function or its weights:
   * token-grid sizes are read from tensors, so any input of at least 32 px works (square or not);
   * attention without Conv-1/IN runs through ``F.scaled_dot_product_attention``;
   * token <-> map reshapes are views (a (B, N, C) tensor seen as (B, C, H, W) is channels-last), so the
-    depth-wise convs never force a copy.
+    depth-wise convs never force a copy;
+  * without autograd on CPU, the MLP's GELU runs in place and fc2 writes into one buffer (see :func:`gelu_mlp`).
 """
-from __future__ import annotations
 
 import math
 from collections.abc import Callable
@@ -26,14 +31,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, create_classifier, register_notrace_function, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint
+from torch.jit import Final
 
 from rest_knobs import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS
 
-__all__ = ["ResT", "POS_ENCODINGS", "REDUCTIONS", "STEMS", "VARIANTS", "checkpoint_filter_fn"]
+__all__ = [
+    "ResT", "Stage", "Block", "EfficientAttention", "Mlp", "POS_ENCODINGS", "POOL_TYPES", "REDUCTIONS", "STEMS",
+    "VARIANTS", "checkpoint_filter_fn",
+]
 
+# timm's global pool types (timm.layers.SelectAdaptivePool2d; "catavgmax" concatenates avg and max, doubling
+# the head's input); "" = no pooling, forward_head returns the map
+POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "fast", "fastavg", "fastmax", "fastavgmax", "fastcatavgmax", "")
 
 
 def check_choice(knob: str, value, allowed: tuple) -> None:
@@ -48,12 +61,78 @@ def check_flag(knob: str, value) -> None:
 
 def tokens_to_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, N, C) -> (B, C, H, W) as a view: the result is channels-last in memory, which convs accept."""
-    return x.transpose(1, 2).unflatten(2, size)
+    return x.transpose(1, 2).unflatten(2, [size[0], size[1]])
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, N, C); a view when x is channels-last, one copy otherwise."""
     return x.flatten(2).transpose(1, 2)
+
+
+def instance_norm(attn: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """InstanceNorm2d without affine over each head's (N, M) attention map (the paper's "IN").
+
+    A one-element map (a 1x1 token grid attending to one key, e.g. stage 4 of a 32-px input) normalizes to
+    zero; torch's InstanceNorm raises on it instead, so that case is handled here (the branch makes this an
+    FX leaf). The zeros stay in the autograd graph (with zero gradient), so every parameter still gets a
+    gradient: DistributedDataParallel rejects parameters that take no part in the loss. (A layer norm over
+    the last two dims is the same function without the branch, but its float rounding differs from
+    InstanceNorm's by ~1e-6, which IN's division by a small std amplifies past 1e-4 at the logits.)
+    """
+    if attn.shape[-1] * attn.shape[-2] == 1:
+        return attn * 0.0
+    return F.instance_norm(attn, eps=eps)
+
+
+def resized_pos_embed(pos_embed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The learned embedding at x's grid: itself, or resized bicubically when the input size differs."""
+    if pos_embed.shape[-2:] != x.shape[-2:]:
+        pos_embed = F.interpolate(pos_embed, size=[x.shape[-2], x.shape[-1]], mode="bicubic", align_corners=False)
+    return pos_embed
+
+
+def gelu_mlp(
+    x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, approximate: str,
+    chunk_elements: int = 0,
+) -> torch.Tensor:
+    """fc2(gelu(fc1(x))). Without autograd on CPU (eager): GELU in place, fc2 into one output buffer.
+
+    That saves allocating, page-faulting and streaming a second hidden tensor (a stage-1 hidden tensor of a
+    224-px batch is ~100 MB). `chunk_elements` > 0 computes the rows in chunks of that many hidden values, so
+    the hidden tensor stays in cache: 3x faster for the stage-1 MLP on a quiet 2-core machine, but 2x slower
+    than one pass when the cores are oversubscribed (each chunk is three more OpenMP regions to
+    synchronize), which is this project's usual machine, hence off by default. Results are identical either
+    way. Autograd, GPUs, autocast, TorchScript and compilers take the plain path.
+    """
+    if torch.jit.is_scripting():
+        return F.linear(F.gelu(F.linear(x, w1, b1), approximate=approximate), w2, b2)
+    else:
+        fast = (
+            not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()
+        )
+        if not fast:
+            return F.linear(F.gelu(F.linear(x, w1, b1), approximate=approximate), w2, b2)
+        rows = x.reshape(-1, x.shape[-1])
+        out = rows.new_empty(rows.shape[0], w2.shape[0])
+        w1t, w2t = w1.t(), w2.t()
+        step = max(1, chunk_elements // w1.shape[0]) if chunk_elements > 0 else max(1, rows.shape[0])
+        for i in range(0, rows.shape[0], step):
+            hidden = torch.addmm(b1, rows[i : i + step], w1t)
+            hidden = torch.ops.aten.gelu_(hidden, approximate=approximate)
+            torch.addmm(b2, hidden, w2t, out=out[i : i + step])
+        return out.view(x.shape[:-1] + (-1,))
+
+
+# Functions with data-dependent control flow are leaves of an FX graph: for timm's FX feature extraction
+# (register_notrace_function) and for a plain torch.fx.symbolic_trace (torch.fx.wrap). They still script.
+for _fn in (instance_norm, resized_pos_embed, gelu_mlp):
+    register_notrace_function(_fn)
+torch.fx.wrap("instance_norm")
+torch.fx.wrap("resized_pos_embed")
+torch.fx.wrap("gelu_mlp")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -66,7 +145,7 @@ class PA(nn.Module):
         super().__init__()
         self.pa_conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.pa_conv(x))
 
 
@@ -77,7 +156,7 @@ class GL(nn.Module):
         super().__init__()
         self.gl_conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.gl_conv(x)
 
 
@@ -89,30 +168,27 @@ class LE(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, dim, *grid))
         trunc_normal_(self.pos_embed, std=0.02)
 
-    def forward(self, x):
-        pos = self.pos_embed
-        if pos.shape[-2:] != x.shape[-2:]:
-            pos = F.interpolate(pos, size=x.shape[-2:], mode="bicubic", align_corners=False)
-        return x + pos
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + resized_pos_embed(self.pos_embed, x)
 
 
-def make_pos_encoding(kind: str, dim: int, grid: tuple[int, int]) -> nn.Module | None:
+def make_pos_encoding(kind: str, dim: int, grid: tuple[int, int]) -> nn.Module:
     if kind == "pa":
         return PA(dim)
     if kind == "gl":
         return GL(dim)
     if kind == "le":
         return LE(dim, grid)
-    return None
+    return nn.Identity()
 
 
 # --------------------------------------------------------------------------------------------------------
-# Stems and patch embeddings
+# Stems and patch embeddings. Each maps a (B, C, H, W) map to a map; `pos` is nn.Identity when off.
 # --------------------------------------------------------------------------------------------------------
 class RestStem(nn.Module):
     """conv3x3 s2 -> BN -> ReLU -> conv3x3 -> BN -> ReLU -> conv3x3 s2 -> pos. The official stem."""
 
-    def __init__(self, in_chans: int, out_chans: int, pos: nn.Module | None):
+    def __init__(self, in_chans: int, out_chans: int, pos: nn.Module):
         super().__init__()
         hidden = out_chans // 2
         self.conv1 = nn.Conv2d(in_chans, hidden, 3, stride=2, padding=1, bias=False)
@@ -121,46 +197,40 @@ class RestStem(nn.Module):
         self.norm2 = nn.BatchNorm2d(hidden)
         self.conv3 = nn.Conv2d(hidden, out_chans, 3, stride=2, padding=1, bias=False)
         self.act = nn.ReLU(inplace=True)
-        if pos is not None:
-            self.pos = pos
+        self.pos = pos
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.norm1(self.conv1(x)))
         x = self.act(self.norm2(self.conv2(x)))
-        x = self.conv3(x)
-        return self.pos(x) if hasattr(self, "pos") else x
+        return self.pos(self.conv3(x))
 
 
 class ResNetStem(nn.Module):
     """7x7 s2 conv -> BN -> ReLU -> 3x3 s2 max-pool -> pos (the ResNet stem of the paper's stem ablation)."""
 
-    def __init__(self, in_chans: int, out_chans: int, pos: nn.Module | None):
+    def __init__(self, in_chans: int, out_chans: int, pos: nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_chans, out_chans, 7, stride=2, padding=3, bias=False)
         self.norm = nn.BatchNorm2d(out_chans)
         self.act = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
-        if pos is not None:
-            self.pos = pos
+        self.pos = pos
 
-    def forward(self, x):
-        x = self.pool(self.act(self.norm(self.conv(x))))
-        return self.pos(x) if hasattr(self, "pos") else x
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pos(self.pool(self.act(self.norm(self.conv(x)))))
 
 
 class PatchStem(nn.Module):
     """Non-overlapping 4x4 conv -> BN -> pos, as the patch embedding of PVT."""
 
-    def __init__(self, in_chans: int, out_chans: int, pos: nn.Module | None):
+    def __init__(self, in_chans: int, out_chans: int, pos: nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_chans, out_chans, 4, stride=4)
         self.norm = nn.BatchNorm2d(out_chans)
-        if pos is not None:
-            self.pos = pos
+        self.pos = pos
 
-    def forward(self, x):
-        x = self.norm(self.conv(x))
-        return self.pos(x) if hasattr(self, "pos") else x
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pos(self.norm(self.conv(x)))
 
 
 STEM_CLASSES = {"rest": RestStem, "resnet": ResNetStem, "patch": PatchStem}
@@ -169,16 +239,14 @@ STEM_CLASSES = {"rest": RestStem, "resnet": ResNetStem, "patch": PatchStem}
 class PatchEmbed(nn.Module):
     """conv3x3 s2 (overlapping) -> BN -> pos, between stages."""
 
-    def __init__(self, in_chans: int, out_chans: int, pos: nn.Module | None):
+    def __init__(self, in_chans: int, out_chans: int, pos: nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_chans, out_chans, 3, stride=2, padding=1)
         self.norm = nn.BatchNorm2d(out_chans)
-        if pos is not None:
-            self.pos = pos
+        self.pos = pos
 
-    def forward(self, x):
-        x = self.norm(self.conv(x))
-        return self.pos(x) if hasattr(self, "pos") else x
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pos(self.norm(self.conv(x)))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -190,8 +258,13 @@ class EfficientAttention(nn.Module):
     reduction != "none" and sr_ratio > 1: the (H, W) map is reduced by a depth-wise conv (or pooling) of
     kernel sr+1, stride sr, then layer-normed, before the kv projection. head_conv mixes the heads' logits
     with a 1x1 conv before the softmax; head_norm instance-normalizes each head's attention map after it.
-    Both need at least two heads, as in the official code.
+    Both need at least two heads, as in the official code. The flags are TorchScript constants, and the
+    modules they turn off are nn.Identity (no state-dict entries), so each configuration scripts.
     """
+
+    reduce: Final[bool]
+    head_conv: Final[bool]
+    head_norm: Final[bool]
 
     def __init__(
         self,
@@ -217,6 +290,8 @@ class EfficientAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
         self.reduce = reduction != "none" and sr_ratio > 1
+        self.sr = nn.Identity()
+        self.sr_norm = nn.Identity()
         if self.reduce:
             kernel, stride, padding = sr_ratio + 1, sr_ratio, sr_ratio // 2
             if reduction == "dwconv":
@@ -228,6 +303,7 @@ class EfficientAttention(nn.Module):
             self.sr_norm = nn.LayerNorm(dim)
         self.head_conv = head_conv and num_heads > 1
         self.head_norm = head_norm and num_heads > 1
+        self.transform_conv = nn.Identity()
         if self.head_conv:
             self.transform_conv = nn.Conv2d(num_heads, num_heads, kernel_size=1)
 
@@ -237,8 +313,7 @@ class EfficientAttention(nn.Module):
         q = self.q(x).view(B, N, h, d).transpose(1, 2)
         if self.reduce:
             x = self.sr_norm(map_to_tokens(self.sr(tokens_to_map(x, size))))
-        kv = self.kv(x).view(B, -1, 2, h, d).permute(2, 0, 3, 1, 4)
-        k, v = kv.unbind(0)
+        k, v = self.kv(x).view(B, -1, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.attn_drop if self.training else 0.0
 
         if not (self.head_conv or self.head_norm):
@@ -246,42 +321,32 @@ class EfficientAttention(nn.Module):
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, N, M)
             if self.head_conv:
-                # A 1x1 conv over heads is a (h x h) matrix applied at every (n, m): one batched matmul.
-                w = self.transform_conv.weight.view(h, h)
-                attn = (w @ attn.flatten(2)).view_as(attn) + self.transform_conv.bias.view(1, h, 1, 1)
+                attn = self.mix_heads(attn)
             attn = attn.softmax(dim=-1)
             if self.head_norm:
                 attn = instance_norm(attn)
-            if drop:
+            if drop > 0.0:
                 attn = F.dropout(attn, p=drop)
             out = attn @ v
         x = out.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
 
-
-def instance_norm(attn: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """InstanceNorm2d without affine over each head's (N, M) map.
-
-    A one-element map (a 1x1 token grid attending to one key, e.g. stage 4 of a 32-px input) normalizes to
-    zero; torch's InstanceNorm raises on it instead, so that case is handled here.
-    """
-    if attn.shape[-1] * attn.shape[-2] == 1:
-        # zeros that stay in the autograd graph (with zero gradient), so every parameter still gets a
-        # gradient: DistributedDataParallel rejects parameters that take no part in the loss
-        return attn * 0.0
-    return F.instance_norm(attn, eps=eps)
+    def mix_heads(self, attn: torch.Tensor) -> torch.Tensor:
+        """Conv-1: a 1x1 conv over heads is a (h x h) matrix applied at every (n, m): one batched matmul."""
+        h = self.num_heads
+        weight, bias = self.transform_conv.weight, self.transform_conv.bias
+        assert bias is not None  # Conv2d's bias is Optional for TorchScript; Conv-1 always has one
+        return torch.baddbmm(
+            bias.view(1, h, 1), weight.view(1, h, h).expand(attn.shape[0], h, h), attn.flatten(2)
+        ).view_as(attn)
 
 
 class Mlp(nn.Module):
-    """fc1 -> GELU -> dropout -> fc2 -> dropout, with a faster path for inference.
+    """fc1 -> GELU -> dropout -> fc2 -> dropout; with GELU and no dropout, one call of :func:`gelu_mlp`
+    (an FX leaf that picks the in-place inference path at run time)."""
 
-    Without autograd, the hidden activations are computed a few thousand rows at a time into one output
-    buffer: a stage-1 hidden tensor of a 224-px batch is ~100 MB, and allocating, first-touching and
-    streaming it through memory costs more than the matmuls (3x on a 2-core CPU). Results are identical.
-    GPUs (caching allocator, fused kernels) and autocast take the plain path.
-    """
-
-    CHUNK_ELEMENTS = 1 << 20  # hidden activations per chunk: 4 MB in fp32, cache-friendly
+    fused: Final[bool]
+    CHUNK_ELEMENTS = 0  # > 0: inference in row chunks of this many hidden values (see gelu_mlp)
 
     def __init__(self, dim: int, hidden: int, act_layer: Callable[..., nn.Module] = nn.GELU, drop: float = 0.0):
         super().__init__()
@@ -290,30 +355,17 @@ class Mlp(nn.Module):
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden, dim)
         self.drop2 = nn.Dropout(drop)
+        self.fused = isinstance(self.act, nn.GELU) and drop == 0.0
+        self.approximate = self.act.approximate if isinstance(self.act, nn.GELU) else "none"
+        self.chunk_elements = self.CHUNK_ELEMENTS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = (
-            torch.is_grad_enabled()
-            or (self.training and self.drop1.p > 0)
-            or not isinstance(self.act, nn.GELU)
-            or x.device.type != "cpu"
-            or torch.is_autocast_enabled("cpu")
-        )
-        if plain:
-            return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
-        return self.chunked_inference(x)
-
-    def chunked_inference(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        out = rows.new_empty(rows.shape[0], self.fc2.out_features)
-        w1, w2 = self.fc1.weight.t(), self.fc2.weight.t()
-        step = max(1, self.CHUNK_ELEMENTS // self.fc1.out_features)
-        approximate = self.act.approximate
-        for i in range(0, rows.shape[0], step):
-            hidden = torch.addmm(self.fc1.bias, rows[i : i + step], w1)
-            hidden = torch.ops.aten.gelu_(hidden, approximate=approximate)
-            torch.addmm(self.fc2.bias, hidden, w2, out=out[i : i + step])
-        return out.view(*x.shape[:-1], -1)
+        if self.fused:
+            return gelu_mlp(
+                x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.approximate,
+                self.chunk_elements,
+            )
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
 class Block(nn.Module):
@@ -345,6 +397,29 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), size))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Stage(nn.Sequential):
+    """A stage's blocks as one module: (B, C, H, W) map -> map, blocks on its (B, H*W, C) tokens.
+
+    The blocks are its children "0", "1", ..., so the state-dict keys are the official ``stageS.N.*``.
+    With ``grad_checkpointing`` each block is recomputed in the backward pass (timm's
+    ``set_grad_checkpointing``).
+    """
+
+    def __init__(self, blocks: list[Block]):
+        super().__init__(*blocks)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (x.shape[-2], x.shape[-1])
+        x = map_to_tokens(x)
+        for block in self:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x, size)
+            else:
+                x = block(x, size)
+        return tokens_to_map(x, size)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -380,31 +455,30 @@ class ResT(nn.Module):
         check_choice("pos_encoding", pos_encoding, POS_ENCODINGS)
         check_choice("reduction", reduction, REDUCTIONS)
         check_choice("stem", stem, STEMS)
-        check_choice("global_pool", global_pool, ("avg", ""))
+        check_choice("global_pool", global_pool, POOL_TYPES)
         check_flag("head_conv", head_conv)
         check_flag("head_norm", head_norm)
         if not (len(embed_dims) == len(depths) == len(num_heads) == len(sr_ratios) == 4):
             raise ValueError("ResT has four stages: embed_dims, depths, num_heads and sr_ratios need 4 values each")
 
         self.num_classes = num_classes
-        self.global_pool = global_pool
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.embed_dims = tuple(embed_dims)
         self.depths = tuple(depths)
         self.pos_encoding = pos_encoding
+        self.grad_checkpointing = False
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         grids = [(math.ceil(img_size[0] / 2 ** (i + 2)), math.ceil(img_size[1] / 2 ** (i + 2))) for i in range(4)]
 
         stem_pos = make_pos_encoding(pos_encoding, embed_dims[0], grids[0])
         self.stem = STEM_CLASSES[stem](in_chans, embed_dims[0], stem_pos)
-        for i in range(1, 4):
-            pos = make_pos_encoding(pos_encoding, embed_dims[i], grids[i])
-            self.add_module(f"patch_embed_{i + 1}", PatchEmbed(embed_dims[i - 1], embed_dims[i], pos))
-
         n_blocks = sum(depths)
         dpr = [drop_path_rate * i / max(1, n_blocks - 1) for i in range(n_blocks)]  # linear over all blocks
         cur = 0
         for i in range(4):
+            if i > 0:
+                pos = make_pos_encoding(pos_encoding, embed_dims[i], grids[i])
+                self.add_module(f"patch_embed_{i + 1}", PatchEmbed(embed_dims[i - 1], embed_dims[i], pos))
             blocks = [
                 Block(
                     embed_dims[i], num_heads[i], mlp_ratio, sr_ratios[i], reduction, head_conv, head_norm,
@@ -412,12 +486,13 @@ class ResT(nn.Module):
                 )
                 for j in range(depths[i])
             ]
-            self.add_module(f"stage{i + 1}", nn.ModuleList(blocks))
+            self.add_module(f"stage{i + 1}", Stage(blocks))
             cur += depths[i]
 
-        self.norm = norm_layer(embed_dims[-1])
+        # LayerNorm over the channels of the final map (the official LayerNorm on stage 4's tokens; same keys)
+        self.norm = LayerNorm2d(embed_dims[-1], eps=1e-5)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool, self.head = create_classifier(self.num_features, num_classes, pool_type=global_pool)
         self.feature_info = [
             dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"stage{i + 1}") for i in range(4)
         ]
@@ -439,50 +514,61 @@ class ResT(nn.Module):
         return {name for name, _ in self.named_parameters() if name.endswith("pos_embed")}
 
     @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^stem",
+            blocks=r"^stage(\d+)" if coarse else [(r"^stage(\d+)\.(\d+)", None), (r"^patch_embed_(\d+)", (0,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages():
+            if isinstance(stage, Stage):
+                stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
-        if global_pool is not None:
-            check_choice("global_pool", global_pool, ("avg", ""))
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        check_choice("global_pool", global_pool, POOL_TYPES)
+        device = next(self.parameters()).device
+        self.global_pool, self.head = create_classifier(
+            self.num_features, num_classes, pool_type=global_pool, device=device
+        )
+        self.head.train(self.training)
 
+    @torch.jit.ignore
     def patch_embeds(self) -> list[nn.Module]:
         return [self.stem, self.patch_embed_2, self.patch_embed_3, self.patch_embed_4]
 
-    def stages(self) -> list[nn.ModuleList]:
+    @torch.jit.ignore
+    def stages(self) -> list[nn.Module]:
         return [self.stage1, self.stage2, self.stage3, self.stage4]
-
-    def run_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """Stage i (0-based) on a (B, C, H, W) map: patch embedding, then its blocks on tokens."""
-        x = self.patch_embeds()[i](x)
-        size = x.shape[-2:]
-        x = map_to_tokens(x)
-        for block in self.stages()[i]:
-            x = block(x, size)
-        if i == 3:
-            x = self.norm(x)
-        return tokens_to_map(x, size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) image -> (B, C, H/32, W/32) normalized feature map."""
         # Channels-last from the first conv on: every later token <-> map reshape is then a view.
         x = x.contiguous(memory_format=torch.channels_last)
-        for i in range(4):
-            x = self.run_stage(i, x)
-        return x
+        x = self.stage1(self.stem(x))
+        x = self.stage2(self.patch_embed_2(x))
+        x = self.stage3(self.patch_embed_3(x))
+        x = self.stage4(self.patch_embed_4(x))
+        return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == "avg":
-            x = x.mean(dim=(2, 3))
+        x = self.global_pool(x)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.ignore
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -494,33 +580,51 @@ class ResT(nn.Module):
     ):
         """Stage outputs as (B, C, H, W) maps, for detection and segmentation backbones (timm's API).
 
-        The final LayerNorm belongs to stage 4's output in the official model, so norm is always applied
-        there; `norm` is accepted for API compatibility.
+        As in timm's hierarchical models, an intermediate is the stage's output; `norm=True` applies the
+        final LayerNorm to stage 4's (the only one it is sized for).
         """
         if output_fmt != "NCHW":
             raise ValueError(f"ResT returns intermediates as NCHW only, not {output_fmt!r}")
         take, max_index = feature_take_indices(4, indices)
         intermediates = []
         x = x.contiguous(memory_format=torch.channels_last)
-        for i in range(max_index + 1 if stop_early else 4):
-            x = self.run_stage(i, x)
+        embeds, stages = self.patch_embeds(), self.stages()
+        last = max_index if stop_early else 3
+        for i in range(last + 1):
+            x = stages[i](embeds[i](x))
             if i in take:
-                intermediates.append(x)
+                intermediates.append(self.norm(x) if norm and i == 3 else x)
         if intermediates_only:
             return intermediates
+        if last == 3:
+            x = self.norm(x)
         return x, intermediates
 
+    @torch.jit.ignore
     def prune_intermediate_layers(
         self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        take, _ = feature_take_indices(4, indices)
-        if prune_head:
+        """Drop the stages (patch embedding + blocks) after the last requested index, as timm's models do."""
+        take, max_index = feature_take_indices(4, indices)
+        for i in range(max_index + 1, 4):
+            setattr(self, f"patch_embed_{i + 1}", nn.Identity())
+            setattr(self, f"stage{i + 1}", nn.Identity())
+        prune_end = max_index < 3
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()  # the final norm is sized for (and only applied to) stage 4
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.embed_dims[max_index]
+        if prune_head or prune_end:
             self.reset_classifier(0, "")
         return take
 
 
-def checkpoint_filter_fn(state_dict: dict, model: ResT) -> dict:
-    """Accept an official ResT checkpoint as saved by its training script ({"model": ...}) or bare."""
+def checkpoint_filter_fn(state_dict: dict, model: ResT | None = None) -> dict:
+    """Accept an official ResT checkpoint as saved by its training script ({"model": ...}) or bare.
+
+    The official key layout is ours (``stageS`` are modules whose children are the blocks ``stageS.N``), so
+    apart from unwrapping and DataParallel's ``module.`` prefix nothing is renamed.
+    """
     for key in ("model", "state_dict", "model_ema"):
         if key in state_dict and isinstance(state_dict[key], dict):
             state_dict = state_dict[key]
@@ -563,7 +667,6 @@ def _create_rest(variant: str, pretrained: bool = False, **kwargs) -> ResT:
             f"timm.create_model('{variant}', pretrained=True, pretrained_cfg_overlay=dict(file='/path/{variant}.pth'))"
         )
     if kwargs.get("stem", "rest") != "rest":
-        kwargs.setdefault("pretrained_cfg_overlay", {})
         kwargs["pretrained_cfg_overlay"] = {**overlay, "first_conv": "stem.conv"}
     return build_model_with_cfg(
         ResT,
