@@ -86,9 +86,29 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir()) if folder.is_dir() else []
 
 
+def check_rand_augment(config: RunConfig) -> None:
+    """aug.rand_augment is checked by building timm's transform from it (what training will do)."""
+    text = config.aug.rand_augment
+    if not text:
+        return
+    if config.data.dataset == "digits":
+        raise DatasetError("dataset 'digits': aug.rand_augment is not supported (timm's RandAugment works on "
+                           "PIL images); set it to null or use imagefolder / cifar10")
+    from timm.data.auto_augment import rand_augment_transform
+
+    try:
+        if not text.startswith("rand"):
+            raise ValueError("a RandAugment string starts with 'rand', e.g. rand-m9-mstd0.5-inc1")
+        rand_augment_transform(text, {"translate_const": 100, "img_mean": (124, 116, 104)})
+    except Exception as err:  # timm raises AssertionError / ValueError / KeyError for bad strings
+        raise DatasetError(f"aug.rand_augment {text[:80]!r} is not a valid timm RandAugment string "
+                           f"({type(err).__name__}: {str(err)[:200]})") from None
+
+
 def check_dataset(config: RunConfig) -> None:
     """Raise DatasetError if the dataset cannot be found; cheap (lists folders, decodes no image)."""
     dataset = config.data.dataset
+    check_rand_augment(config)
     if dataset == "digits":
         return
     if dataset in CIFAR_FOLDERS:
@@ -96,9 +116,15 @@ def check_dataset(config: RunConfig) -> None:
         return
     root = _require_root(config)
     for split in ("train", "val"):
-        if not _class_dirs(root / split):
+        classes = _class_dirs(root / split)
+        if not classes:
             raise _missing(dataset, root / split, f"no class folders in {split}/ (expected {split}/<class>/<image>, "
                                                   "the ImageNet / Imagenette layout)")
+        for name in classes:  # one directory entry each: still cheap for 1,000 classes
+            with os.scandir(root / split / name) as entries:
+                if not any(e.is_file() for e in entries):
+                    raise DatasetError(f"dataset 'imagefolder' at {root}: class folder {split}/{name}/ holds no "
+                                       "image file")
     if _class_dirs(root / "train") != _class_dirs(root / "val"):
         raise DatasetError(f"dataset 'imagefolder' at {root}: train/ and val/ have different class folders")
 

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--cpus-per-task", type=int, help="CPU cores per task (also the data-loading workers' share)")
     cluster.add_argument("--mem-gb", type=float, help="memory per node, GB")
     cluster.add_argument("--array-parallelism", type=int, help="at most this many runs at once")
+    cluster.add_argument("--signal-delay-s", type=int, help="send the checkpoint signal (USR2) this many seconds "
+                                                            "before the time limit (default 120)")
+    cluster.add_argument("--max-requeues", type=int, dest="max_num_timeout",
+                         help="requeues after a time limit before a run is given up (default 3)")
     cluster.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
                          help="any other sbatch option, e.g. --sbatch exclusive=true (repeatable)")
     cluster.add_argument("--wait", action="store_true", help="block until the submitted jobs end, with progress")
@@ -86,9 +90,10 @@ def check_datasets(plan: Plan, runs) -> None:
     checked = set()
     for planned in runs:
         data = planned.run.config.data
-        if (data.dataset, data.root) in checked:
+        key = (data.dataset, data.root, planned.run.config.aug.rand_augment)
+        if key in checked:
             continue
-        checked.add((data.dataset, data.root))
+        checked.add(key)
         try:
             check_dataset(planned.run.config)
         except DatasetError as err:
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     plan = load_plan(args)
     executor, why = resolve_executor(args.executor)
-    settings = slurm_settings(args, plan) if executor == "slurm" else None
+    settings = slurm_settings(args, plan)  # checked for every executor: a bad slurm: block is a bad sweep
     todo = plan.pending(retry_failed=args.retry_failed, force=args.force)
     if executor == "local":
         check_jobs(args.jobs)
@@ -234,7 +239,7 @@ def slurm_settings(args: argparse.Namespace, plan: Plan):
         raise InputError("--sbatch", f"{args.sbatch}: expected KEY=VALUE, e.g. --sbatch exclusive=true") from None
     cli = {name: getattr(args, name) for name in (
         "partition", "account", "qos", "constraint", "time_min", "nodes", "gpus_per_node", "tasks_per_node",
-        "cpus_per_task", "mem_gb", "array_parallelism")}
+        "cpus_per_task", "mem_gb", "array_parallelism", "signal_delay_s", "max_num_timeout")}
     settings = SlurmSettings.from_mapping(plan.sweep.slurm or None, str(plan.sweep.path)).with_cli(**cli)
     if extra:
         settings = settings.with_cli(additional_parameters={**settings.additional_parameters, **extra})

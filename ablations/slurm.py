@@ -98,7 +98,13 @@ class SlurmSettings:
                 checked[key] = _check_sbatch_options(source, value)
             else:
                 checked[key] = check_field(SlurmSettings, key, value, key=f"slurm.{key}", source=source)
-        return dataclasses.replace(self, **checked)
+        settings = dataclasses.replace(self, **checked)
+        if settings.time_min * 60 <= settings.signal_delay_s:
+            key = "slurm.time_min" if "time_min" in values or "signal_delay_s" not in values else "slurm.signal_delay_s"
+            raise InputError(source, key, f"a time limit of {settings.time_min} min cannot fit the checkpoint signal "
+                                          f"sent {settings.signal_delay_s} s before it (signal_delay_s): raise "
+                                          "time_min or lower signal_delay_s")
+        return settings
 
 
 SBATCH_KEY = r"[a-z][a-z0-9_-]{0,40}"

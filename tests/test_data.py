@@ -151,3 +151,19 @@ def test_cifar_is_never_downloaded(tmp_path, monkeypatch, dataset, folder):
             call(config)
         assert str(tmp_path / folder) in str(err.value) and "--data-root" in str(err.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_class_folder_is_found_when_the_dataset_is_checked(tmp_path):
+    root = write_imagefolder(tmp_path / "data", train=1, val=1, size=8)
+    (root / "val" / "bird").mkdir()
+    (root / "train" / "bird").mkdir()
+    (root / "train" / "bird" / "0.png").write_bytes((root / "train" / "cat" / "0.png").read_bytes())
+    with pytest.raises(DatasetError, match="val/bird/ holds no image"):
+        check_dataset(cfg(data__dataset="imagefolder", data__root=str(root)))
+
+
+def test_rand_augment_string_is_checked_by_building_it(tmp_path):
+    root = write_imagefolder(tmp_path / "data", train=1, val=1, size=8)
+    check_dataset(cfg(data__dataset="imagefolder", data__root=str(root), aug__rand_augment="rand-m9-mstd0.5-inc1"))
+    with pytest.raises(DatasetError, match="not a valid timm RandAugment"):
+        check_dataset(cfg(data__dataset="imagefolder", data__root=str(root), aug__rand_augment="rand-zz9"))
