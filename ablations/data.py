@@ -226,6 +226,18 @@ def _transforms(config: RunConfig):
     return train, val
 
 
+def load_image(path: str):
+    """An RGB image; DatasetError naming the file for a corrupt or truncated one (PIL's own message may not)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError, "image file is truncated"
+        raise DatasetError(f"{path}: not a readable image ({type(err).__name__}: {str(err)[:200]})") from None
+
+
 def _imagefolder(config: RunConfig) -> tuple[Dataset, Dataset]:
     from torchvision.datasets import ImageFolder
 
@@ -233,7 +245,8 @@ def _imagefolder(config: RunConfig) -> tuple[Dataset, Dataset]:
     root = _require_root(config)
     train_tf, val_tf = _transforms(config)
     try:
-        return ImageFolder(str(root / "train"), train_tf), ImageFolder(str(root / "val"), val_tf)
+        return (ImageFolder(str(root / "train"), train_tf, loader=load_image),
+                ImageFolder(str(root / "val"), val_tf, loader=load_image))
     except (FileNotFoundError, RuntimeError) as err:  # e.g. class folders without images
         raise DatasetError(f"dataset 'imagefolder' at {root}: {err}") from None
 

@@ -210,7 +210,12 @@ class RunJob:
             stack.enter_context(store.run_lock(run_dir))
         except store.RunLocked:
             return "locked"
-        state = store.run_state(run_dir).state  # again, now that nobody else can change it
+        state = store.run_state(run_dir)  # again, now that nobody else can change it
+        if state.state == store.CORRUPT:
+            from ablations.errors import InputError
+
+            raise InputError(run_dir / store.CONFIG, "config", state.error)
+        state = state.state
         if state == store.DONE and not self.force:
             return ALREADY_DONE
         if state == store.FAILED and not (self.retry_failed or self.force):

@@ -244,6 +244,10 @@ class Trainer:
             if isinstance(epoch, int) and 1 <= epoch <= self.epoch and epoch not in seen:
                 keep.append(row)
                 seen.add(epoch)
+        last = self.last
+        if isinstance(last, dict) and last.get("epoch") == self.epoch and self.epoch not in seen:
+            keep.append(last)  # the checkpoint's own copy of the row whose line was cut: repaired, not dropped
+            log.warning("%s: the row of epoch %d was cut; restored from the checkpoint", path, self.epoch)
         if len(keep) != len(read.rows) or read.problems:
             log.info("%s: kept %d of %d rows (the checkpoint has %d epochs done)",
                      path, len(keep), len(read.rows), self.epoch)
@@ -461,11 +465,22 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+class _LogFile(logging.StreamHandler):
+    """log.txt, opened by ablations.store (never through a symbolic link); closed with the handler."""
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self.stream.close()
+        finally:
+            super().close()
+
+
 def _log_handlers(run_dir: Path, main: bool) -> list[logging.Handler]:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if main:
-        handlers.append(logging.FileHandler(store.log_path(run_dir)))
+        handlers.append(_LogFile(store.open_log(run_dir)))
     else:
         handlers[0].setLevel(logging.WARNING)
     for h in handlers:

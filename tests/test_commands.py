@@ -250,3 +250,25 @@ def test_status_json_and_exit_code(tmp_path):
     listed = json.loads(proc.stdout)
     assert [(r["cell"], r["state"]) for r in listed["runs"]] == [("PA", "done"), ("GL", "failed")]
     assert "boom" in listed["runs"][1]["detail"] and listed["others"] is None
+
+
+def test_an_unusable_results_root_or_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from ablations import run as run_cli
+
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    not_a_folder = tmp_path / "results"
+    not_a_folder.write_text("a file, not a folder\n")
+    assert run_cli.main([str(sweep), "--results-root", str(not_a_folder), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and str(not_a_folder) in err
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "fsync", full)
+    assert run_cli.main([str(sweep), "--results-root", str(tmp_path / "r2"), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "config.json: No space left on device" in err and "Traceback" not in err
+    assert not list((tmp_path / "r2").rglob(".*.tmp")), "no temp file is left behind"
