@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--max-requeues", type=int, dest="max_num_timeout",
                          help="requeues after a time limit before a run is given up (default 3)")
     cluster.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
-                         help="any other sbatch option, e.g. --sbatch exclusive=true (repeatable)")
+                         help="any other sbatch option: KEY=VALUE, or a bare flag such as --sbatch exclusive "
+                              "(repeatable)")
     cluster.add_argument("--wait", action="store_true", help="block until the submitted jobs end, with progress")
     return p
 
@@ -233,10 +234,8 @@ def slurm_settings(args: argparse.Namespace, plan: Plan):
     """The sweep's slurm: block with the command line on top, checked before anything is submitted."""
     from ablations.slurm import SlurmSettings
 
-    try:
-        extra = dict(item.split("=", 1) for item in args.sbatch)
-    except ValueError:
-        raise InputError("--sbatch", f"{args.sbatch}: expected KEY=VALUE, e.g. --sbatch exclusive=true") from None
+    # KEY=VALUE, or a bare flag (--sbatch exclusive -> #SBATCH --exclusive)
+    extra = {key: value if sep else True for key, sep, value in (item.partition("=") for item in args.sbatch)}
     cli = {name: getattr(args, name) for name in (
         "partition", "account", "qos", "constraint", "time_min", "nodes", "gpus_per_node", "tasks_per_node",
         "cpus_per_task", "mem_gb", "array_parallelism", "signal_delay_s", "max_num_timeout")}
@@ -247,17 +246,44 @@ def slurm_settings(args: argparse.Namespace, plan: Plan):
 
 
 def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int:
+    """One job array per resource group (slurm.per_level gives cells their own time/memory/GPUs), under the
+    sweep's submission lock. If sbatch refuses, nothing is left behind: the run folders this launch created
+    are removed (the code snapshot and submitit's files are removed by ablations.slurm.submit) and the command
+    exits 2 with sbatch's message."""
+    import dataclasses
+    import json
+    import shutil
+
     from ablations import slurm
     from ablations.launch import write_configs
 
-    write_configs(plan, todo)
-    job_ids = slurm.submit(plan.results_dir, [p.run_dir for p in todo], settings, plan.sweep.name,
-                           retry_failed=args.retry_failed, force=args.force, num_workers=args.workers)
+    groups: dict[str, tuple[object, list]] = {}
+    for planned in todo:
+        cell_settings = settings.for_levels(list(planned.run.cell.levels.values()))
+        key = json.dumps(dataclasses.asdict(cell_settings), sort_keys=True, default=str)
+        groups.setdefault(key, (cell_settings, []))[1].append(planned)
+    results_existed = plan.results_dir.exists()
+    new_dirs = [p.run_dir for p in todo if not p.run_dir.exists()]
+    job_ids: list[str] = []
+    try:
+        write_configs(plan, todo)
+        for group_settings, planned_runs in groups.values():
+            job_ids += slurm.submit(plan.results_dir, [p.run_dir for p in planned_runs], group_settings,
+                                    plan.sweep.name, retry_failed=args.retry_failed, force=args.force,
+                                    num_workers=args.workers)
+    except slurm.SubmissionError:
+        if not job_ids:  # nothing went out: leave no trace of this launch
+            for run_dir in new_dirs:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            if not results_existed:
+                shutil.rmtree(plan.results_dir, ignore_errors=True)
+        raise
     if not job_ids:
         print("nothing submitted: every pending run already has a queued or running job")
         return EXIT_OK
-    print(f"submitted {len(job_ids)} run(s) as one job array: {job_ids[0].split('_')[0]} "
-          f"(logs: {plan.results_dir}/.submitit/)")
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    how = "one job array" if len(arrays) == 1 else f"{len(arrays)} job arrays (one per resource group)"
+    print(f"submitted {len(job_ids)} run(s) as {how}: {', '.join(arrays)} (logs: {plan.results_dir}/.submitit/)")
     print(f"status: python -m ablations.status {plan.sweep.path}   cancel: python -m ablations.cancel "
           f"{plan.sweep.path}")
     if not args.wait:

@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -50,6 +49,7 @@ import rest
 from ablations import store
 from ablations.config import RunConfig
 from ablations.data import build_loaders, mix_seed, seed_everything
+from ablations.provenance import code_provenance
 from rest.benchmark import time_iterations
 
 log = logging.getLogger("ablations.train")
@@ -397,7 +397,7 @@ class Trainer:
                 epochs=self.config.train.epochs,
                 versions=dict(python=platform.python_version(), torch=torch.__version__,
                               torchvision=torchvision.__version__, timm=timm.__version__),
-                git_commit=git_commit(),
+                **code_provenance(),  # git_commit, git_dirty
                 finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
             if self.ema is not None:
@@ -455,14 +455,10 @@ def describe_device(device: torch.device) -> str:
 
 
 def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
+    """The commit of the code this job runs (from the SLURM snapshot's provenance.json, or git)."""
+    from ablations.provenance import code_provenance
+
+    return code_provenance()["git_commit"]
 
 
 class _LogFile(logging.StreamHandler):

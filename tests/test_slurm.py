@@ -96,6 +96,108 @@ def test_snapshot_copies_packages_by_content(tmp_path):
     assert (second / "ablations/job.py").read_text() == "B = 3\n"
 
 
+BAD_SETTINGS = sorted((Path(__file__).parent / "data" / "bad_slurm_settings").glob("*.yaml"))
+
+
+def test_the_settings_corpus_is_large_enough():
+    assert len(BAD_SETTINGS) >= 15
+
+
+@pytest.mark.parametrize("path", BAD_SETTINGS, ids=lambda p: p.stem)
+def test_bad_slurm_settings_are_refused_before_anything_reaches_a_job_script(path):
+    from ablations.yamlio import load_yaml_strict
+
+    expect = path.read_text().splitlines()[0].removeprefix("# expect: ")
+    with pytest.raises(SlurmSettingsError) as info:
+        SlurmSettings.from_mapping(load_yaml_strict(path), str(path))
+    assert expect in str(info.value) and "\n" not in str(info.value).split(": ", 2)[1]
+
+
+def test_command_line_slurm_values_are_checked_for_every_executor(tmp_path, capsys):
+    from ablations import run as run_cli
+
+    sweep = ROOT / "sweeps" / "pe.yaml"
+    for flags in (["--partition", "gpu\ntouch /tmp/x #"], ["--sbatch", "comment=$(id)"],
+                  ["--sbatch=--uid=0"], ["--time-min", "1", "--signal-delay-s", "60"]):
+        code = run_cli.main([str(sweep), "--results-root", str(tmp_path / "r"), "--executor", "local", "--no-eta",
+                             "--dry-run", *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (flags, err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_job_ids_from_run_files_never_become_options(sweep_dir, make_run):
+    from ablations.slurm import job_ids_of, valid_job_id
+
+    assert [valid_job_id(v) for v in ("123", "123_4", "--user=alice", "1;id", "12 3", 5, None)] == [
+        "123", "123_4", None, None, None, None, None]
+    run_dir = make_run(sweep_dir)
+    store.atomic_write_json(run_dir / store.SLURM_JSON, {"job_id": "--user=alice", "job_ids": ["-u", "77"],
+                                                         "history": [{"job_id": "--me", "state": "SUBMITTED"}]})
+    assert job_ids_of(read_slurm_record(run_dir)) == ["77"]
+    [row] = status(sweep_dir)
+    assert row.job_id is None
+
+
+def test_failure_reason_is_the_exception_not_srun():
+    from ablations.slurm import failure_reason
+
+    log = ("submitit INFO starting\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+           "    main()\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+           "srun: error: node1: task 0: Exited with exit code 1\n")
+    assert failure_reason(log) == "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert failure_reason("loading\nslurmstepd: error: *** JOB 5 CANCELLED ***\n"
+                          "srun: error: task 0: Killed\n") == "loading"
+    assert failure_reason("") is None
+
+
+def test_per_level_resources_setup_lines_and_bare_flags():
+    settings = SlurmSettings.from_mapping({"time_min": 60, "setup": ["module load cuda/12"],
+                                           "per_level": {"Large": {"time_min": 600, "gpus_per_node": 2}}}, "s.yaml")
+    large, lite = settings.for_levels(["Large", "PA"]), settings.for_levels(["Lite", "PA"])
+    assert (large.time_min, large.gpus_per_node, lite.time_min, lite.gpus_per_node) == (600, 2, 60, 0)
+    assert large.setup == ("module load cuda/12",) and large.per_level == {}
+    executor = make_executor(Path("/tmp/logs"), large.with_cli(additional_parameters={"exclusive": True}), "t",
+                             code_dir=Path("/tmp/code"))
+    text = executor._executor._make_submission_file_text("CMD", "uid")
+    assert "module load cuda/12" in text and "#SBATCH --exclusive\n" in text and "--time=600" in text
+
+
+def test_snapshot_is_group_readable_and_jobs_learn_the_commit(tmp_path, monkeypatch):
+    import stat
+
+    from ablations.provenance import ENV_COMMIT, ENV_DIRTY, code_provenance
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    snap = snapshot_code(tmp_path / "sweep", ROOT)
+    for path in [snap, *snap.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o040, f"{path} is not readable by the group"
+        if path.is_dir():
+            assert mode & 0o010, f"{path} cannot be entered by the group"
+    text = make_executor(tmp_path / "logs", SETTINGS, "t", code_dir=snap)._executor._make_submission_file_text(
+        "CMD", "uid")
+    assert f"export {ENV_COMMIT}={head} {ENV_DIRTY}=" in text
+    monkeypatch.setenv(ENV_COMMIT, head)
+    monkeypatch.setenv(ENV_DIRTY, "1")
+    assert code_provenance(tmp_path) == {"git_commit": head, "git_dirty": True}  # no .git there: the job's view
+
+
+def test_cpu_threads_follow_cpus_per_task(monkeypatch):
+    import torch
+
+    from ablations.job import cpu_threads_from_slurm
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+        assert cpu_threads_from_slurm() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "x")
+        assert cpu_threads_from_slurm() is None
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---- against the cluster -----------------------------------------------------------------------------------------
 def test_sbatch_script(slurm_cluster, tmp_path):
     settings = SlurmSettings(partition="p", account="a", qos="q", constraint="c", mem_gb=4, time_min=90,
