@@ -32,6 +32,7 @@ from ablations.plan import (
     make_plan,
     pending_states,
     probe_speed,
+    recorded_gpu_speed,
     recorded_speed,
 )
 
@@ -102,7 +103,7 @@ def check_datasets(plan: Plan, runs) -> None:
                              f"{data.dataset!r} (recipe {plan.recipe!r}): {err}") from None
 
 
-def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool) -> str:
+def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool, on_slurm: bool = False) -> str:
     """The plan as the user sees it. costs: compute params/MACs/ETA (something is left to run); probe: time a
     few training steps when no finished run has recorded a speed for the model here."""
     first = plan.runs[0].run.config
@@ -125,7 +126,9 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool) -
         lines.append("  NOTE: the quick recipe is the same experiment, smaller (bundled digits): its numbers are "
                      "not comparable to the paper's. Use --recipe paper-ablation --data-root PATH for the protocol.")
     speed: Speed | None = None
-    if costs:
+    if costs and on_slurm:  # the cluster's GPUs, not this machine: recorded GPU runs, or no ETA
+        speed = recorded_gpu_speed(plan, first, num_classes, cache)
+    elif costs:
         speed = recorded_speed(plan, first, num_classes, cache)
         if speed is None and probe:
             speed = probe_speed(first, num_classes, cache)
@@ -156,7 +159,8 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool) -
                   f"{summary}.  (* = baseline)"]
     if costs:
         eta_text = f"ETA {format_duration(total_eta)} {speed.describe()}" if speed else \
-            "no ETA: no finished run has recorded a speed for this model here yet (a launch probes one)"
+            ("no ETA: no finished GPU run has recorded a speed for this model yet" if on_slurm else
+             "no ETA: no finished run has recorded a speed for this model here yet (a launch probes one)")
         lines.append(f"  cost of what is left: {total_image_epochs:,} image-epochs; {eta_text}")
     others = describe_others(plan.experiment)
     if others:
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     # The ETA of SLURM runs comes from recorded runs only: a probe on the login node says nothing of the GPUs.
     probe = bool(todo) and not args.no_eta and not args.dry_run and executor == "local"
     print(format_plan(plan, wanted, f"{executor} executor ({why})", costs=bool(todo) and not args.no_eta,
-                      probe=probe), flush=True)
+                      probe=probe, on_slurm=executor == "slurm"), flush=True)
     if args.dry_run:
         print("\n--dry-run: nothing was written or launched.")
         return EXIT_OK
@@ -262,7 +266,10 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
         cell_settings = settings.for_levels(list(planned.run.cell.levels.values()))
         key = json.dumps(dataclasses.asdict(cell_settings), sort_keys=True, default=str)
         groups.setdefault(key, (cell_settings, []))[1].append(planned)
-    results_existed = plan.results_dir.exists()
+    created = plan.results_dir.absolute()  # the topmost folder this launch creates, if any
+    while not created.parent.exists():
+        created = created.parent
+    created_now = not created.exists()
     new_dirs = [p.run_dir for p in todo if not p.run_dir.exists()]
     job_ids: list[str] = []
     try:
@@ -275,8 +282,8 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
         if not job_ids:  # nothing went out: leave no trace of this launch
             for run_dir in new_dirs:
                 shutil.rmtree(run_dir, ignore_errors=True)
-            if not results_existed:
-                shutil.rmtree(plan.results_dir, ignore_errors=True)
+            if created_now:
+                shutil.rmtree(created, ignore_errors=True)
         raise
     if not job_ids:
         print("nothing submitted: every pending run already has a queued or running job")

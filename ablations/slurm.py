@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import io
 import os
 import re
 import shlex
@@ -330,8 +331,9 @@ def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_n
         code_dir = snapshot_code(sweep_dir) if snapshot else project_root()
         executor = make_executor(folder, settings, job_name, code_dir=code_dir)
         try:
-            jobs = executor.submit_array([RunJob(d, force=force, retry_failed=retry_failed, trainer=trainer,
-                                                 num_workers=num_workers) for d in todo])
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's stderr; it is in `err`
+                jobs = executor.submit_array([RunJob(d, force=force, retry_failed=retry_failed, trainer=trainer,
+                                                     num_workers=num_workers) for d in todo])
         except Exception as err:  # submitit: FailedJobError with sbatch's stderr, FailedSubmissionError
             _remove_new(folder, before)
             if snapshot:
@@ -347,9 +349,10 @@ def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_n
             array_id, _, index = job.job_id.partition("_")
 
             def change(record: dict, job_id: str = job.job_id, array_id: str = array_id, index: str = index) -> None:
+                earlier = job_ids_of(record)
                 record.update(job_id=job_id, array_job_id=array_id, array_index=int(index) if index else None,
                               submitted_at=submitted_at, code=str(code_dir), job_name=job_name)
-                record["job_ids"] = [*job_ids_of(record), job_id]  # every job ever submitted for the run
+                record["job_ids"] = list(dict.fromkeys([*earlier, job_id]))  # every job ever submitted for the run
                 record.setdefault("history", []).append({"job_id": job_id, "state": "SUBMITTED", "at": submitted_at})
 
             update_slurm_record(run_dir, change)

@@ -323,6 +323,8 @@ def test_cli_submits_one_array_waits_and_reports(slurm_cluster, tmp_path):
     array_ids = {json.loads((d / "slurm.json").read_text())["array_job_id"] for d in run_dirs}
     assert len(array_ids) == 1, "both runs belong to one job array"
     assert all(store.run_state(d).state == store.DONE for d in run_dirs)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert {store.read_result(d)["git_commit"] for d in run_dirs} == {head}, "the snapshot's code is recorded"
 
     status = cli("ablations.status", *select)
     assert status.returncode == 0 and status.stdout.count(" done ") == 2 and "job " in status.stdout
@@ -331,3 +333,68 @@ def test_cli_submits_one_array_waits_and_reports(slurm_cluster, tmp_path):
     cancelled = subprocess.run([sys.executable, "-m", "ablations.cancel", str(sweep), *select], cwd=tmp_path,
                                env=env, capture_output=True, text=True, timeout=120)
     assert cancelled.returncode == 0 and "cancelled 0 job(s)" in cancelled.stdout
+
+
+def test_two_submissions_at_the_same_instant_give_one_set_of_jobs(slurm_cluster, sweep_dir, make_run,
+                                                                   standin_trainer):
+    import threading
+
+    runs = [make_run(sweep_dir, seed=s, standin={"steps": 10_000, "step_s": 0.5}) for s in range(2)]
+    barrier, results = threading.Barrier(2), []
+
+    def submit_now():
+        barrier.wait()
+        results.append(submit(sweep_dir, runs, SETTINGS, "race", trainer=standin_trainer))
+
+    threads = [threading.Thread(target=submit_now) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    ids = sorted(j for r in results for j in r)
+    assert len(ids) == 2 and sorted(map(len, results)) == [0, 2], results
+    records = [read_slurm_record(d) for d in runs]
+    assert all(r["job_ids"] == [r["job_id"]] for r in records), records
+    # cancel finds every job ever submitted, also one whose run record was lost (from the submissions log)
+    store.atomic_write_json(runs[1] / store.SLURM_JSON, {"history": []})
+    assert sorted(cancel(sweep_dir)) == ids
+
+
+def test_an_sbatch_refusal_exits_2_and_leaves_nothing_behind(slurm_cluster, tmp_path, capsys):
+    from ablations import run as run_cli
+
+    results = tmp_path / "results"
+    code = run_cli.main([str(ROOT / "sweeps" / "pe.yaml"), "--results-root", str(results), "--executor", "slurm",
+                         "--partition", "nosuchpartition", "--no-eta", "--set", "data.img_size=32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert "invalid partition" in err.lower() and err.startswith("error: sbatch:")
+    assert not results.exists(), sorted(str(p) for p in results.rglob("*"))
+
+
+def test_per_level_resources_submit_one_array_per_group(slurm_cluster, tmp_path, capsys):
+    from ablations import run as run_cli
+    from ablations import slurm
+
+    sweep = tmp_path / "groups.yaml"
+    sweep.write_text(
+        "name: groups\npaper_table: t\nrecipe: quick\nmodel: rest_lite\noverrides: {train.epochs: 1}\n"
+        "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 2, setup: ['export GROUPS_SETUP=1'],"
+        " per_level: {GL: {time_min: 25}}}\n"
+        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl, LE: le}\n")
+    results = tmp_path / "results"
+    try:
+        code = run_cli.main([str(sweep), "--results-root", str(results), "--executor", "slurm", "--no-eta",
+                             "--no-progress", "--set", "data.img_size=32", "--sbatch", "requeue"])
+        out = capsys.readouterr().out
+        assert code == 0 and "3 run(s) as 2 job arrays (one per resource group)" in out, out
+        arrays = {store.read_meta(d)["cell"]: read_slurm_record(d)["array_job_id"]
+                  for d in store.run_dirs_in(results / "groups")}
+        assert arrays["PA"] == arrays["LE"] != arrays["GL"]
+        limits = {}
+        for cell, array in arrays.items():
+            shown = subprocess.run(["scontrol", "show", "job", array], capture_output=True, text=True).stdout
+            limits[cell] = shown.split("TimeLimit=")[1].split()[0]
+        assert limits == {"PA": "00:20:00", "LE": "00:20:00", "GL": "00:25:00"}
+    finally:
+        slurm.cancel(results / "groups")
