@@ -91,7 +91,11 @@ def check_datasets(plan: Plan, runs) -> None:
 
     checked = set()
     for planned in runs:
-        data = planned.run.config.data
+        data, train = planned.run.config.data, planned.run.config.train
+        if data.train_limit is not None and train.batch_size > data.train_limit:
+            raise InputError(plan.sweep.path, "train.batch_size", f"{train.batch_size} is more than the "
+                             f"{data.train_limit} training images of data.train_limit (cell "
+                             f"{planned.run.cell.label!r}): no full batch, so no training step")
         key = (data.dataset, data.root, planned.run.config.aug.rand_augment)
         if key in checked:
             continue
