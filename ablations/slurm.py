@@ -374,10 +374,19 @@ def _remove_new(folder: Path, before: set[str] | None) -> None:
             path.unlink(missing_ok=True)
 
 
-def submitted_job_ids(sweep_dir: Path) -> list[str]:
-    """Every job id the sweep's submissions log names (valid ids only)."""
-    rows = store.read_metrics(Path(sweep_dir) / SUBMITIT_DIR / SUBMISSIONS).rows
-    return list(dict.fromkeys(i for row in rows for i in (row.get("job_ids") or []) if valid_job_id(i)))
+def submitted_job_ids(sweep_dir: Path, run_dirs: list[Path] | None = None) -> dict[str, Path]:
+    """job id -> run folder, for every job the sweep's submissions log names (valid ids only; of `run_dirs`
+    only, if given)."""
+    wanted = {str(Path(d).absolute()) for d in run_dirs} if run_dirs is not None else None
+    out: dict[str, Path] = {}
+    for row in store.read_metrics(Path(sweep_dir) / SUBMITIT_DIR / SUBMISSIONS).rows:
+        ids, dirs = row.get("job_ids"), row.get("run_dirs")
+        if not isinstance(ids, list) or not isinstance(dirs, list) or len(ids) != len(dirs):
+            continue
+        for job_id, run_dir in zip(ids, dirs, strict=True):
+            if valid_job_id(job_id) and isinstance(run_dir, str) and (wanted is None or run_dir in wanted):
+                out[job_id] = Path(run_dir)
+    return out
 
 
 def _job_states(job_ids: list[str]) -> dict[str, str]:
@@ -510,24 +519,23 @@ def failure_reason(log_text: str) -> str | None:
 
 def cancel(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[str]:
     """scancel every job of the runs (of the sweep, or those given) that is still pending, running or requeued:
-    every job id ever submitted for them (slurm.json's job_ids and history), and for the whole sweep also those
-    of its submissions log (a job whose run record was never written); return the ids cancelled."""
+    every job id ever submitted for them (slurm.json's job_ids and history) and those the sweep's submissions
+    log names for them (a job whose run record was lost or never written); return the ids cancelled."""
     sweep_dir = Path(sweep_dir).absolute()
     dirs = [Path(d).absolute() for d in run_dirs if Path(d).is_dir()] if run_dirs is not None \
         else run_dirs_of(sweep_dir)
-    owner: dict[str, Path | None] = {}
+    owner: dict[str, Path] = {}
     for run_dir in dirs:
         for job_id in job_ids_of(read_slurm_record(run_dir) or {}):
             owner[job_id] = run_dir
-    if run_dirs is None:
-        for job_id in submitted_job_ids(sweep_dir):
-            owner.setdefault(job_id, None)
+    for job_id, run_dir in submitted_job_ids(sweep_dir, run_dirs).items():
+        owner.setdefault(job_id, run_dir)
     states = _job_states(list(owner))
     active = [j for j in owner if states.get(j, "") in ACTIVE_STATES]
     if not active:
         return []
     subprocess.run(["scancel", *active], check=True, timeout=60)
     for job_id in active:
-        if owner[job_id] is not None:
+        if owner[job_id].is_dir():
             record_event(owner[job_id], job_id, "CANCELLED")
     return active

@@ -357,7 +357,7 @@ def test_two_submissions_at_the_same_instant_give_one_set_of_jobs(slurm_cluster,
     assert all(r["job_ids"] == [r["job_id"]] for r in records), records
     # cancel finds every job ever submitted, also one whose run record was lost (from the submissions log)
     store.atomic_write_json(runs[1] / store.SLURM_JSON, {"history": []})
-    assert sorted(cancel(sweep_dir)) == ids
+    assert sorted(cancel(sweep_dir, runs)) == ids  # as ablations.cancel calls it: the experiment's runs
 
 
 def test_an_sbatch_refusal_exits_2_and_leaves_nothing_behind(slurm_cluster, tmp_path, capsys):
