@@ -126,6 +126,22 @@ def test_command_line_slurm_values_are_checked_for_every_executor(tmp_path, caps
     assert not (tmp_path / "r").exists()
 
 
+def test_signal_delay_and_max_requeues_come_from_the_command_line():
+    from types import SimpleNamespace
+
+    from ablations.run import build_parser, slurm_settings
+
+    plan = SimpleNamespace(sweep=SimpleNamespace(slurm={"time_min": 30}, path="sweeps/t.yaml"))
+    args = build_parser().parse_args(["s.yaml", "--signal-delay-s", "300", "--max-requeues", "7", "--sbatch",
+                                      "exclusive", "--sbatch", "mail-type=END"])
+    settings = slurm_settings(args, plan)
+    assert (settings.signal_delay_s, settings.max_num_timeout) == (300, 7)
+    assert settings.additional_parameters == {"exclusive": True, "mail-type": "END"}
+    args = build_parser().parse_args(["s.yaml", "--signal-delay-s", "1800"])
+    with pytest.raises(SlurmSettingsError, match="cannot fit the checkpoint signal"):
+        slurm_settings(args, plan)
+
+
 def test_job_ids_from_run_files_never_become_options(sweep_dir, make_run):
     from ablations.slurm import job_ids_of, valid_job_id
 
