@@ -81,8 +81,9 @@ class UnsafeFile(OSError):
 
 def open_fd(path: Path | str, flags: int, mode: int = FILE_MODE) -> int:
     """os.open without following a symbolic link at `path`; UnsafeFile (naming it) for a link or a directory."""
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    reading = not flags & (os.O_WRONLY | os.O_RDWR)
+    try:  # O_NONBLOCK when reading: opening a planted FIFO must not hang (it is refused below)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if reading else 0), mode)
     except OSError as err:
         if err.errno == errno.ELOOP:
             raise UnsafeFile(err.errno, "is a symbolic link; run files are never opened through one "
@@ -90,7 +91,7 @@ def open_fd(path: Path | str, flags: int, mode: int = FILE_MODE) -> int:
         if err.errno == errno.EISDIR:
             raise UnsafeFile(err.errno, "is a directory where a file belongs (remove it)", str(path)) from None
         raise
-    if not flags & (os.O_WRONLY | os.O_RDWR):
+    if reading:
         import stat
 
         if not stat.S_ISREG(os.fstat(fd).st_mode):

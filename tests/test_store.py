@@ -165,6 +165,11 @@ def test_run_files_are_never_opened_through_a_planted_link(tmp_path):
         store.open_log(run_dir)
     assert victim.read_text() == "precious\n"
     assert not store.is_locked(run_dir)
+    (run_dir / store.RESULT).unlink(missing_ok=True)
+    import os
+
+    os.mkfifo(run_dir / store.RESULT)  # a FIFO would hang a plain open()
+    assert store.run_state(run_dir).state == store.PARTIAL
 
 
 def test_a_directory_where_the_lock_belongs_is_named(tmp_path):
