@@ -282,12 +282,16 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
             job_ids += slurm.submit(plan.results_dir, [p.run_dir for p in planned_runs], group_settings,
                                     plan.sweep.name, retry_failed=args.retry_failed, force=args.force,
                                     num_workers=args.workers)
-    except slurm.SubmissionError:
-        if not job_ids:  # nothing went out: leave no trace of this launch
-            for run_dir in new_dirs:
+    except slurm.SubmissionError as err:
+        for run_dir in new_dirs:  # folders this launch made for runs that never went out
+            if not (run_dir / store.SLURM_JSON).exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
-            if created_now:
-                shutil.rmtree(created, ignore_errors=True)
+        if job_ids:  # an earlier resource group went out: say so
+            arrays = ", ".join(sorted({j.split("_")[0] for j in job_ids}))
+            raise slurm.SubmissionError("sbatch", f"{err.message}; {len(job_ids)} run(s) of other resource groups "
+                                                  f"were submitted (job arrays {arrays})") from None
+        if created_now:  # nothing went out: leave no trace of this launch
+            shutil.rmtree(created, ignore_errors=True)
         raise
     if not job_ids:
         print("nothing submitted: every pending run already has a queued or running job")

@@ -339,7 +339,7 @@ def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_n
             if snapshot:
                 _remove_new(sweep_dir / CODE_DIR, code_before if code_existed else None)
             message = " ".join(str(err).split())
-            raise SubmissionError("sbatch", f"the submission was refused, nothing was submitted: "
+            raise SubmissionError("sbatch", f"the submission was refused (nothing of this job array was submitted): "
                                             f"{message[:1500]}") from None
         submitted_at = now()
         store.append_jsonl(folder / SUBMISSIONS, dict(

@@ -414,3 +414,24 @@ def test_per_level_resources_submit_one_array_per_group(slurm_cluster, tmp_path,
         assert limits == {"PA": "00:20:00", "LE": "00:20:00", "GL": "00:25:00"}
     finally:
         slurm.cancel(results / "groups")
+
+
+def test_a_refused_resource_group_leaves_no_folder_and_names_what_went_out(slurm_cluster, tmp_path, capsys):
+    from ablations import run as run_cli
+    from ablations import slurm
+
+    sweep = tmp_path / "mixed.yaml"
+    sweep.write_text(
+        "name: mixed\npaper_table: t\nrecipe: quick\nmodel: rest_lite\noverrides: {train.epochs: 1}\n"
+        "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 2, per_level: {GL: {partition: nosuchpartition}}}\n"
+        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl}\n")
+    results = tmp_path / "results"
+    try:
+        code = run_cli.main([str(sweep), "--results-root", str(results), "--executor", "slurm", "--no-eta",
+                             "--no-progress", "--set", "data.img_size=32"])
+        err = capsys.readouterr().err
+        assert code == 2 and "invalid partition" in err.lower() and "1 run(s) of other resource groups" in err
+        left = {store.read_meta(d)["cell"] for d in store.run_dirs_in(results / "mixed")}
+        assert left == {"PA"}, "the refused group's run folder is removed"
+    finally:
+        slurm.cancel(results / "mixed")
