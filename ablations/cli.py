@@ -4,7 +4,9 @@
     def main(argv=None) -> int: ...
 
 InputError (a bad sweep, recipe, flag or run file) is printed as one paragraph naming the file and key,
-exit code 2, with nothing half-done; Ctrl-C prints one line and exits 130. No torch import here.
+exit code 2, with nothing half-done; a file or folder that cannot be used (a results root that is a file, a
+read-only or full disk, a planted symbolic link) is one line naming it, exit code 1; Ctrl-C prints one line
+and exits 130. No torch import here.
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
         except InputError as err:
             print_error(err)
             return EXIT_USAGE
+        except OSError as err:  # the file system said no: name the file, no traceback
+            where = err.filename or "a file"
+            print_error(f"{where}: {err.strerror or err}" + (f" (and {err.filename2})" if err.filename2 else ""))
+            return EXIT_FAILED
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ablations.errors import InputError
+from ablations.errors import InputError, bounded_repr  # noqa: F401 - bounded_repr is part of this API
 from rest_knobs import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS
 
 DATASETS = ("digits", "probe", "imagefolder", "cifar10", "cifar100")
@@ -239,12 +239,6 @@ def _range_text(rules: dict) -> str:
     parts = [f"{sign} {rules[rule]:g}" for rule, sign in (("min", ">="), ("gt", ">"), ("max", "<="), ("lt", "<"))
              if rule in rules]
     return " and ".join(parts)
-
-
-def bounded_repr(value: Any, limit: int = 80) -> str:
-    """repr(value) cut to `limit` characters: error messages never echo a huge value back."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def field_type(key: str) -> Any:

@@ -89,9 +89,29 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir()) if folder.is_dir() else []
 
 
+def check_rand_augment(config: RunConfig) -> None:
+    """aug.rand_augment is checked by building timm's transform from it (what training will do)."""
+    text = config.aug.rand_augment
+    if not text:
+        return
+    if config.data.dataset in BUNDLED:
+        raise DatasetError(f"dataset {config.data.dataset!r}: aug.rand_augment is not supported (timm's "
+                           "RandAugment works on PIL images); set it to null or use imagefolder / cifar10")
+    from timm.data.auto_augment import rand_augment_transform
+
+    try:
+        if not text.startswith("rand"):
+            raise ValueError("a RandAugment string starts with 'rand', e.g. rand-m9-mstd0.5-inc1")
+        rand_augment_transform(text, {"translate_const": 100, "img_mean": (124, 116, 104)})
+    except Exception as err:  # timm raises AssertionError / ValueError / KeyError for bad strings
+        raise DatasetError(f"aug.rand_augment {text[:80]!r} is not a valid timm RandAugment string "
+                           f"({type(err).__name__}: {str(err)[:200]})") from None
+
+
 def check_dataset(config: RunConfig) -> None:
     """Raise DatasetError if the dataset cannot be found; cheap (lists folders, decodes no image)."""
     dataset = config.data.dataset
+    check_rand_augment(config)
     if dataset in BUNDLED:
         return
     if dataset in CIFAR_FOLDERS:
@@ -99,9 +119,15 @@ def check_dataset(config: RunConfig) -> None:
         return
     root = _require_root(config)
     for split in ("train", "val"):
-        if not _class_dirs(root / split):
+        classes = _class_dirs(root / split)
+        if not classes:
             raise _missing(dataset, root / split, f"no class folders in {split}/ (expected {split}/<class>/<image>, "
                                                   "the ImageNet / Imagenette layout)")
+        for name in classes:  # one directory entry each: still cheap for 1,000 classes
+            with os.scandir(root / split / name) as entries:
+                if not any(e.is_file() for e in entries):
+                    raise DatasetError(f"dataset 'imagefolder' at {root}: class folder {split}/{name}/ holds no "
+                                       "image file")
     if _class_dirs(root / "train") != _class_dirs(root / "val"):
         raise DatasetError(f"dataset 'imagefolder' at {root}: train/ and val/ have different class folders")
 
@@ -171,7 +197,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 
 
 def _digits(config: RunConfig) -> tuple[Dataset, Dataset]:
-    _no_rand_augment(config)
+    check_rand_augment(config)
     images, labels = load_digits_arrays()
     train_idx, val_idx = stratified_split(labels, 0.2, SPLIT_SEED)
     return _bundled(config, images, labels, train_idx, val_idx)
@@ -180,19 +206,13 @@ def _digits(config: RunConfig) -> tuple[Dataset, Dataset]:
 def _probe(config: RunConfig) -> tuple[Dataset, Dataset]:
     from ablations.probe import probe_arrays
 
-    _no_rand_augment(config)
+    check_rand_augment(config)
     images, labels = load_digits_arrays()
     train_idx, val_idx = stratified_split(labels, 0.2, SPLIT_SEED)
     train_x, train_y, val_x, val_y = probe_arrays(images, labels, train_idx, val_idx)
     images, labels = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
     n = len(train_y)
     return _bundled(config, images, labels, np.arange(n), np.arange(n, len(labels)))
-
-
-def _no_rand_augment(config: RunConfig) -> None:
-    if config.aug.rand_augment:
-        raise DatasetError(f"dataset {config.data.dataset!r}: aug.rand_augment is not supported (timm's "
-                           "RandAugment works on PIL images); set it to null or use imagefolder / cifar10")
 
 
 def _bundled(config: RunConfig, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
@@ -225,6 +245,18 @@ def _transforms(config: RunConfig):
     return train, val
 
 
+def load_image(path: str):
+    """An RGB image; DatasetError naming the file for a corrupt or truncated one (PIL's own message may not)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError, "image file is truncated"
+        raise DatasetError(f"{path}: not a readable image ({type(err).__name__}: {str(err)[:200]})") from None
+
+
 def _imagefolder(config: RunConfig) -> tuple[Dataset, Dataset]:
     from torchvision.datasets import ImageFolder
 
@@ -232,7 +264,8 @@ def _imagefolder(config: RunConfig) -> tuple[Dataset, Dataset]:
     root = _require_root(config)
     train_tf, val_tf = _transforms(config)
     try:
-        return ImageFolder(str(root / "train"), train_tf), ImageFolder(str(root / "val"), val_tf)
+        return (ImageFolder(str(root / "train"), train_tf, loader=load_image),
+                ImageFolder(str(root / "val"), val_tf, loader=load_image))
     except (FileNotFoundError, RuntimeError) as err:  # e.g. class folders without images
         raise DatasetError(f"dataset 'imagefolder' at {root}: {err}") from None
 

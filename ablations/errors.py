@@ -6,6 +6,35 @@ the message. Every command prints it as one paragraph and exits with code 2 (see
 """
 from __future__ import annotations
 
+from typing import Any
+
+
+def bounded_repr(value: Any, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters: error messages never echo a huge value back."""
+    text = repr(value) if not isinstance(value, list | dict | tuple | set) else _bounded_container(value, limit)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded_container(value: Any, limit: int) -> str:
+    # repr() of an alias-expanded container could be gigabytes: build only the first `limit` characters
+    text = repr(value) if len(value) <= 8 and sum(1 for _ in _leaves(value, limit)) < limit else None
+    if text is not None:
+        return text
+    return f"<{type(value).__name__} of {len(value)} items>"
+
+
+def _leaves(value: Any, limit: int):
+    stack = [value]
+    n = 0
+    while stack and n < limit:
+        item = stack.pop()
+        n += 1
+        yield item
+        if isinstance(item, list | tuple | set):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+
 
 class InputError(ValueError):
     """Bad input. ``InputError(message)``, ``InputError(key, message)`` or ``InputError(file, key, message)``."""

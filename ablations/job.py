@@ -146,6 +146,21 @@ class _StopOnSignal:
             self.submitit_handler(self.received, None)
 
 
+def cpu_threads_from_slurm() -> int | None:
+    """On CPU, torch's threads = the task's --cpus-per-task (SLURM_CPUS_PER_TASK), per rank: each DDP rank is a
+    task with its own CPUs, and torch's default (every core of the node) would oversubscribe them. None (and
+    nothing changed) on GPU or outside a task with a CPU count."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if not value.isdigit() or int(value) < 1:
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    torch.set_num_threads(int(value))
+    return int(value)
+
+
 # ---- the job -------------------------------------------------------------------------------------------------------
 class RunJob:
     """Claim, skip, archive, train and record the run in `run_dir` (config.json already written); picklable,
@@ -210,7 +225,12 @@ class RunJob:
             stack.enter_context(store.run_lock(run_dir))
         except store.RunLocked:
             return "locked"
-        state = store.run_state(run_dir).state  # again, now that nobody else can change it
+        state = store.run_state(run_dir)  # again, now that nobody else can change it
+        if state.state == store.CORRUPT:
+            from ablations.errors import InputError
+
+            raise InputError(run_dir / store.CONFIG, "config", state.error)
+        state = state.state
         if state == store.DONE and not self.force:
             return ALREADY_DONE
         if state == store.FAILED and not (self.retry_failed or self.force):
@@ -221,6 +241,8 @@ class RunJob:
 
     def _train(self, train: types.ModuleType, config: Any, run_dir: Path, env: Any | None, rank: int) -> dict:
         slurm = _on_slurm(env) and rank == 0
+        if _on_slurm(env):
+            cpu_threads_from_slurm()
         if slurm:
             restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
             record_event(run_dir, env.job_id, "RUNNING", restart=restarts, host=env.hostname)

@@ -178,6 +178,9 @@ class Speed:
     runs: int = 0  # recorded: how many finished runs it comes from
 
     def describe(self) -> str:
+        if self.source == "recorded-gpu":
+            return (f"at {self.img_per_s:.0f} training img/s recorded by {self.runs} finished GPU run(s) of "
+                    f"{self.model} (SLURM runs: no probe on this login node)")
         if self.source == "recorded":
             return (f"at {self.img_per_s:.0f} training img/s recorded by {self.runs} finished run(s) of "
                     f"{self.model} on this machine")
@@ -214,6 +217,27 @@ def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanC
         return None
     macs = complexity_of(config, num_classes, cache)["macs_total"]
     return Speed(statistics.median(known.values()), macs, config.model.name, "recorded", runs=len(known))
+
+
+def recorded_gpu_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanCache) -> Speed | None:
+    """For SLURM runs: the median training speed of finished GPU runs (any host) of the same model and image
+    size in this sweep's results folder; None (no ETA) if there are none. Never a probe on the login node."""
+    speeds = []
+    for run_dir in store.run_dirs_in(plan.results_dir):
+        result = store.read_result(run_dir)
+        if result is None or not str(result.get("device", "")).startswith("cuda"):
+            continue
+        document, _ = store.read_json(run_dir / store.CONFIG)
+        config_dict = document.get("config", {}) if isinstance(document, dict) else {}
+        model, data = config_dict.get("model") or {}, config_dict.get("data") or {}
+        speed = result.get("train_img_s")
+        if (model.get("name"), data.get("img_size")) == (config.model.name, config.data.img_size) and \
+                isinstance(speed, int | float) and not isinstance(speed, bool) and speed > 0:
+            speeds.append(float(speed))
+    if not speeds:
+        return None
+    macs = complexity_of(config, num_classes, cache)["macs_total"]
+    return Speed(statistics.median(speeds), macs, config.model.name, "recorded-gpu", runs=len(speeds))
 
 
 def probe_speed(config: RunConfig, num_classes: int, cache: PlanCache, repeats: int = 3) -> Speed:

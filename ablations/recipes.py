@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.config import ModelConfig, RunConfig, check_value, flatten, with_overrides
-from ablations.errors import InputError
+from ablations.errors import InputError, bounded_repr
 from ablations.yamlio import YamlError, errors_located, load_yaml_strict
 
 __all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "list_recipes", "load_recipe", "load_yaml_strict", "resolve"]
@@ -76,7 +76,8 @@ def _load_recipe(path: Path) -> Recipe:
         if key == "overrides" and value is None:
             continue
         if not isinstance(value, TOP_KEYS[key]):
-            raise RecipeError(path, key, f"expected a {_kind(TOP_KEYS[key])}, got {type(value).__name__} {value!r}")
+            raise RecipeError(path, key, f"expected a {_kind(TOP_KEYS[key])}, got "
+                                         f"{type(value).__name__} {bounded_repr(value)}")
     for key in REQUIRED:
         if key not in raw:
             raise RecipeError(path, key, "missing")
@@ -123,7 +124,7 @@ def _check_value(path: Path, where: str, key: str, value: Any) -> Any:
     except ValueError as err:
         message = getattr(err, "message", str(err))
         if isinstance(value, str) and _is_number(value):
-            message += f" (YAML reads {value!r} as text: write it with a dot, e.g. 1.0e-4, or in decimals)"
+            message += f" (YAML reads {bounded_repr(value)} as text: write it with a dot, e.g. 1.0e-4, or in decimals)"
         raise RecipeError(path, where, message) from None
 
 

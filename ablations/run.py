@@ -32,6 +32,7 @@ from ablations.plan import (
     make_plan,
     pending_states,
     probe_speed,
+    recorded_gpu_speed,
     recorded_speed,
 )
 
@@ -65,8 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--cpus-per-task", type=int, help="CPU cores per task (also the data-loading workers' share)")
     cluster.add_argument("--mem-gb", type=float, help="memory per node, GB")
     cluster.add_argument("--array-parallelism", type=int, help="at most this many runs at once")
+    cluster.add_argument("--signal-delay-s", type=int, help="send the checkpoint signal (USR2) this many seconds "
+                                                            "before the time limit (default 120)")
+    cluster.add_argument("--max-requeues", type=int, dest="max_num_timeout",
+                         help="requeues after a time limit before a run is given up (default 3)")
     cluster.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
-                         help="any other sbatch option, e.g. --sbatch exclusive=true (repeatable)")
+                         help="any other sbatch option: KEY=VALUE, or a bare flag such as --sbatch exclusive "
+                              "(repeatable)")
     cluster.add_argument("--wait", action="store_true", help="block until the submitted jobs end, with progress")
     return p
 
@@ -83,10 +89,15 @@ def check_datasets(plan: Plan, runs) -> None:
 
     checked = set()
     for planned in runs:
-        data = planned.run.config.data
-        if (data.dataset, data.root) in checked:
+        data, train = planned.run.config.data, planned.run.config.train
+        if data.train_limit is not None and train.batch_size > data.train_limit:
+            raise InputError(plan.sweep.path, "train.batch_size", f"{train.batch_size} is more than the "
+                             f"{data.train_limit} training images of data.train_limit (cell "
+                             f"{planned.run.cell.label!r}): no full batch, so no training step")
+        key = (data.dataset, data.root, planned.run.config.aug.rand_augment)
+        if key in checked:
             continue
-        checked.add((data.dataset, data.root))
+        checked.add(key)
         try:
             check_dataset(planned.run.config)
         except DatasetError as err:
@@ -94,7 +105,7 @@ def check_datasets(plan: Plan, runs) -> None:
                              f"{data.dataset!r} (recipe {plan.recipe!r}): {err}") from None
 
 
-def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool) -> str:
+def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool, on_slurm: bool = False) -> str:
     """The plan as the user sees it. costs: compute params/MACs/ETA (something is left to run); probe: time a
     few training steps when no finished run has recorded a speed for the model here."""
     first = plan.runs[0].run.config
@@ -117,7 +128,9 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool) -
         lines.append("  NOTE: the quick recipe is the same experiment, smaller (bundled digits): its numbers are "
                      "not comparable to the paper's. Use --recipe paper-ablation --data-root PATH for the protocol.")
     speed: Speed | None = None
-    if costs:
+    if costs and on_slurm:  # the cluster's GPUs, not this machine: recorded GPU runs, or no ETA
+        speed = recorded_gpu_speed(plan, first, num_classes, cache)
+    elif costs:
         speed = recorded_speed(plan, first, num_classes, cache)
         if speed is None and probe:
             speed = probe_speed(first, num_classes, cache)
@@ -148,7 +161,8 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool) -
                   f"{summary}.  (* = baseline)"]
     if costs:
         eta_text = f"ETA {format_duration(total_eta)} {speed.describe()}" if speed else \
-            "no ETA: no finished run has recorded a speed for this model here yet (a launch probes one)"
+            ("no ETA: no finished GPU run has recorded a speed for this model yet" if on_slurm else
+             "no ETA: no finished run has recorded a speed for this model here yet (a launch probes one)")
         lines.append(f"  cost of what is left: {total_image_epochs:,} image-epochs; {eta_text}")
     others = describe_others(plan.experiment)
     if others:
@@ -164,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     plan = load_plan(args)
     executor, why = resolve_executor(args.executor)
-    settings = slurm_settings(args, plan) if executor == "slurm" else None
+    settings = slurm_settings(args, plan)  # checked for every executor: a bad slurm: block is a bad sweep
     todo = plan.pending(retry_failed=args.retry_failed, force=args.force)
     if executor == "local":
         check_jobs(args.jobs)
@@ -174,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     # The ETA of SLURM runs comes from recorded runs only: a probe on the login node says nothing of the GPUs.
     probe = bool(todo) and not args.no_eta and not args.dry_run and executor == "local"
     print(format_plan(plan, wanted, f"{executor} executor ({why})", costs=bool(todo) and not args.no_eta,
-                      probe=probe), flush=True)
+                      probe=probe, on_slurm=executor == "slurm"), flush=True)
     if args.dry_run:
         print("\n--dry-run: nothing was written or launched.")
         return EXIT_OK
@@ -226,13 +240,11 @@ def slurm_settings(args: argparse.Namespace, plan: Plan):
     """The sweep's slurm: block with the command line on top, checked before anything is submitted."""
     from ablations.slurm import SlurmSettings
 
-    try:
-        extra = dict(item.split("=", 1) for item in args.sbatch)
-    except ValueError:
-        raise InputError("--sbatch", f"{args.sbatch}: expected KEY=VALUE, e.g. --sbatch exclusive=true") from None
+    # KEY=VALUE, or a bare flag (--sbatch exclusive -> #SBATCH --exclusive)
+    extra = {key: value if sep else True for key, sep, value in (item.partition("=") for item in args.sbatch)}
     cli = {name: getattr(args, name) for name in (
         "partition", "account", "qos", "constraint", "time_min", "nodes", "gpus_per_node", "tasks_per_node",
-        "cpus_per_task", "mem_gb", "array_parallelism")}
+        "cpus_per_task", "mem_gb", "array_parallelism", "signal_delay_s", "max_num_timeout")}
     settings = SlurmSettings.from_mapping(plan.sweep.slurm or None, str(plan.sweep.path)).with_cli(**cli)
     if extra:
         settings = settings.with_cli(additional_parameters={**settings.additional_parameters, **extra})
@@ -240,17 +252,51 @@ def slurm_settings(args: argparse.Namespace, plan: Plan):
 
 
 def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int:
+    """One job array per resource group (slurm.per_level gives cells their own time/memory/GPUs), under the
+    sweep's submission lock. If sbatch refuses, nothing is left behind: the run folders this launch created
+    are removed (the code snapshot and submitit's files are removed by ablations.slurm.submit) and the command
+    exits 2 with sbatch's message."""
+    import dataclasses
+    import json
+    import shutil
+
     from ablations import slurm
     from ablations.launch import write_configs
 
-    write_configs(plan, todo)
-    job_ids = slurm.submit(plan.results_dir, [p.run_dir for p in todo], settings, plan.sweep.name,
-                           retry_failed=args.retry_failed, force=args.force, num_workers=args.workers)
+    groups: dict[str, tuple[object, list]] = {}
+    for planned in todo:
+        cell_settings = settings.for_levels(list(planned.run.cell.levels.values()))
+        key = json.dumps(dataclasses.asdict(cell_settings), sort_keys=True, default=str)
+        groups.setdefault(key, (cell_settings, []))[1].append(planned)
+    created = plan.results_dir.absolute()  # the topmost folder this launch creates, if any
+    while not created.parent.exists():
+        created = created.parent
+    created_now = not created.exists()
+    new_dirs = [p.run_dir for p in todo if not p.run_dir.exists()]
+    job_ids: list[str] = []
+    try:
+        write_configs(plan, todo)
+        for group_settings, planned_runs in groups.values():
+            job_ids += slurm.submit(plan.results_dir, [p.run_dir for p in planned_runs], group_settings,
+                                    plan.sweep.name, retry_failed=args.retry_failed, force=args.force,
+                                    num_workers=args.workers)
+    except slurm.SubmissionError as err:
+        for run_dir in new_dirs:  # folders this launch made for runs that never went out
+            if not (run_dir / store.SLURM_JSON).exists():
+                shutil.rmtree(run_dir, ignore_errors=True)
+        if job_ids:  # an earlier resource group went out: say so
+            arrays = ", ".join(sorted({j.split("_")[0] for j in job_ids}))
+            raise slurm.SubmissionError("sbatch", f"{err.message}; {len(job_ids)} run(s) of other resource groups "
+                                                  f"were submitted (job arrays {arrays})") from None
+        if created_now:  # nothing went out: leave no trace of this launch
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     if not job_ids:
         print("nothing submitted: every pending run already has a queued or running job")
         return EXIT_OK
-    print(f"submitted {len(job_ids)} run(s) as one job array: {job_ids[0].split('_')[0]} "
-          f"(logs: {plan.results_dir}/.submitit/)")
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    how = "one job array" if len(arrays) == 1 else f"{len(arrays)} job arrays (one per resource group)"
+    print(f"submitted {len(job_ids)} run(s) as {how}: {', '.join(arrays)} (logs: {plan.results_dir}/.submitit/)")
     print(f"status: python -m ablations.status {plan.sweep.path}   cancel: python -m ablations.cancel "
           f"{plan.sweep.path}")
     if not args.wait:

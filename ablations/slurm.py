@@ -14,8 +14,11 @@ the checkout while jobs wait in the queue cannot change them. submitit's files a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
+import io
 import os
 import re
 import shlex
@@ -31,6 +34,7 @@ from ablations import store
 from ablations.config import bounded_repr, check_field, knob, rule_problem
 from ablations.errors import InputError
 from ablations.job import TRAINER, RunJob
+from ablations.provenance import git_state, provenance_exports
 from ablations.store import now, read_slurm_record, update_slurm_record
 from ablations.store import record_slurm_event as record_event
 
@@ -74,6 +78,8 @@ class SlurmSettings:
     signal_delay_s: int = knob(120, min=0)  # USR2 this long before the time limit: checkpoint and requeue
     max_num_timeout: int = knob(3, min=0)  # requeues after a time limit before the run is given up
     additional_parameters: dict[str, Any] = knob(factory=dict)  # any other sbatch option
+    setup: tuple[str, ...] = knob(factory=tuple)  # shell lines run before the job (module load, venv activation)
+    per_level: dict[str, dict] = knob(factory=dict)  # level name -> settings for the cells with that level
 
     @classmethod
     def from_mapping(cls, data: dict | None, source: str) -> SlurmSettings:
@@ -96,12 +102,57 @@ class SlurmSettings:
                 raise InputError(source, f"slurm.{key}", f"unknown setting; allowed: {', '.join(names)}")
             if key == "additional_parameters":
                 checked[key] = _check_sbatch_options(source, value)
+            elif key == "setup":
+                checked[key] = _check_setup(source, value)
+            elif key == "per_level":
+                checked[key] = _check_per_level(source, value, self)
             else:
                 checked[key] = check_field(SlurmSettings, key, value, key=f"slurm.{key}", source=source)
-        return dataclasses.replace(self, **checked)
+        settings = dataclasses.replace(self, **checked)
+        if settings.time_min * 60 <= settings.signal_delay_s:
+            key = "slurm.time_min" if "time_min" in values or "signal_delay_s" not in values else "slurm.signal_delay_s"
+            raise InputError(source, key, f"a time limit of {settings.time_min} min cannot fit the checkpoint signal "
+                                          f"sent {settings.signal_delay_s} s before it (signal_delay_s): raise "
+                                          "time_min or lower signal_delay_s")
+        return settings
+
+
+    def for_levels(self, levels: list[str]) -> SlurmSettings:
+        """These settings with `per_level` applied for a cell whose levels are `levels` (in axis order)."""
+        settings = dataclasses.replace(self, per_level={})
+        for level in levels:
+            if level in self.per_level:
+                settings = settings._replaced(self.per_level[level], f"slurm.per_level.{level}")
+        return settings
 
 
 SBATCH_KEY = r"[a-z][a-z0-9_-]{0,40}"
+SETUP_LINE = r"[^\x00-\x1f\x7f]{1,500}"  # one printable line: no newline, no control character
+
+
+def _check_setup(source: str, value: Any) -> tuple[str, ...]:
+    """Setup lines: the user's own shell lines (that is their purpose), one line each, printable, bounded."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or len(value) > 50:
+        raise InputError(source, "slurm.setup", f"expected a list of shell lines, got {bounded_repr(value)}")
+    for i, line in enumerate(value):
+        if not isinstance(line, str) or not re.fullmatch(SETUP_LINE, line):
+            raise InputError(source, f"slurm.setup[{i}]", f"{bounded_repr(line)}: one line of 1 to 500 printable "
+                                                          "characters (no newline)")
+    return tuple(value)
+
+
+def _check_per_level(source: str, value: Any, base: SlurmSettings) -> dict[str, dict]:
+    """per_level: {level name: {time_min: ..., gpus_per_node: ...}}, each checked as a slurm: block would be."""
+    if not isinstance(value, dict):
+        raise InputError(source, "slurm.per_level", f"expected a mapping of level name -> settings, got "
+                                                    f"{bounded_repr(value)}")
+    for level, settings in value.items():
+        if not isinstance(settings, dict) or {"per_level"} & set(settings):
+            raise InputError(source, f"slurm.per_level.{bounded_repr(level)}", "expected a mapping of settings")
+        dataclasses.replace(base, per_level={})._replaced(settings, source)  # raises InputError if bad
+    return {str(k): dict(v) for k, v in value.items()}
 
 
 def _check_sbatch_options(source: str, value: Any) -> dict[str, Any]:
@@ -147,6 +198,8 @@ def make_executor(folder: Path, settings: SlurmSettings, job_name: str, *, code_
         # -P: the job's working folder (often the checkout) must not come before the snapshot on sys.path
         python = f"{shlex.quote(sys.executable)} -P"
         setup.append(f"export PYTHONPATH={shlex.quote(str(code_dir))}${{PYTHONPATH:+:$PYTHONPATH}}")
+        setup.append(provenance_exports(git_state(project_root())))
+    setup.extend(settings.setup)
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=settings.max_num_timeout,
                                      slurm_python=python)
     params: dict[str, Any] = dict(
@@ -168,7 +221,11 @@ def project_root() -> Path:
 
 
 def snapshot_code(sweep_dir: Path, root: Path | None = None) -> Path:
-    """Copy the project's packages to <sweep_dir>/.code/<hash of their files>/ (reused if the same) and return it."""
+    """Copy the project's packages to <sweep_dir>/.code/<hash of their files>/ (reused if the same) and return it.
+
+    The snapshot is readable by the group (folders 0755, files 0644), like the run folders. It has no .git: the
+    jobs learn the checkout's commit and dirty state from make_executor (ablations.provenance).
+    """
     root = Path(root or project_root())
     files = sorted(
         path.relative_to(root)
@@ -188,6 +245,10 @@ def snapshot_code(sweep_dir: Path, root: Path | None = None) -> Path:
         for rel in files:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / rel, tmp / rel)
+        for folder, _, names in os.walk(tmp):
+            os.chmod(folder, 0o755)  # mkdtemp makes 0700: collaborators could not read what a job ran
+            for name in names:
+                os.chmod(os.path.join(folder, name), store.FILE_MODE)
         os.rename(tmp, dest)  # atomic; fails if another submission created it meanwhile (same content)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -197,51 +258,141 @@ def snapshot_code(sweep_dir: Path, root: Path | None = None) -> Path:
 
 
 # ---- submission ----------------------------------------------------------------------------------------------------
+SUBMIT_LOCK = ".submit.lock"
+SUBMISSIONS = "submissions.jsonl"  # in .submitit/: every submission, its array and job ids, whatever happens next
+JOB_ID = re.compile(r"[0-9]{1,12}(_[0-9]{1,9})?")  # what sbatch gives: "123" or "123_4"
+
+
+class SubmissionError(InputError):
+    """sbatch refused the submission (invalid partition, account, time limit...): nothing was left behind."""
+
+
+def valid_job_id(value: Any) -> str | None:
+    """`value` if it is a SLURM job id ("123", "123_4"), else None: an "id" read from a run file such as
+    "--user=alice" must never reach scancel or sacct as an option."""
+    return value if isinstance(value, str) and JOB_ID.fullmatch(value) else None
+
+
+def job_ids_of(record: dict) -> list[str]:
+    """Every valid job id a run's slurm.json names (latest, all submitted, history), oldest first, no repeats."""
+    ids = [*(record.get("job_ids") or []), *(e.get("job_id") for e in record.get("history") or []
+                                               if isinstance(e, dict)), record.get("job_id")]
+    return list(dict.fromkeys(i for i in ids if valid_job_id(i)))
+
+
+@contextlib.contextmanager
+def submission_lock(sweep_dir: Path):
+    """One submission of a sweep at a time (flock on <sweep_dir>/.submit.lock, waited for): "check existing
+    jobs, submit, record ids" is atomic, so two submissions at the same instant give one set of jobs."""
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    fd = store.open_fd(Path(sweep_dir) / SUBMIT_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_name: str, snapshot: bool = True,
            *, retry_failed: bool = False, force: bool = False, trainer: str = TRAINER,
            num_workers: int = 0) -> list[str]:
     """Submit one job array with a task per run that still needs one; return the job ids ("<array>_<index>").
 
     Skipped: runs that are done (unless `force`), failed (unless `retry_failed` or `force`), locked by a running
-    job, or whose latest job is still pending/running/requeued. Every run folder must hold its config.json
-    already. Each task is a RunJob, which claims its folder and (with `force`) archives it under the lock.
+    job, or with a job still pending/running/requeued (a corrupt run is refused by its RunJob). Every run folder
+    must hold its config.json already. Each task is a RunJob, which claims its folder and (with `force`)
+    archives it under the lock.
+    Holds the sweep's submission lock throughout. SubmissionError (sbatch's message) if sbatch refuses: the
+    code snapshot and submitit's files made for this submission are removed.
     """
     sweep_dir = Path(sweep_dir).absolute()
     run_dirs = [Path(d).absolute() for d in run_dirs]
     for run_dir in run_dirs:
         if not (run_dir / store.CONFIG).is_file():
             raise FileNotFoundError(f"{run_dir / store.CONFIG}: write the run's config before submitting it")
-    active = _active_jobs(run_dirs)
-    todo = []
-    for run_dir in run_dirs:
-        state = store.run_state(run_dir).state
-        if (state == store.DONE and not force) or (state == store.FAILED and not (retry_failed or force)):
-            continue
-        if run_dir in active or store.is_locked(run_dir):
-            continue
-        todo.append(run_dir)
-    if not todo:
-        return []
-    code_dir = snapshot_code(sweep_dir) if snapshot else project_root()
-    executor = make_executor(sweep_dir / SUBMITIT_DIR, settings, job_name, code_dir=code_dir)
-    jobs = executor.submit_array([RunJob(d, force=force, retry_failed=retry_failed, trainer=trainer,
-                                         num_workers=num_workers) for d in todo])
-    submitted_at = now()
-    for run_dir, job in zip(todo, jobs, strict=True):
-        array_id, _, index = job.job_id.partition("_")
+    if not re.fullmatch(SBATCH_VALUE["pattern"], job_name):
+        raise InputError("job name", job_name[:80], SBATCH_VALUE["pattern_text"])
+    with submission_lock(sweep_dir):
+        active = _active_jobs(run_dirs)
+        todo = []
+        for run_dir in run_dirs:
+            state = store.run_state(run_dir).state
+            if (state == store.DONE and not force) or (state == store.FAILED and not (retry_failed or force)):
+                continue
+            if run_dir in active or store.is_locked(run_dir):
+                continue
+            todo.append(run_dir)
+        if not todo:
+            return []
+        folder = sweep_dir / SUBMITIT_DIR
+        before = set(os.listdir(folder)) if folder.is_dir() else None
+        code_existed = snapshot and (sweep_dir / CODE_DIR).is_dir()
+        code_before = set(os.listdir(sweep_dir / CODE_DIR)) if code_existed else set()
+        code_dir = snapshot_code(sweep_dir) if snapshot else project_root()
+        executor = make_executor(folder, settings, job_name, code_dir=code_dir)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's stderr; it is in `err`
+                jobs = executor.submit_array([RunJob(d, force=force, retry_failed=retry_failed, trainer=trainer,
+                                                     num_workers=num_workers) for d in todo])
+        except Exception as err:  # submitit: FailedJobError with sbatch's stderr, FailedSubmissionError
+            _remove_new(folder, before)
+            if snapshot:
+                _remove_new(sweep_dir / CODE_DIR, code_before if code_existed else None)
+            message = " ".join(str(err).split())
+            raise SubmissionError("sbatch", f"the submission was refused (nothing of this job array was submitted): "
+                                            f"{message[:1500]}") from None
+        submitted_at = now()
+        store.append_jsonl(folder / SUBMISSIONS, dict(
+            at=submitted_at, job_name=job_name, array_job_id=jobs[0].job_id.partition("_")[0],
+            job_ids=[job.job_id for job in jobs], run_dirs=[str(d) for d in todo]))
+        for run_dir, job in zip(todo, jobs, strict=True):
+            array_id, _, index = job.job_id.partition("_")
 
-        def change(record: dict, job_id: str = job.job_id, array_id: str = array_id, index: str = index) -> None:
-            record.update(job_id=job_id, array_job_id=array_id, array_index=int(index) if index else None,
-                          submitted_at=submitted_at, code=str(code_dir), job_name=job_name)
-            record.setdefault("history", []).append({"job_id": job_id, "state": "SUBMITTED", "at": submitted_at})
+            def change(record: dict, job_id: str = job.job_id, array_id: str = array_id, index: str = index) -> None:
+                earlier = job_ids_of(record)
+                record.update(job_id=job_id, array_job_id=array_id, array_index=int(index) if index else None,
+                              submitted_at=submitted_at, code=str(code_dir), job_name=job_name)
+                record["job_ids"] = list(dict.fromkeys([*earlier, job_id]))  # every job ever submitted for the run
+                record.setdefault("history", []).append({"job_id": job_id, "state": "SUBMITTED", "at": submitted_at})
 
-        update_slurm_record(run_dir, change)
+            update_slurm_record(run_dir, change)
     return [job.job_id for job in jobs]
+
+
+def _remove_new(folder: Path, before: set[str] | None) -> None:
+    """Remove what appeared in `folder` since `before` was listed (the folder itself if it did not exist)."""
+    if not folder.is_dir():
+        return
+    if before is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for name in set(os.listdir(folder)) - before:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def submitted_job_ids(sweep_dir: Path, run_dirs: list[Path] | None = None) -> dict[str, Path]:
+    """job id -> run folder, for every job the sweep's submissions log names (valid ids only; of `run_dirs`
+    only, if given)."""
+    wanted = {str(Path(d).absolute()) for d in run_dirs} if run_dirs is not None else None
+    out: dict[str, Path] = {}
+    for row in store.read_metrics(Path(sweep_dir) / SUBMITIT_DIR / SUBMISSIONS).rows:
+        ids, dirs = row.get("job_ids"), row.get("run_dirs")
+        if not isinstance(ids, list) or not isinstance(dirs, list) or len(ids) != len(dirs):
+            continue
+        for job_id, run_dir in zip(ids, dirs, strict=True):
+            if valid_job_id(job_id) and isinstance(run_dir, str) and (wanted is None or run_dir in wanted):
+                out[job_id] = Path(run_dir)
+    return out
 
 
 def _job_states(job_ids: list[str]) -> dict[str, str]:
     """SLURM state of each job id ("CANCELLED by 0" -> "CANCELLED"): squeue for the jobs the controller holds
     (it knows a job the moment it is submitted), sacct for those that ended. Ids neither knows are left out."""
+    job_ids = [j for j in job_ids if valid_job_id(j)]
     if not job_ids:
         return {}
     from submitit.slurm.slurm import SlurmInfoWatcher
@@ -271,9 +422,10 @@ def _run(command: list[str]) -> str:
 
 
 def _active_jobs(run_dirs: list[Path]) -> set[Path]:
-    latest = {d: r["job_id"] for d in run_dirs if (r := read_slurm_record(d)) and r.get("job_id")}
-    states = _job_states(list(latest.values()))
-    return {d for d, job_id in latest.items() if states.get(job_id, "") in ACTIVE_STATES}
+    """The runs that any job ever submitted for them is still pending, running or requeued."""
+    ids = {d: job_ids_of(r) for d in run_dirs if (r := read_slurm_record(d))}
+    states = _job_states([j for js in ids.values() for j in js])
+    return {d for d, js in ids.items() if any(states.get(j, "") in ACTIVE_STATES for j in js)}
 
 
 # ---- status and cancel -------------------------------------------------------------------------------------------
@@ -303,7 +455,7 @@ def status(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[RunStatu
     out = []
     for run_dir in run_dirs:
         record = records[run_dir]
-        job_id = record.get("job_id")
+        job_id = valid_job_id(record.get("job_id"))
         slurm_state = states.get(job_id) if job_id else None
         files = store.run_state(run_dir)
         row = RunStatus(run_dir.name, run_dir, NEW, job_id, slurm_state, files.epochs_done)
@@ -327,6 +479,8 @@ def status(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[RunStatu
 
 
 def _error_tail(run_dir: Path, sweep_dir: Path, job_id: str | None, lines: int = 15) -> str | None:
+    """What the run's failure says: error.json's reason and traceback tail, else the job log's tail with the
+    real reason (the last Python exception, not srun's "exited with exit code 1") as its last line."""
     error = store.read_error(run_dir)
     if error is not None:
         trace = str(error.get("traceback", "")).rstrip().splitlines()[-lines:]
@@ -336,17 +490,52 @@ def _error_tail(run_dir: Path, sweep_dir: Path, job_id: str | None, lines: int =
 
         stderr = JobPaths(sweep_dir / SUBMITIT_DIR, job_id=job_id).stderr
         if stderr.is_file():
-            return "\n".join(stderr.read_text(errors="replace").rstrip().splitlines()[-lines:]) or None
+            text = stderr.read_text(errors="replace")
+            tail = text.rstrip().splitlines()[-lines:]
+            reason = failure_reason(text)
+            return "\n".join([*tail, reason] if reason and (not tail or tail[-1] != reason) else tail) or None
+    return None
+
+
+LAUNCHER_LINE = re.compile(r"^(srun|slurmstepd|submitit)[:\s]|^\s*$")
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failed|Preempted)\b.*")
+
+
+def failure_reason(log_text: str) -> str | None:
+    """The real reason a job failed, from its log: the exception line ending the last traceback, else the last
+    line that is not srun's or slurmstepd's; None for an empty log."""
+    lines = log_text.splitlines()
+    last_traceback = max((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")),
+                         default=None)
+    if last_traceback is not None:
+        found = [line for line in lines[last_traceback + 1:] if EXCEPTION_LINE.match(line)]
+        if found:
+            return found[-1].strip()[:500]
+    for line in reversed(lines):
+        if not LAUNCHER_LINE.match(line):
+            return line.strip()[:500]
     return None
 
 
 def cancel(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[str]:
-    """scancel the job of every run (of the sweep, or those given) that is still pending, running or requeued;
-    return the ids cancelled."""
-    rows = [r for r in status(sweep_dir, run_dirs) if r.state in (PENDING, RUNNING, REQUEUED) and r.job_id]
-    if not rows:
+    """scancel every job of the runs (of the sweep, or those given) that is still pending, running or requeued:
+    every job id ever submitted for them (slurm.json's job_ids and history) and those the sweep's submissions
+    log names for them (a job whose run record was lost or never written); return the ids cancelled."""
+    sweep_dir = Path(sweep_dir).absolute()
+    dirs = [Path(d).absolute() for d in run_dirs if Path(d).is_dir()] if run_dirs is not None \
+        else run_dirs_of(sweep_dir)
+    owner: dict[str, Path] = {}
+    for run_dir in dirs:
+        for job_id in job_ids_of(read_slurm_record(run_dir) or {}):
+            owner[job_id] = run_dir
+    for job_id, run_dir in submitted_job_ids(sweep_dir, run_dirs).items():
+        owner.setdefault(job_id, run_dir)
+    states = _job_states(list(owner))
+    active = [j for j in owner if states.get(j, "") in ACTIVE_STATES]
+    if not active:
         return []
-    subprocess.run(["scancel", *[r.job_id for r in rows]], check=True, timeout=60)
-    for row in rows:
-        record_event(row.run_dir, row.job_id, "CANCELLED")
-    return [r.job_id for r in rows]
+    subprocess.run(["scancel", *active], check=True, timeout=60)
+    for job_id in active:
+        if owner[job_id].is_dir():
+            record_event(owner[job_id], job_id, "CANCELLED")
+    return active

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.config import RunConfig, check_value, with_overrides
-from ablations.errors import InputError
+from ablations.errors import InputError, bounded_repr
 from ablations.metrics import DEFAULT_COLUMNS, METRIC_NAMES
 from ablations.yamlio import YamlError, errors_located, load_yaml_strict
 
@@ -54,6 +54,8 @@ REQUIRED_KEYS = ("name", "paper_table", "recipe", "model", "axes")
 AXIS_KEYS = {"name", "key", "baseline", "levels"}
 METRICS = METRIC_NAMES  # ablations.metrics
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # fullmatch: "$" would let "pe\n" through
+MAX_LEVEL_NAME = 64  # axis and level names: a cell's slug is part of its folder's name (255 bytes at most)
+MAX_CELL_SLUG = 200
 
 
 SweepError = InputError  # one error type for every input (ablations.errors)
@@ -166,7 +168,7 @@ def _load_sweep(path: Path) -> Sweep:
 
     name = expect(path, "name", raw["name"], str)
     if not NAME_PATTERN.fullmatch(name):
-        raise SweepError(path, "name", f"{name!r} must be a folder name: letters, digits, '_', '-', '.'")
+        raise SweepError(path, "name", f"{bounded_repr(name)} must be a folder name: letters, digits, '_', '-', '.'")
     model = expect(path, "model", raw["model"], str)
     check_config_value(path, "model", "model.name", model)
     overrides = parse_overrides(path, "overrides", raw.get("overrides", {}))
@@ -174,7 +176,7 @@ def _load_sweep(path: Path) -> Sweep:
     columns = expect(path, "columns", raw.get("columns", list(DEFAULT_COLUMNS)), list)
     for column in columns:
         if column not in METRICS:
-            raise SweepError(path, "columns", f"{column!r} is not a metric; allowed: {', '.join(METRICS)}")
+            raise SweepError(path, "columns", f"{bounded_repr(column)} is not a metric; allowed: {', '.join(METRICS)}")
     axes = parse_axes(path, raw["axes"])
     sweep = Sweep(
         path=path,
@@ -189,6 +191,7 @@ def _load_sweep(path: Path) -> Sweep:
         axes=axes,
         slurm=expect(path, "slurm", raw.get("slurm") or {}, dict),
     )
+    check_cells(path, sweep)
     published = parse_published(path, raw.get("published") or {}, {c.label for c in sweep.cells})
     check_axis_conflicts(path, sweep)
     return Sweep(**{**sweep.__dict__, "published": published})
@@ -196,7 +199,7 @@ def _load_sweep(path: Path) -> Sweep:
 
 def expect(path: Path, key: str, value: Any, kind: type) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise SweepError(path, key, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        raise SweepError(path, key, f"expected {kind.__name__}, got {type(value).__name__} {bounded_repr(value)}")
     return value
 
 
@@ -209,7 +212,8 @@ def check_config_value(path: Path, where: str, key: str, value: Any) -> Any:
 
 def parse_overrides(path: Path, where: str, raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise SweepError(path, where, f"expected a mapping of dotted keys (e.g. optim.lr: 0.1), got {raw!r}")
+        raise SweepError(path, where, "expected a mapping of dotted keys (e.g. optim.lr: 0.1), got "
+                                      f"{bounded_repr(raw)}")
     out = {}
     for key, value in raw.items():
         if not isinstance(key, str) or "." not in key:
@@ -220,10 +224,10 @@ def parse_overrides(path: Path, where: str, raw: Any) -> dict[str, Any]:
 
 def parse_seeds(path: Path, raw: Any) -> list[int]:
     if not isinstance(raw, list) or not raw:
-        raise SweepError(path, "seeds", f"expected a non-empty list of integers, got {raw!r}")
+        raise SweepError(path, "seeds", f"expected a non-empty list of integers, got {bounded_repr(raw)}")
     for seed in raw:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise SweepError(path, "seeds", f"seeds are non-negative integers, got {seed!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+            raise SweepError(path, "seeds", f"seeds are integers in [0, 2^32), got {bounded_repr(seed)}")
     if len(set(raw)) != len(raw):
         raise SweepError(path, "seeds", f"a seed is listed twice: {raw}")
     return list(raw)
@@ -243,9 +247,9 @@ def parse_axes(path: Path, raw: Any) -> list[Axis]:
         for key in ("name", "baseline", "levels"):
             if key not in axis:
                 raise SweepError(path, f"{where}.{key}", "missing")
-        name = expect(path, f"{where}.name", axis["name"], str)
+        name = check_name(path, f"{where}.name", expect(path, f"{where}.name", axis["name"], str))
         if name in names:
-            raise SweepError(path, f"{where}.name", f"axis name {name!r} is used twice")
+            raise SweepError(path, f"{where}.name", f"axis name {bounded_repr(name)} is used twice")
         names.add(name)
         levels_raw = axis["levels"]
         if not isinstance(levels_raw, dict) or not levels_raw:
@@ -258,21 +262,48 @@ def parse_axes(path: Path, raw: Any) -> list[Axis]:
             lwhere = f"{where}.levels.{level}"
             if not isinstance(level, str | int | float) or isinstance(level, bool):
                 raise SweepError(path, lwhere, "level names are strings")
-            level = str(level)
+            level = check_name(path, lwhere, str(level))
             if level in levels:
                 raise SweepError(path, lwhere, "duplicate level name")
+            twin = next((other for other in levels if slug(other) == slug(level)), None)
+            if twin is not None:
+                raise SweepError(path, lwhere, f"levels {bounded_repr(twin)} and {bounded_repr(level)} would share the "
+                                               f"run folder name {slug(level)!r}: rename one")
             if isinstance(value, dict):
                 levels[level] = parse_overrides(path, lwhere, value)
             elif axis_key is None:
-                raise SweepError(path, lwhere, f"a plain value ({value!r}) needs the axis to name its key "
+                raise SweepError(path, lwhere, f"a plain value ({bounded_repr(value)}) needs the axis to name its key "
                                                f"(e.g. key: model.pos_encoding), or give a mapping of overrides")
             else:
                 levels[level] = {axis_key: check_config_value(path, lwhere, axis_key, value)}
         baseline = str(axis["baseline"])
         if baseline not in levels:
-            raise SweepError(path, f"{where}.baseline", f"{baseline!r} is not a level; levels: {', '.join(levels)}")
+            raise SweepError(path, f"{where}.baseline", f"{bounded_repr(baseline)} is not a level; "
+                                                        f"levels: {', '.join(levels)}")
         axes.append(Axis(name, baseline, levels))
     return axes
+
+
+def check_name(path: Path, where: str, name: str) -> str:
+    """Axis and level names: short enough for a folder name, printable (no newline or control character)."""
+    if not name.strip() or len(name) > MAX_LEVEL_NAME or not name.isprintable():
+        raise SweepError(path, where, f"{bounded_repr(name)}: names are 1 to {MAX_LEVEL_NAME} printable characters")
+    return name
+
+
+def check_cells(path: Path, sweep: Sweep) -> None:
+    """Two cells never share a label or a folder-name prefix (slug); a slug fits in a folder name."""
+    labels: dict[str, Cell] = {}
+    slugs: dict[str, Cell] = {}
+    for cell in sweep.cells:
+        for seen, key in ((labels, cell.label), (slugs, slug(cell.label))):
+            if key in seen:
+                raise SweepError(path, "axes", f"cells {seen[key].label!r} and {cell.label!r} would share the label or "
+                                               f"run folder name {key!r}: rename a level")
+            seen[key] = cell
+        if len(slug(cell.label)) > MAX_CELL_SLUG:
+            raise SweepError(path, "axes", f"cell {bounded_repr(cell.label)}: its folder name would be longer than "
+                                           f"{MAX_CELL_SLUG} characters; use shorter level names")
 
 
 def parse_published(path: Path, raw: Any, labels: set[str]) -> dict[str, dict[str, float]]:
@@ -289,7 +320,7 @@ def parse_published(path: Path, raw: Any, labels: set[str]) -> dict[str, dict[st
             if metric not in METRICS:
                 raise SweepError(path, f"{where}.{metric}", f"unknown metric; allowed: {', '.join(METRICS)}")
             if not isinstance(number, int | float) or isinstance(number, bool):
-                raise SweepError(path, f"{where}.{metric}", f"expected a number, got {number!r}")
+                raise SweepError(path, f"{where}.{metric}", f"expected a number, got {bounded_repr(number)}")
         out[str(label)] = {m: float(v) for m, v in values.items()}
     return out
 
@@ -304,8 +335,10 @@ def check_axis_conflicts(path: Path, sweep: Sweep) -> None:
 
 
 def parse_cli_sets(items: Iterable[str]) -> dict[str, Any]:
-    """--set key=value (value parsed as YAML: 0.1, true, null, [1, 2]); checked like the file."""
+    """--set key=value (value parsed as the sweep file's YAML: 0.1, 1e-4, true, null); checked like the file."""
     import yaml
+
+    from ablations.yamlio import StrictLoader, shape_problem
 
     out = {}
     for item in items:
@@ -313,7 +346,7 @@ def parse_cli_sets(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key:
             raise SweepError("--set", item, "expected key=value, e.g. --set optim.lr=0.1")
         try:
-            value = yaml.safe_load(text)
+            value = text if shape_problem(text) else yaml.load(text, Loader=StrictLoader)  # noqa: S506 - safe loader
         except yaml.YAMLError:
             value = text
         out[key.strip()] = check_config_value(Path("--set"), key.strip(), key.strip(), value)
@@ -341,7 +374,7 @@ def expand(
         try:
             cell_config = with_overrides(bases[model], overrides)
         except InputError as err:
-            raise SweepError(sweep.path, f"cell {cell.label!r}", err.describe()) from None
+            raise SweepError(sweep.path, f"cell {bounded_repr(cell.label)}", err.describe()) from None
         for seed in seeds if seeds is not None else sweep.seeds:
             config = with_overrides(cell_config, {"train.seed": seed})
             runs.append(Run(run_id_for(cell, seed, config), cell, seed, config))

@@ -15,7 +15,7 @@ from ablations.cli import EXIT_FAILED, EXIT_OK, command
 from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
 from ablations.plan import Plan, PlannedRun, make_plan
 
-FAILED_STATES = {"failed", "cancelled"}
+FAILED_STATES = {"failed", "cancelled", "corrupt"}
 
 
 def describe(planned: PlannedRun, cluster: dict) -> dict:
@@ -30,7 +30,9 @@ def describe(planned: PlannedRun, cluster: dict) -> dict:
         detail = f"top1 {_number(final.get('top1'))}  top5 {_number(final.get('top5'))}"
     elif last:
         detail = f"epoch {last.get('epoch')}  top1 {_number(last.get('top1'))}"
-    if on_cluster is not None and on_cluster.state != "new":
+    if state.state == store.CORRUPT:  # never trusted, whatever SLURM says
+        detail = f"error: {state.error}"
+    elif on_cluster is not None and on_cluster.state != "new":
         shown = on_cluster.state  # pending / running / requeued / done / failed / cancelled, from SLURM + folder
         job_id = on_cluster.job_id
         detail = f"job {on_cluster.job_id}  {detail}".strip()

@@ -14,14 +14,23 @@
 This module is the only one that reads or writes these files: everything else goes through its functions.
 
 A run's state is derived from these files alone: done (valid result.json), failed (error.json), partial
-(checkpoint or metrics, or a result.json that cannot be read), new (none of them).
+(checkpoint or metrics, or a result.json that cannot be read or holds no finite final top-1), new (none of
+them), corrupt (config.json no longer hashes to the id in the folder's name: edited or copied by hand; its
+results are not trusted and nothing launches it).
+
+Files are opened without following symbolic links (O_NOFOLLOW): a link planted in a shared results folder
+(as the lock, the log, metrics.jsonl or a checkpoint) is refused, never written through.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -45,6 +54,7 @@ PREVIOUS = "previous"
 OUTPUTS = (METRICS, CHECKPOINT, RESULT, ERROR, LOG)  # what a run writes; --force archives them
 
 FILE_MODE = 0o644
+RUN_ID_HASH = re.compile(r"[0-9a-f]{10}")  # the last '-' part of a run folder's name: config.short_hash()
 
 
 class State(StrEnum):
@@ -55,10 +65,46 @@ class State(StrEnum):
     PARTIAL = "partial"
     FAILED = "failed"
     NEW = "new"
+    CORRUPT = "corrupt"
 
 
 STATE_ORDER = tuple(State)
-DONE, RUNNING, PARTIAL, FAILED, NEW = STATE_ORDER
+DONE, RUNNING, PARTIAL, FAILED, NEW, CORRUPT = STATE_ORDER
+
+
+class UnsafeFile(OSError):
+    """A run file that is a symbolic link, a directory or another non-regular file where a file belongs."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def open_fd(path: Path | str, flags: int, mode: int = FILE_MODE) -> int:
+    """os.open without following a symbolic link at `path`; UnsafeFile (naming it) for a link or a directory."""
+    reading = not flags & (os.O_WRONLY | os.O_RDWR)
+    try:  # O_NONBLOCK when reading: opening a planted FIFO must not hang (it is refused below)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if reading else 0), mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UnsafeFile(err.errno, "is a symbolic link; run files are never opened through one "
+                                        "(remove it)", str(path)) from None
+        if err.errno == errno.EISDIR:
+            raise UnsafeFile(err.errno, "is a directory where a file belongs (remove it)", str(path)) from None
+        raise
+    if reading:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeFile(errno.EINVAL, "is not a regular file", str(path))
+    return fd
+
+
+def open_file(path: Path | str, mode: str = "rb"):
+    """open() for run files, without following symbolic links: "rb", "ab" or "a" (text, for the log)."""
+    flags = {"rb": os.O_RDONLY, "ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+             "a": os.O_WRONLY | os.O_APPEND | os.O_CREAT}[mode]
+    return os.fdopen(open_fd(path, flags), mode)
 
 
 @contextlib.contextmanager
@@ -68,17 +114,22 @@ def atomic_target(path: Path) -> Iterator[BinaryIO]:
     Readers never see half a file, and a failure leaves no temp file behind.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # O_EXCL: no link
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
     os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600; run folders are shared with collaborators
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, path)  # replaces a link planted at `path` itself, never its target
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not err.filename:  # disk full: say which file could not be written
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
 
 
@@ -102,7 +153,7 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 def append_jsonl(path: Path, obj: Any) -> None:
     """Append one line with a single write() call, then fsync."""
     line = (json.dumps(obj, sort_keys=True, allow_nan=False) + "\n").encode()
-    with open(path, "ab") as f:
+    with open_file(path, "ab") as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
@@ -118,7 +169,7 @@ def read_metrics(path: Path) -> MetricsRead:
     """Every complete line of metrics.jsonl; a truncated or corrupt line is reported, not raised."""
     out = MetricsRead()
     try:
-        with open(path, "rb") as f:
+        with open_file(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return out
@@ -150,12 +201,56 @@ def read_metrics(path: Path) -> MetricsRead:
 def read_json(path: Path | str) -> tuple[Any, str | None]:
     """(object, None) or (None, problem) for a missing, truncated or corrupt JSON file."""
     try:
-        with open(path, "rb") as f:
+        with open_file(path, "rb") as f:
             return json.loads(f.read()), None
     except FileNotFoundError:
         return None, f"{path}: missing"
     except (ValueError, UnicodeDecodeError) as err:
-        return None, f"{path}: not valid JSON ({err})"
+        return None, f"{path}: not valid JSON ({str(err)[:200]})"
+    except OSError as err:  # a link, a directory, no permission
+        return None, f"{path}: cannot be read ({err.strerror or err})"
+
+
+def result_problem(result: Any) -> str | None:
+    """What makes a parsed result.json unusable, or None: it must hold "final" with a finite top-1, and every
+    final number must be a finite number (not null, not text)."""
+    if not isinstance(result, dict):
+        return f"expected a JSON object, got {type(result).__name__}"
+    final = result.get("final")
+    if not isinstance(final, dict):
+        return f"'final' is {type(final).__name__ if final is not None else 'null'}, not an object of metrics"
+    if "top1" not in final:
+        return "'final' has no top1"
+    for key, value in final.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return f"final.{key} is {str(value)[:40]!r}, not a finite number"
+    if "epochs" in result and (isinstance(result["epochs"], bool) or not isinstance(result["epochs"], int)):
+        return f"'epochs' is {str(result['epochs'])[:40]!r}, not an integer"
+    return None
+
+
+def identity_problem(run_dir: Path | str) -> str | None:
+    """None if config.json hashes to the id at the end of the folder's name (`<cell>-s<seed>-<hash>`, or just the
+    hash); else what is wrong. Folders whose name carries no id, and folders without a config.json, pass."""
+    base = os.fspath(run_dir)
+    folder_id = os.path.basename(base.rstrip(os.sep)).rsplit("-", 1)[-1]
+    if not RUN_ID_HASH.fullmatch(folder_id):
+        return None
+    path = os.path.join(base, CONFIG)
+    document, problem = read_json(path)
+    if problem is not None:
+        return None if problem.endswith(": missing") else problem
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        return f"{path}: no 'config' mapping"
+    try:
+        canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        canonical = ""
+    if hashlib.sha256(canonical.encode()).hexdigest()[:10] != folder_id:
+        return (f"{path}: its config does not hash to the folder's id {folder_id} (edited or copied by hand?): the "
+                f"run's files are not trusted. Restore config.json or move the folder away")
+    return None
 
 
 @dataclass
@@ -174,17 +269,22 @@ def run_state(run_dir: Path) -> RunState:
     uses plain string paths.
     """
     base = os.fspath(run_dir)
+    tampered = identity_problem(base)
+    if tampered:
+        return RunState(CORRUPT, 0, [tampered], tampered)
     result_path, metrics_path = os.path.join(base, RESULT), os.path.join(base, METRICS)
     problems: list[str] = []
-    if os.path.exists(result_path):
+    if os.path.lexists(result_path):
         result, problem = read_json(result_path)
-        if problem is None and isinstance(result, dict) and "final" in result:
+        problem = problem or (f"{result_path}: {why}; the run is run again" if (why := result_problem(result))
+                              else None)
+        if problem is None:
             if ends_cleanly(metrics_path):
                 epochs = result.get("epochs")
                 return RunState(DONE, epochs if isinstance(epochs, int) else 0)
             problems.append(f"{metrics_path}: ends mid-line (a write was cut off); the run is resumed")
         else:
-            problems.append(problem or f"{result_path}: no 'final' entry")
+            problems.append(problem)
     metrics = read_metrics(metrics_path)
     problems += metrics.problems
     epochs = len(metrics.rows)
@@ -211,7 +311,7 @@ def live_run_state(run_dir: Path) -> RunState:
 def ends_cleanly(path: Path) -> bool:
     """True if the file is absent, empty or ends with a newline."""
     try:
-        with open(path, "rb") as f:
+        with open_file(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             if f.tell() == 0:
                 return True
@@ -219,26 +319,40 @@ def ends_cleanly(path: Path) -> bool:
             return f.read(1) == b"\n"
     except FileNotFoundError:
         return True
+    except OSError:
+        return False
 
 
 class RunLocked(RuntimeError):
     pass
 
 
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive, non-blocking flock on the run folder; raise RunLocked if another job has it.
+LOCK_PATIENCE_S = 1.0  # how long a claim retries before it concludes that another job holds the lock
 
-    flock is released by the kernel when its process dies, so a killed job never leaves a stale lock.
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, patience_s: float = LOCK_PATIENCE_S) -> Iterator[None]:
+    """Hold an exclusive flock on the run folder; raise RunLocked if another job has it.
+
+    flock is released by the kernel when its process dies, so a killed job never leaves a stale lock. A
+    status probe (`is_locked`) holds a shared lock for microseconds: the claim retries for `patience_s`
+    before it concludes that a job holds the folder, so a probe never makes a launch skip a runnable run.
     """
+    import time as time_
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_fd(run_dir / LOCK, os.O_RDWR | os.O_CREAT)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLocked(f"{run_dir} is being worked on by another job") from None
+        deadline = time_.monotonic() + patience_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time_.monotonic() >= deadline:
+                    raise RunLocked(f"{run_dir} is being worked on by another job") from None
+                time_.sleep(0.02)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
@@ -247,12 +361,14 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def is_locked(run_dir: Path) -> bool:
-    path = Path(run_dir) / LOCK
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDWR)
+    """Whether a job holds the run folder's lock: a momentary *shared* lock probe (see run_lock); False for a
+    lock file that cannot be opened (a link or a directory: run_lock refuses it when a job claims the run)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = open_fd(Path(run_dir) / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     else:
@@ -349,8 +465,9 @@ def write_result(run_dir: Path, result: dict) -> None:
 
 
 def read_result(run_dir: Path) -> dict | None:
+    """result.json if it is usable (see result_problem), else None."""
     result, problem = read_json(Path(run_dir) / RESULT)
-    return result if problem is None and isinstance(result, dict) else None
+    return result if problem is None and result_problem(result) is None else None
 
 
 def write_error(run_dir: Path, reason: str, traceback_text: str, epoch: int) -> None:
@@ -382,6 +499,11 @@ def set_aside(path: Path) -> Path:
 
 def log_path(run_dir: Path) -> Path:
     return Path(run_dir) / LOG
+
+
+def open_log(run_dir: Path):
+    """log.txt for appending (text), never through a symbolic link."""
+    return open_file(log_path(run_dir), "a")
 
 
 def archive_previous(run_dir: Path) -> Path | None:
@@ -419,7 +541,7 @@ def update_slurm_record(run_dir: Path, change: Callable[[dict], None]) -> dict:
     """Read slurm.json, apply `change` to it in place, write it back atomically; serialized by a flock of its own
     (the run lock is held by the job for the whole run)."""
     run_dir = Path(run_dir)
-    fd = os.open(run_dir / SLURM_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_fd(run_dir / SLURM_LOCK, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         record = read_slurm_record(run_dir) or {"history": []}

@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -50,6 +49,7 @@ import rest
 from ablations import store
 from ablations.config import RunConfig
 from ablations.data import build_loaders, mix_seed, seed_everything
+from ablations.provenance import code_provenance
 from rest.benchmark import time_iterations
 
 log = logging.getLogger("ablations.train")
@@ -244,6 +244,10 @@ class Trainer:
             if isinstance(epoch, int) and 1 <= epoch <= self.epoch and epoch not in seen:
                 keep.append(row)
                 seen.add(epoch)
+        last = self.last
+        if isinstance(last, dict) and last.get("epoch") == self.epoch and self.epoch not in seen:
+            keep.append(last)  # the checkpoint's own copy of the row whose line was cut: repaired, not dropped
+            log.warning("%s: the row of epoch %d was cut; restored from the checkpoint", path, self.epoch)
         if len(keep) != len(read.rows) or read.problems:
             log.info("%s: kept %d of %d rows (the checkpoint has %d epochs done)",
                      path, len(keep), len(read.rows), self.epoch)
@@ -393,7 +397,7 @@ class Trainer:
                 epochs=self.config.train.epochs,
                 versions=dict(python=platform.python_version(), torch=torch.__version__,
                               torchvision=torchvision.__version__, timm=timm.__version__),
-                git_commit=git_commit(),
+                **code_provenance(),  # git_commit, git_dirty
                 finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
             if self.ema is not None:
@@ -451,21 +455,28 @@ def describe_device(device: torch.device) -> str:
 
 
 def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
+    """The commit of the code this job runs (from the SLURM snapshot's provenance.json, or git)."""
+    from ablations.provenance import code_provenance
+
+    return code_provenance()["git_commit"]
+
+
+class _LogFile(logging.StreamHandler):
+    """log.txt, opened by ablations.store (never through a symbolic link); closed with the handler."""
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self.stream.close()
+        finally:
+            super().close()
 
 
 def _log_handlers(run_dir: Path, main: bool) -> list[logging.Handler]:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if main:
-        handlers.append(logging.FileHandler(store.log_path(run_dir)))
+        handlers.append(_LogFile(store.open_log(run_dir)))
     else:
         handlers[0].setLevel(logging.WARNING)
     for h in handlers:

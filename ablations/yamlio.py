@@ -1,4 +1,12 @@
-"""Strict YAML: safe types only, and a duplicate key in a mapping is an error, not "last one wins"."""
+"""Strict YAML: safe types only, and a duplicate key in a mapping is an error, not "last one wins".
+
+Loading is bounded in time and memory before anything is built: at most MAX_BYTES of text, collections
+nested at most MAX_DEPTH deep, at most MAX_NODES values once aliases are expanded (an "alias bomb" of nine
+nested nine-fold aliases is 9**9 values from a few hundred bytes), no alias to a collection that contains it.
+The check walks the parser's event stream (iterative: no recursion to overflow) and counts each alias as the
+size of what it names. Mapping keys must be plain values (a list as a key is refused); merge keys (`<<`) are
+refused with a message saying to write the keys out.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +17,12 @@ from typing import Any
 
 import yaml
 
-from ablations.errors import InputError
+from ablations.errors import InputError, bounded_repr
+
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class YamlError(InputError):
@@ -43,11 +56,19 @@ StrictLoader.add_implicit_resolver(
 def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
+        line = key_node.start_mark.line + 1
+        if key_node.tag == MERGE_TAG:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"merge keys (<<) are not supported (line {line}): write the keys out", key_node.start_mark)
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"mapping keys must be plain values, not a {key_node.id} (line {line})",
+                key_node.start_mark)
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            line = key_node.start_mark.line + 1
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {line}; first at line {seen[key].start_mark.line + 1})",
+                None, None, f"duplicate key {bounded_repr(key)} (line {line}; first at line "
+                            f"{seen[key].start_mark.line + 1})",
                 key_node.start_mark,
             )
         seen[key] = key_node
@@ -67,7 +88,12 @@ def load_yaml_strict(path: Path | str) -> Any:
     except (IsADirectoryError, UnicodeDecodeError, PermissionError) as err:
         raise YamlError(path, f"cannot be read as a text file ({err.__class__.__name__})") from None
     try:
+        problem = shape_problem(text)
+        if problem:
+            raise YamlError(path, problem)
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+    except RecursionError:  # not expected after shape_problem; never a traceback
+        raise YamlError(path, f"is nested too deeply (at most {MAX_DEPTH} levels)") from None
     except yaml.constructor.ConstructorError as err:
         if "could not determine a constructor" in str(err.problem):
             where = f" at line {err.problem_mark.line + 1}" if err.problem_mark else ""
@@ -80,14 +106,56 @@ def load_yaml_strict(path: Path | str) -> Any:
         raise YamlError(path, f"is not valid YAML: {problem}{where}") from None
 
 
+def shape_problem(text: str) -> str | None:
+    """What makes `text` too big to load (size, depth, values after alias expansion), or None; never raises
+    for YAML syntax (the loader reports that)."""
+    if len(text) > MAX_BYTES:
+        return f"is too large ({len(text):,} characters; at most {MAX_BYTES:,})"
+    sizes: dict[str, int] = {}
+    open_: list[list] = [[None, 0]]  # [anchor, values so far] of each open collection; the root at the bottom
+    try:
+        for event in yaml.parse(text, Loader=StrictLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(open_) > MAX_DEPTH:
+                    return f"is nested too deeply (line {event.start_mark.line + 1}; at most {MAX_DEPTH} levels)"
+                open_.append([event.anchor, 1])
+                continue
+            if isinstance(event, yaml.CollectionEndEvent):
+                anchor, size = open_.pop()
+                if anchor is not None:
+                    sizes[anchor] = size
+            elif isinstance(event, yaml.AliasEvent):
+                if event.anchor not in sizes:
+                    if any(entry[0] == event.anchor for entry in open_):
+                        return f"has an alias inside what it names (line {event.start_mark.line + 1}): a loop"
+                    continue  # undefined alias: the loader says so
+                size = sizes[event.anchor]
+            elif isinstance(event, yaml.ScalarEvent):
+                size = 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            else:
+                continue
+            open_[-1][1] += size
+            if open_[-1][1] > MAX_NODES or sum(entry[1] for entry in open_) > MAX_NODES:
+                return (f"expands to more than {MAX_NODES:,} values (aliases repeat what they name; line "
+                        f"{event.start_mark.line + 1})")
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def key_lines(path: Path | str) -> dict[str, int]:
     """The line (1-based) of every mapping key and list item, by dotted path: "axes[0].levels.none" -> 12.
 
     Errors found after parsing use it to say where the key is. Best effort: {} for a file that does not parse.
     """
     try:
-        root = yaml.compose(Path(path).read_text(), Loader=StrictLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        text = Path(path).read_text()
+        if shape_problem(text):
+            return {}
+        root = yaml.compose(text, Loader=StrictLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return {}
     lines: dict[str, int] = {}
 

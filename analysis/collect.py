@@ -133,6 +133,8 @@ def read_run(run_dir: Path, curves: bool = True) -> tuple[dict | None, list[str]
     }
     if meta.get("cell") is None:
         problems.append(f"{run_dir / store.CONFIG}: no meta.cell; the run is shown under cell '?'")
+    if status == store.CORRUPT:
+        row["error"] = state.error
     if status == store.FAILED:
         error = store.read_error(run_dir) or {}
         row["error"] = state.error

@@ -397,3 +397,33 @@ def test_a_locked_partial_run_is_running(sweep):
     gl = row(table, "GL")
     assert (gl["n"], gl["n_failed"], gl["n_running"], gl["n_missing"]) == (1, 1, 1, 0)
     assert "| GL | 1 (1 failed, 1 running) |" in to_markdown(table)
+
+
+def test_a_tampered_run_folder_is_reported_by_status_tables_and_run(sweep, capsys):
+    """config.json edited after the run: its folder id no longer matches, so nothing trusts its numbers."""
+    from ablations import run as run_cli
+    from ablations import status as status_cli
+
+    results = sweep.parent / "results"
+    pa0 = next(d for d in sorted((results / "pe").iterdir()) if d.name.startswith("pa-s0-"))
+    document = json.loads((pa0 / "config.json").read_text())
+    document["config"]["optim"]["lr"] = 0.5
+    (pa0 / "config.json").write_text(json.dumps(document))
+
+    df, problems = collect(results / "pe")
+    assert df.set_index("path").loc[str(pa0), "state"] == "corrupt"
+    assert any("does not hash to the folder's id" in p for p in problems)
+
+    assert status_cli.main([str(sweep), "--results-root", str(results)]) == 1
+    out = capsys.readouterr().out
+    assert "corrupt" in out and "does not hash" in out
+
+    assert tables.main([str(sweep), "--results-root", str(results)]) == 0
+    captured = capsys.readouterr()
+    assert "does not hash" in captured.err
+    pa_row = next(line for line in captured.out.splitlines() if line.startswith("| PA "))
+    assert pa_row.split("|")[2].strip() == "2", "the tampered seed is not counted"
+
+    assert run_cli.main([str(sweep), "--results-root", str(results), "--dry-run", "--no-eta"]) == 0
+    out = capsys.readouterr().out
+    assert "1 corrupt" in out and "does not hash" in out

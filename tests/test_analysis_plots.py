@@ -149,3 +149,34 @@ def test_attention_plot_from_a_run(tmp_path, capsys):
     assert plots.main(["attention", "--run", str(run), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "checkpoint.pt: cannot be loaded" in err and "Traceback" not in err
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (exec, ("open(__import__('os').environ['PWNED_MARK'], 'w').write('pwned')",))
+
+
+def test_a_crafted_checkpoint_never_runs_code(tmp_path, monkeypatch):
+    import pickle
+    import re as re_
+
+    from ablations import store
+    from ablations.config import RunConfig
+    from ablations.errors import InputError
+    from analysis.attention import model_from_run
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    store.atomic_write_json(run_dir / store.CONFIG, {"config": RunConfig().to_dict(), "meta": {}})
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("PWNED_MARK", str(mark))
+    torch.save({"model": _RunsCode()}, run_dir / store.CHECKPOINT, pickle_module=pickle)
+    with pytest.raises(InputError, match="cannot be loaded as weights"):
+        model_from_run(run_dir)
+    assert not mark.exists(), "the pickle's code ran"
+    # and no code path of the project loads a pickle any other way
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.glob("ablations/**/*.py"), *root.glob("analysis/**/*.py"), *root.glob("rest/**/*.py")]:
+        for call in re_.findall(r"torch\.load\([^)]*\)", path.read_text()):
+            assert "weights_only=True" in call, f"{path}: {call}"
+        assert "import pickle" not in path.read_text(), path

@@ -250,3 +250,44 @@ def test_status_json_and_exit_code(tmp_path):
     listed = json.loads(proc.stdout)
     assert [(r["cell"], r["state"]) for r in listed["runs"]] == [("PA", "done"), ("GL", "failed")]
     assert "boom" in listed["runs"][1]["detail"] and listed["others"] is None
+
+
+def test_an_unusable_results_root_or_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from ablations import run as run_cli
+
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    not_a_folder = tmp_path / "results"
+    not_a_folder.write_text("a file, not a folder\n")
+    assert run_cli.main([str(sweep), "--results-root", str(not_a_folder), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and str(not_a_folder) in err
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "fsync", full)
+    assert run_cli.main([str(sweep), "--results-root", str(tmp_path / "r2"), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "config.json: No space left on device" in err and "Traceback" not in err
+    assert not list((tmp_path / "r2").rglob(".*.tmp")), "no temp file is left behind"
+
+
+def test_slurm_eta_comes_from_recorded_gpu_runs_or_is_omitted(tmp_path, capsys):
+    from ablations import run as run_cli
+    from analysis.synthetic import write_run
+
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    results = tmp_path / "results"
+    select = ["--results-root", str(results), "--set", "data.img_size=32", "--executor", "slurm", "--dry-run"]
+    cpu_run = write_run(results / "tiny", "PA", 0, sweep_file=sweep, sets={"data.img_size": 32}, device="cpu")
+    result = json.loads((cpu_run / store.RESULT).read_text())
+    store.atomic_write_json(cpu_run / store.RESULT, {**result, "train_img_s": 50.0, "host": os.uname().nodename})
+    assert run_cli.main([str(sweep), *select]) == 0
+    out = capsys.readouterr().out
+    assert "no ETA: no finished GPU run has recorded a speed" in out and "probe" not in out
+    store.atomic_write_json(cpu_run / store.RESULT, {**result, "train_img_s": 500.0, "device": "cuda (H100)"})
+    assert run_cli.main([str(sweep), *select]) == 0
+    out = capsys.readouterr().out
+    assert "at 500 training img/s recorded by 1 finished GPU run(s)" in out

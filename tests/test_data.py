@@ -151,3 +151,34 @@ def test_cifar_is_never_downloaded(tmp_path, monkeypatch, dataset, folder):
             call(config)
         assert str(tmp_path / folder) in str(err.value) and "--data-root" in str(err.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_class_folder_is_found_when_the_dataset_is_checked(tmp_path):
+    root = write_imagefolder(tmp_path / "data", train=1, val=1, size=8)
+    (root / "val" / "bird").mkdir()
+    (root / "train" / "bird").mkdir()
+    (root / "train" / "bird" / "0.png").write_bytes((root / "train" / "cat" / "0.png").read_bytes())
+    with pytest.raises(DatasetError, match="val/bird/ holds no image"):
+        check_dataset(cfg(data__dataset="imagefolder", data__root=str(root)))
+
+
+def test_rand_augment_string_is_checked_by_building_it(tmp_path):
+    root = write_imagefolder(tmp_path / "data", train=1, val=1, size=8)
+    check_dataset(cfg(data__dataset="imagefolder", data__root=str(root), aug__rand_augment="rand-m9-mstd0.5-inc1"))
+    with pytest.raises(DatasetError, match="not a valid timm RandAugment"):
+        check_dataset(cfg(data__dataset="imagefolder", data__root=str(root), aug__rand_augment="rand-zz9"))
+
+
+def test_a_corrupt_image_names_its_file(tmp_path):
+    root = write_imagefolder(tmp_path / "data", train=2, val=1, size=8)
+    bad = root / "train" / "cat" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:20])  # a truncated PNG
+    from ablations.data import load_image
+
+    assert load_image(str(root / "train" / "cat" / "0.png")).mode == "RGB"
+    with pytest.raises(DatasetError, match=r"cat/1\.png: not a readable image"):
+        load_image(str(bad))
+    with pytest.raises(DatasetError, match=r"cat/1\.png: not a readable image"):
+        train_set = build_datasets(cfg(data__dataset="imagefolder", data__root=str(root)))[0]
+        for i in range(len(train_set)):
+            train_set[i]

@@ -96,6 +96,124 @@ def test_snapshot_copies_packages_by_content(tmp_path):
     assert (second / "ablations/job.py").read_text() == "B = 3\n"
 
 
+BAD_SETTINGS = sorted((Path(__file__).parent / "data" / "bad_slurm_settings").glob("*.yaml"))
+
+
+def test_the_settings_corpus_is_large_enough():
+    assert len(BAD_SETTINGS) >= 15
+
+
+@pytest.mark.parametrize("path", BAD_SETTINGS, ids=lambda p: p.stem)
+def test_bad_slurm_settings_are_refused_before_anything_reaches_a_job_script(path):
+    from ablations.yamlio import load_yaml_strict
+
+    expect = path.read_text().splitlines()[0].removeprefix("# expect: ")
+    with pytest.raises(SlurmSettingsError) as info:
+        SlurmSettings.from_mapping(load_yaml_strict(path), str(path))
+    assert expect in str(info.value) and "\n" not in str(info.value).split(": ", 2)[1]
+
+
+def test_command_line_slurm_values_are_checked_for_every_executor(tmp_path, capsys):
+    from ablations import run as run_cli
+
+    sweep = ROOT / "sweeps" / "pe.yaml"
+    for flags in (["--partition", "gpu\ntouch /tmp/x #"], ["--sbatch", "comment=$(id)"],
+                  ["--sbatch=--uid=0"], ["--time-min", "1", "--signal-delay-s", "60"]):
+        code = run_cli.main([str(sweep), "--results-root", str(tmp_path / "r"), "--executor", "local", "--no-eta",
+                             "--dry-run", *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (flags, err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_signal_delay_and_max_requeues_come_from_the_command_line():
+    from types import SimpleNamespace
+
+    from ablations.run import build_parser, slurm_settings
+
+    plan = SimpleNamespace(sweep=SimpleNamespace(slurm={"time_min": 30}, path="sweeps/t.yaml"))
+    args = build_parser().parse_args(["s.yaml", "--signal-delay-s", "300", "--max-requeues", "7", "--sbatch",
+                                      "exclusive", "--sbatch", "mail-type=END"])
+    settings = slurm_settings(args, plan)
+    assert (settings.signal_delay_s, settings.max_num_timeout) == (300, 7)
+    assert settings.additional_parameters == {"exclusive": True, "mail-type": "END"}
+    args = build_parser().parse_args(["s.yaml", "--signal-delay-s", "1800"])
+    with pytest.raises(SlurmSettingsError, match="cannot fit the checkpoint signal"):
+        slurm_settings(args, plan)
+
+
+def test_job_ids_from_run_files_never_become_options(sweep_dir, make_run):
+    from ablations.slurm import job_ids_of, valid_job_id
+
+    assert [valid_job_id(v) for v in ("123", "123_4", "--user=alice", "1;id", "12 3", 5, None)] == [
+        "123", "123_4", None, None, None, None, None]
+    run_dir = make_run(sweep_dir)
+    store.atomic_write_json(run_dir / store.SLURM_JSON, {"job_id": "--user=alice", "job_ids": ["-u", "77"],
+                                                         "history": [{"job_id": "--me", "state": "SUBMITTED"}]})
+    assert job_ids_of(read_slurm_record(run_dir)) == ["77"]
+    [row] = status(sweep_dir)
+    assert row.job_id is None
+
+
+def test_failure_reason_is_the_exception_not_srun():
+    from ablations.slurm import failure_reason
+
+    log = ("submitit INFO starting\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+           "    main()\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+           "srun: error: node1: task 0: Exited with exit code 1\n")
+    assert failure_reason(log) == "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert failure_reason("loading\nslurmstepd: error: *** JOB 5 CANCELLED ***\n"
+                          "srun: error: task 0: Killed\n") == "loading"
+    assert failure_reason("") is None
+
+
+def test_per_level_resources_setup_lines_and_bare_flags():
+    settings = SlurmSettings.from_mapping({"time_min": 60, "setup": ["module load cuda/12"],
+                                           "per_level": {"Large": {"time_min": 600, "gpus_per_node": 2}}}, "s.yaml")
+    large, lite = settings.for_levels(["Large", "PA"]), settings.for_levels(["Lite", "PA"])
+    assert (large.time_min, large.gpus_per_node, lite.time_min, lite.gpus_per_node) == (600, 2, 60, 0)
+    assert large.setup == ("module load cuda/12",) and large.per_level == {}
+    executor = make_executor(Path("/tmp/logs"), large.with_cli(additional_parameters={"exclusive": True}), "t",
+                             code_dir=Path("/tmp/code"))
+    text = executor._executor._make_submission_file_text("CMD", "uid")
+    assert "module load cuda/12" in text and "#SBATCH --exclusive\n" in text and "--time=600" in text
+
+
+def test_snapshot_is_group_readable_and_jobs_learn_the_commit(tmp_path, monkeypatch):
+    import stat
+
+    from ablations.provenance import ENV_COMMIT, ENV_DIRTY, code_provenance
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    snap = snapshot_code(tmp_path / "sweep", ROOT)
+    for path in [snap, *snap.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o040, f"{path} is not readable by the group"
+        if path.is_dir():
+            assert mode & 0o010, f"{path} cannot be entered by the group"
+    text = make_executor(tmp_path / "logs", SETTINGS, "t", code_dir=snap)._executor._make_submission_file_text(
+        "CMD", "uid")
+    assert f"export {ENV_COMMIT}={head} {ENV_DIRTY}=" in text
+    monkeypatch.setenv(ENV_COMMIT, head)
+    monkeypatch.setenv(ENV_DIRTY, "1")
+    assert code_provenance(tmp_path) == {"git_commit": head, "git_dirty": True}  # no .git there: the job's view
+
+
+def test_cpu_threads_follow_cpus_per_task(monkeypatch):
+    import torch
+
+    from ablations.job import cpu_threads_from_slurm
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+        assert cpu_threads_from_slurm() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "x")
+        assert cpu_threads_from_slurm() is None
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---- against the cluster -----------------------------------------------------------------------------------------
 def test_sbatch_script(slurm_cluster, tmp_path):
     settings = SlurmSettings(partition="p", account="a", qos="q", constraint="c", mem_gb=4, time_min=90,
@@ -221,6 +339,8 @@ def test_cli_submits_one_array_waits_and_reports(slurm_cluster, tmp_path):
     array_ids = {json.loads((d / "slurm.json").read_text())["array_job_id"] for d in run_dirs}
     assert len(array_ids) == 1, "both runs belong to one job array"
     assert all(store.run_state(d).state == store.DONE for d in run_dirs)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert {store.read_result(d)["git_commit"] for d in run_dirs} == {head}, "the snapshot's code is recorded"
 
     status = cli("ablations.status", *select)
     assert status.returncode == 0 and status.stdout.count(" done ") == 2 and "job " in status.stdout
@@ -229,3 +349,89 @@ def test_cli_submits_one_array_waits_and_reports(slurm_cluster, tmp_path):
     cancelled = subprocess.run([sys.executable, "-m", "ablations.cancel", str(sweep), *select], cwd=tmp_path,
                                env=env, capture_output=True, text=True, timeout=120)
     assert cancelled.returncode == 0 and "cancelled 0 job(s)" in cancelled.stdout
+
+
+def test_two_submissions_at_the_same_instant_give_one_set_of_jobs(slurm_cluster, sweep_dir, make_run,
+                                                                   standin_trainer):
+    import threading
+
+    runs = [make_run(sweep_dir, seed=s, standin={"steps": 10_000, "step_s": 0.5}) for s in range(2)]
+    barrier, results = threading.Barrier(2), []
+
+    def submit_now():
+        barrier.wait()
+        results.append(submit(sweep_dir, runs, SETTINGS, "race", trainer=standin_trainer))
+
+    threads = [threading.Thread(target=submit_now) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    ids = sorted(j for r in results for j in r)
+    assert len(ids) == 2 and sorted(map(len, results)) == [0, 2], results
+    records = [read_slurm_record(d) for d in runs]
+    assert all(r["job_ids"] == [r["job_id"]] for r in records), records
+    # cancel finds every job ever submitted, also one whose run record was lost (from the submissions log)
+    store.atomic_write_json(runs[1] / store.SLURM_JSON, {"history": []})
+    assert sorted(cancel(sweep_dir, runs)) == ids  # as ablations.cancel calls it: the experiment's runs
+
+
+def test_an_sbatch_refusal_exits_2_and_leaves_nothing_behind(slurm_cluster, tmp_path, capsys):
+    from ablations import run as run_cli
+
+    results = tmp_path / "results"
+    code = run_cli.main([str(ROOT / "sweeps" / "pe.yaml"), "--results-root", str(results), "--executor", "slurm",
+                         "--partition", "nosuchpartition", "--no-eta", "--set", "data.img_size=32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert "invalid partition" in err.lower() and err.startswith("error: sbatch:")
+    assert not results.exists(), sorted(str(p) for p in results.rglob("*"))
+
+
+def test_per_level_resources_submit_one_array_per_group(slurm_cluster, tmp_path, capsys):
+    from ablations import run as run_cli
+    from ablations import slurm
+
+    sweep = tmp_path / "groups.yaml"
+    sweep.write_text(
+        "name: groups\npaper_table: t\nrecipe: quick\nmodel: rest_lite\noverrides: {train.epochs: 1}\n"
+        "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 2, setup: ['export GROUPS_SETUP=1'],"
+        " per_level: {GL: {time_min: 25}}}\n"
+        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl, LE: le}\n")
+    results = tmp_path / "results"
+    try:
+        code = run_cli.main([str(sweep), "--results-root", str(results), "--executor", "slurm", "--no-eta",
+                             "--no-progress", "--set", "data.img_size=32", "--sbatch", "requeue"])
+        out = capsys.readouterr().out
+        assert code == 0 and "3 run(s) as 2 job arrays (one per resource group)" in out, out
+        arrays = {store.read_meta(d)["cell"]: read_slurm_record(d)["array_job_id"]
+                  for d in store.run_dirs_in(results / "groups")}
+        assert arrays["PA"] == arrays["LE"] != arrays["GL"]
+        limits = {}
+        for cell, array in arrays.items():
+            shown = subprocess.run(["scontrol", "show", "job", array], capture_output=True, text=True).stdout
+            limits[cell] = shown.split("TimeLimit=")[1].split()[0]
+        assert limits == {"PA": "00:20:00", "LE": "00:20:00", "GL": "00:25:00"}
+    finally:
+        slurm.cancel(results / "groups")
+
+
+def test_a_refused_resource_group_leaves_no_folder_and_names_what_went_out(slurm_cluster, tmp_path, capsys):
+    from ablations import run as run_cli
+    from ablations import slurm
+
+    sweep = tmp_path / "mixed.yaml"
+    sweep.write_text(
+        "name: mixed\npaper_table: t\nrecipe: quick\nmodel: rest_lite\noverrides: {train.epochs: 1}\n"
+        "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 2, per_level: {GL: {partition: nosuchpartition}}}\n"
+        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl}\n")
+    results = tmp_path / "results"
+    try:
+        code = run_cli.main([str(sweep), "--results-root", str(results), "--executor", "slurm", "--no-eta",
+                             "--no-progress", "--set", "data.img_size=32"])
+        err = capsys.readouterr().err
+        assert code == 2 and "invalid partition" in err.lower() and "1 run(s) of other resource groups" in err
+        left = {store.read_meta(d)["cell"] for d in store.run_dirs_in(results / "mixed")}
+        assert left == {"PA"}, "the refused group's run folder is removed"
+    finally:
+        slurm.cancel(results / "mixed")

@@ -119,3 +119,23 @@ def test_bad_seeds_flag_exits_2(tmp_path, capsys):
     code = run_cli.main([str(ROOT / "sweeps" / "pe.yaml"), "--seeds", "0,x", "--results-root", str(tmp_path)])
     assert code == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_cli_sets_read_numbers_as_sweep_files_do():
+    assert parse_cli_sets(["optim.lr=1e-4", "optim.weight_decay=5e-2"]) == {
+        "optim.lr": 1e-4, "optim.weight_decay": 0.05}
+    with pytest.raises(SweepError, match="optim.lr"):
+        parse_cli_sets(["optim.lr=.nan"])
+
+
+def test_loading_a_hostile_file_is_bounded_in_time(tmp_path):
+    import time
+
+    bomb = tmp_path / "bomb.yaml"
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 12)]
+    bomb.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    with pytest.raises(SweepError, match="expands to more than"):
+        load_sweep(bomb)
+    assert time.monotonic() - started < 5

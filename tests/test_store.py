@@ -97,3 +97,108 @@ def test_done_run_whose_metrics_were_cut_is_partial(tmp_path):
         f.write(b'{"epoch": 2, "to')
     state = store.run_state(run)
     assert state.state == store.PARTIAL and any("metrics.jsonl" in p for p in state.problems)
+
+
+# ---- the run-folder corpus: malformed-but-parseable, tampered, planted links --------------------------------------
+CORPUS = sorted((__import__("pathlib").Path(__file__).parent / "data" / "bad_run_folders").glob("*.json"))
+
+
+def run_folder(parent, edit_config=None):
+    """A run folder named as a sweep names it (<cell>-s<seed>-<hash>), config.json + one epoch of metrics."""
+    from ablations.config import RunConfig, with_overrides
+
+    config = with_overrides(RunConfig(), {"data.img_size": 32, "train.epochs": 1})
+    run_dir = parent / f"cell-s0-{config.short_hash()}"
+    run_dir.mkdir(parents=True)
+    written = with_overrides(config, edit_config) if edit_config else config
+    store.atomic_write_json(run_dir / store.CONFIG, {"config": written.to_dict(), "meta": {}})
+    store.append_metrics(run_dir, {"epoch": 1, "top1": 50.0})
+    return run_dir
+
+
+def test_the_run_folder_corpus_is_large_enough():
+    assert len(CORPUS) >= 12
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=lambda p: p.stem)
+def test_bad_run_folder_is_reported_never_trusted(case, tmp_path):
+    spec = json.loads(case.read_text())
+    run_dir = run_folder(tmp_path / "sweep", spec.get("edit_config"))
+    for name, content in spec.get("outside", {}).items():
+        (tmp_path / "sweep" / name).write_text(content)
+    for name, content in spec["files"].items():
+        path = run_dir / name
+        if isinstance(content, dict) and content.get("dir"):
+            path.mkdir()
+        elif isinstance(content, dict):
+            path.symlink_to(content["symlink"])
+        else:
+            path.write_text(content)
+    state = store.run_state(run_dir)  # never raises
+    assert state.state == spec["state"], state
+    assert spec["problem"] in " ".join(state.problems + [state.error or ""])
+    if spec["state"] == store.PARTIAL and "mid-line" not in spec["problem"]:
+        assert store.read_result(run_dir) is None, "an unusable result.json is never read as a result"
+
+
+def test_a_sane_run_folder_is_done_and_its_id_checks(tmp_path):
+    run_dir = run_folder(tmp_path)
+    assert store.identity_problem(run_dir) is None
+    store.write_result(run_dir, {"final": {"top1": 50.0, "top5": 90.0}, "epochs": 1})
+    assert store.run_state(run_dir).state == store.DONE
+
+
+def test_run_files_are_never_opened_through_a_planted_link(tmp_path):
+    run_dir = run_folder(tmp_path / "sweep")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    for name in (store.LOCK, store.METRICS, store.LOG):
+        target = run_dir / name
+        target.unlink(missing_ok=True)
+        target.symlink_to(victim)
+    with pytest.raises(store.UnsafeFile, match="symbolic link"):
+        with store.run_lock(run_dir):
+            pass
+    with pytest.raises(store.UnsafeFile, match="symbolic link"):
+        store.append_metrics(run_dir, {"epoch": 2})
+    with pytest.raises(store.UnsafeFile, match="symbolic link"):
+        store.open_log(run_dir)
+    assert victim.read_text() == "precious\n"
+    assert not store.is_locked(run_dir)
+    (run_dir / store.RESULT).unlink(missing_ok=True)
+    import os
+
+    os.mkfifo(run_dir / store.RESULT)  # a FIFO would hang a plain open()
+    assert store.run_state(run_dir).state == store.PARTIAL
+
+
+def test_a_directory_where_the_lock_belongs_is_named(tmp_path):
+    run_dir = run_folder(tmp_path)
+    (run_dir / store.LOCK).mkdir()
+    assert not store.is_locked(run_dir)
+    with pytest.raises(store.UnsafeFile, match=r"\.lock.*is a directory"):
+        with store.run_lock(run_dir):
+            pass
+
+
+def test_a_status_probe_never_makes_a_claim_fail(tmp_path):
+    """is_locked probes with a momentary lock; a claim that meets it waits instead of skipping the run."""
+    import fcntl
+    import os
+
+    run_dir = run_folder(tmp_path)
+    (run_dir / store.LOCK).touch()
+    fd = os.open(run_dir / store.LOCK, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a probe, frozen mid-probe
+    import threading
+
+    threading.Timer(0.2, lambda: os.close(fd)).start()  # ...and done 0.2 s later
+    with store.run_lock(run_dir):  # before: RunLocked at once, and the launch skipped a runnable run
+        pass
+    # a real holder is still reported, and still refuses a claim
+    with store.run_lock(run_dir):
+        probe = f"from ablations import store; print(store.is_locked({str(run_dir)!r}))"
+        root = str(__import__("pathlib").Path(__file__).parents[1])
+        other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": root})
+        assert other.stdout.strip() == "True"

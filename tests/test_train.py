@@ -154,6 +154,19 @@ def test_truncated_metrics_line_is_dropped_on_resume(reference, tmp_path, monkey
     assert outcome(run_dir) == outcome(reference[0])
 
 
+def test_half_line_of_a_checkpointed_epoch_is_repaired_from_the_checkpoint(reference, tmp_path, monkeypatch):
+    run_dir = tmp_path / "half-line"
+    stop_at(monkeypatch, 1, 0)  # epoch 1 is finished and checkpointed
+    with pytest.raises(Preempted):
+        train_run(tiny(), run_dir, progress=False)
+    monkeypatch.undo()
+    data = (run_dir / store.METRICS).read_bytes()
+    (run_dir / store.METRICS).write_bytes(data[: len(data) // 2])  # epoch 1's line, cut in half
+    train_run(tiny(), run_dir, progress=False)
+    assert outcome(run_dir) == outcome(reference[0])  # epoch 1's row is there again, not dropped
+    assert "restored from the checkpoint" in (run_dir / store.LOG).read_text()
+
+
 def test_truncated_checkpoint_starts_over(reference, tmp_path):
     run_dir = tmp_path / "truncated-checkpoint"
     run_dir.mkdir()
@@ -176,6 +189,21 @@ def test_nan_loss_fails_the_run(tmp_path):
     assert error["reason"].startswith("non-finite loss (nan) at epoch 1 step ")
     assert error["epoch"] == 1 and "RunFailed" in error["traceback"]
     assert store.run_state(run_dir).state == store.FAILED and not (run_dir / store.RESULT).exists()
+
+
+def test_nan_validation_in_the_last_epoch_fails_the_run(tmp_path, monkeypatch):
+    original = train.Trainer.evaluate
+
+    def evaluate(self, model):
+        metrics = original(self, model)
+        return {**metrics, "val_loss": float("nan")} if self.epoch + 1 == self.config.train.epochs else metrics
+
+    monkeypatch.setattr(train.Trainer, "evaluate", evaluate)
+    run_dir = tmp_path / "diverged"
+    with pytest.raises(RunFailed, match="non-finite validation metrics at epoch 2"):
+        train_run(tiny(), run_dir, progress=False)
+    assert not (run_dir / store.RESULT).exists()
+    assert store.run_state(run_dir).state == store.FAILED
 
 
 def test_cli_exit_codes(tmp_path):
