@@ -112,8 +112,15 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool) -
         + (f", {train_images} training images" if train_images else "")
         + f", {first.train.epochs} epochs, batch {first.train.batch_size}, {first.optim.name} lr {first.lr:g}",
     ]
+    devices, device_batch, accum = first.batch_split()
+    lines.append(f"  global batch {first.train.batch_size} = {devices} device{'s' if devices != 1 else ''} x "
+                 f"{device_batch} per device x {accum} accumulation step{'s' if accum != 1 else ''}"
+                 + ("" if devices > 1 else "  (--set train.devices=N for N GPUs)"))
     if overrides:
         lines.append(f"  command-line overrides: {overrides}")
+    deviations = recipe_deviations(plan)
+    if deviations:
+        lines.append(f"  DEVIATION from recipe {plan.recipe}: {deviations}")
     lines.append(f"  runs go to: {where}")
     if plan.recipe == "quick":
         lines.append("  NOTE: the quick recipe is the same experiment, smaller (bundled digits): its numbers are "
@@ -160,6 +167,30 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool) -
     return "\n".join(lines)
 
 
+# keys that say what hardware runs the protocol, not what the protocol is
+HARDWARE_KEYS = {"train.devices", "data.root", "train.logger", "train.keep_checkpoints"}
+
+
+def recipe_deviations(plan: Plan) -> str:
+    """The command line's overrides that change a value the recipe sets (hardware keys aside), as text."""
+    recipe = plan.experiment.recipe
+    model = plan.runs[0].run.config.model.name
+    recipe_values = {**recipe.overrides, **recipe.per_model.get(model, {})}
+    changed = [f"{k}={v} (recipe: {recipe_values[k]})" for k, v in plan.experiment.overrides.items()
+               if k in recipe_values and k not in HARDWARE_KEYS and recipe_values[k] != v]
+    return ", ".join(changed)
+
+
+def check_devices(plan: Plan, settings) -> None:
+    """A SLURM job runs train.devices processes: nodes x tasks_per_node must match the runs' config."""
+    tasks = settings.nodes * settings.tasks_per_node
+    wanted = {p.run.config.train.devices for p in plan.runs}
+    if wanted != {tasks}:
+        raise InputError("train.devices", f"the runs are configured for {', '.join(map(str, sorted(wanted)))} "
+                         f"device(s) but the SLURM job would start {tasks} task(s) (nodes x tasks per node); "
+                         f"give --tasks-per-node / --nodes to match, or --set train.devices={tasks}")
+
+
 @command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -167,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = load_plan(args)
     executor, why = resolve_executor(args.executor)
     settings = slurm_settings(args, plan) if executor == "slurm" else None
+    if settings is not None:
+        check_devices(plan, settings)
+    elif not args.dry_run and any(p.run.config.train.devices > 1 for p in plan.runs):
+        raise InputError("train.devices", "the local executor runs one process per run; train.devices > 1 "
+                         "needs the SLURM executor (--tasks-per-node N) or torchrun "
+                         "(python -m torch.distributed.run --nproc-per-node N -m ablations.train RUN_DIR)")
     todo = plan.pending(retry_failed=args.retry_failed, force=args.force)
     if executor == "local":
         check_jobs(args.jobs)

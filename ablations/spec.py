@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.config import RunConfig, check_value, with_overrides
+from ablations.config import RunConfig, check_value, pin_data_root, with_overrides
 from ablations.errors import InputError
 from ablations.metrics import DEFAULT_COLUMNS, METRIC_NAMES
 from ablations.yamlio import YamlError, key_lines, line_of, load_yaml_strict
@@ -343,7 +343,7 @@ def expand(
         if model not in bases:
             bases[model] = with_overrides(RunConfig(), {**recipe.overrides, **recipe.per_model.get(model, {})})
         try:
-            cell_config = with_overrides(bases[model], overrides)
+            cell_config = pin_data_root(with_overrides(bases[model], overrides))
         except InputError as err:
             raise SweepError(sweep.path, f"cell {cell.label!r}", err.describe()) from None
         for seed in seeds if seeds is not None else sweep.seeds:

@@ -239,7 +239,7 @@ def _ddp_worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) ->
     torch.set_num_threads(1)
     assert train.init_distributed_from_env()
     try:
-        result = train_run(tiny(**{"train.epochs": 1}), Path(run_dir), progress=False)
+        result = train_run(tiny(**{"train.epochs": 1, "train.devices": world}), Path(run_dir), progress=False)
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
         torch.distributed.destroy_process_group()
@@ -260,3 +260,41 @@ def test_ddp_gloo_two_processes(tmp_path):
     assert json.loads((run_dir / store.RESULT).read_text()) == results[0]
     assert [r["epoch"] for r in store.read_metrics(run_dir / store.METRICS).rows] == [1]  # written once
     assert (run_dir / store.LOG).read_text().count("done:") == 1
+    # One process accumulating 2 passes of 8 computes what 2 processes of 8 do: the same samples in the same
+    # passes, the same per-pass randomness and BatchNorm batches, the same averaged gradient (float tolerance).
+    accumulated = train_run(tiny(**{"train.epochs": 1, "train.device_batch": 8}), tmp_path / "accum",
+                            progress=False)
+    ddp_rows, acc_rows = metrics(run_dir), metrics(tmp_path / "accum")
+    for key in ("train_loss", "val_loss", "top1", "top5", "lr"):
+        assert acc_rows[0][key] == pytest.approx(ddp_rows[0][key], rel=1e-4, abs=1e-4), key
+    assert accumulated["final"]["top1"] == pytest.approx(results[0]["final"]["top1"], abs=1e-4)
+
+
+def test_accumulated_gradients_equal_one_large_batch():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.GELU(), torch.nn.Linear(5, 3))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+
+    def loss_of(m, xb, yb):
+        return torch.nn.functional.cross_entropy(m(xb), yb)
+
+    def update(micro_batches):
+        m = __import__("copy").deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9)
+        loss = train.accumulate_gradients(m, micro_batches, loss_of)
+        opt.step()
+        return loss, [p.detach().clone() for p in m.parameters()]
+
+    one_loss, one = update([(x, y)])
+    acc_loss, acc = update([(x[:2], y[:2]), (x[2:4], y[2:4]), (x[4:6], y[4:6]), (x[6:], y[6:])])
+    assert acc_loss == pytest.approx(one_loss, rel=1e-6)
+    for a, b in zip(one, acc, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    _, different = update([(x[:4], y[:4])])  # half the batch: another update (the test can fail)
+    assert not all(torch.allclose(a, b) for a, b in zip(one, different, strict=True))
+
+
+def test_a_run_for_two_devices_refuses_one_process(tmp_path):
+    with pytest.raises(ValueError, match="train.devices=2"):
+        train_run(tiny(**{"train.devices": 2}), tmp_path / "run", progress=False)
+    assert "train.devices=2" in json.loads((tmp_path / "run" / store.ERROR).read_text())["reason"]
