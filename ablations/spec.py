@@ -48,6 +48,7 @@ TOP_LEVEL_KEYS = {
     "columns": "metrics the table shows",
     "axes": "the ablation axes",
     "published": "the paper's numbers by cell label",
+    "published_note": "what a reader must know about the paper's numbers (printed under the table)",
     "slurm": "cluster resources",
 }
 REQUIRED_KEYS = ("name", "paper_table", "recipe", "model", "axes")
@@ -96,6 +97,7 @@ class Sweep:
     axes: list[Axis] = field(default_factory=list)
     published: dict[str, dict[str, float]] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
+    published_note: str = ""
 
     @property
     def cells(self) -> list[Cell]:
@@ -192,6 +194,7 @@ def _load_sweep(path: Path) -> Sweep:
         columns=columns,
         axes=axes,
         slurm=expect(path, "slurm", raw.get("slurm") or {}, dict),
+        published_note=expect(path, "published_note", raw.get("published_note", ""), str),
     )
     published = parse_published(path, raw.get("published") or {}, {c.label for c in sweep.cells})
     check_axis_conflicts(path, sweep)

@@ -120,6 +120,8 @@ def build_table(df: pd.DataFrame, layout: Layout) -> Table:
     baseline = next((c.label for c in specs if c.is_baseline), None)
     rows = build_rows(runs, specs, layout, baseline)
     notes += failure_notes(runs)
+    if layout.published_note and layout.published:
+        notes.append(f"Paper's numbers: {layout.published_note}")
     title = layout.paper_table or first(runs, "paper_table") or f"Sweep {layout.name}"
     if not layout.axes and len(runs):  # no sweep file: the axis names come from the runs' meta.levels
         layout = replace(layout, axes=tuple(json.loads(first(runs, "levels") or "{}")))
