@@ -456,3 +456,22 @@ def sweep_without_note(tmp_path: Path) -> Path:
     path.write_text(SWEEP)
     write_run(path.parent / "results" / "pe", "PA", 0, top1=73.0, sweep_file=path)
     return path
+
+
+def test_collect_flattens_the_config_and_writes_long_curves(sweep, tmp_path, capsys):
+    df, _ = collect(sweep.parent / "results")
+    assert {"optim.lr", "model.pos_encoding", "train.batch_size", "train.device_batch"} <= set(df.columns)
+    by_cell = df.groupby("cell")["model.pos_encoding"].first().to_dict()
+    assert by_cell["LE"] == "le" and by_cell["PA"] == "pa" and set(df["train.epochs"]) == {5}
+    assert df.groupby("model.pos_encoding")["top1"].mean()["pa"] == pytest.approx(sum(PA) / 3)
+    for suffix in (".csv", ".parquet"):
+        out = tmp_path / f"runs{suffix}"
+        assert collect_mod.main([str(sweep.parent / "results"), "-o", str(out)]) == 0
+        assert read_export(out)["optim.lr"].notna().all()
+        curves = (pd.read_parquet if suffix == ".parquet" else pd.read_csv)(tmp_path / f"runs_curves{suffix}")
+        assert list(curves.columns) == list(collect_mod.CURVE_COLUMNS)
+        le1 = curves[(curves["cell"] == "LE") & (curves["seed"] == 1)]
+        assert sorted(set(le1["epoch"])) == [1, 2, 3, 4, 5] and {"top1", "val_loss"} <= set(le1["metric"])
+        last = le1[(le1["metric"] == "top1") & (le1["epoch"] == 5)]["value"]
+        assert last.iloc[0] == pytest.approx(73.0)
+    assert "curve points" in capsys.readouterr().err
