@@ -115,7 +115,9 @@ class TrainConfig:
     ema: bool = False
     ema_decay: float = knob(0.9998, gt=0.0, lt=1.0)
     # what a run keeps, not what it computes (identity=False: not in the run id)
+    # at the end: last = checkpoint.pt (weights, EMA, counters) + best.pt; best = best.pt only; none = neither
     keep_checkpoints: str = knob("last", choices=KEEP_CHECKPOINTS, identity=False)
+    keep_optimizer: bool = knob(False, identity=False)  # keep the optimizer state in the final checkpoint.pt
     logger: str = knob("tensorboard", choices=LOGGERS, identity=False)
 
 

@@ -158,7 +158,7 @@ class RunJob:
     """
 
     def __init__(self, run_dir: str | Path, *, force: bool = False, retry_failed: bool = False,
-                 trainer: str = TRAINER, num_workers: int = 0, progress: bool = False):
+                 trainer: str = TRAINER, num_workers: int | None = None, progress: bool = False):
         self.run_dir = str(Path(run_dir).absolute())
         self.force = force
         self.retry_failed = retry_failed
@@ -229,7 +229,8 @@ class RunJob:
         local = _StopOnLocalSignals(train) if env is None else contextlib.nullcontext()
         try:
             with local:
-                result = train.train_run(config, run_dir, progress=self.progress, num_workers=self.num_workers,
+                workers = default_workers() if self.num_workers is None else self.num_workers
+                result = train.train_run(config, run_dir, progress=self.progress, num_workers=workers,
                                          handle_signals=False)
         except train.Preempted as err:
             if guard is not None:
@@ -259,6 +260,26 @@ class RunJob:
             record_event(Path(self.run_dir), env.job_id, "REQUEUED")
         return DelayedSubmission(RunJob(self.run_dir, retry_failed=self.retry_failed, trainer=self.trainer,
                                         num_workers=self.num_workers, progress=self.progress))
+
+
+JOB_CPUS = "REST_JOB_CPUS"  # set by the local launcher's --jobs workers: their share of the cores
+MAX_DEFAULT_WORKERS = 8
+
+
+def job_cpus(environ: dict[str, str] | None = None) -> int:
+    """The CPU cores this job may use: SLURM's --cpus-per-task, else the local launcher's share (--jobs N),
+    else the cores this process may run on."""
+    environ = os.environ if environ is None else environ
+    for name in ("SLURM_CPUS_PER_TASK", JOB_CPUS):
+        value = environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers(environ: dict[str, str] | None = None) -> int:
+    """Data-loading worker processes by default: the job's cores but one (which trains), at most 8."""
+    return max(0, min(MAX_DEFAULT_WORKERS, job_cpus(environ) - 1))
 
 
 def _rank() -> int:

@@ -12,6 +12,7 @@ results/<sweep>/<run_id>/ (config.json, metrics.jsonl, checkpoint.pt, result.jso
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from ablations import store
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, command, paragraph  # noqa: F401
+from ablations.config import KEEP_CHECKPOINTS, LOGGERS
 from ablations.errors import InputError
 from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
 from ablations.plan import (
@@ -52,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--force", action="store_true", help="run every run again; earlier outputs go to previous/")
     launch.add_argument("--jobs", type=int, default=1, help="local executor: runs at once, each in its own process "
                                                           "(at most one per CPU core, or per GPU; default 1)")
-    launch.add_argument("--workers", type=int, default=0, help="data-loading worker processes per run")
+    launch.add_argument("--workers", type=int, default=None,
+                        help="data-loading worker processes per run (default: the job's CPU cores but one, at "
+                             "most 8: --cpus-per-task on SLURM, this machine's cores, or their share under --jobs)")
+    launch.add_argument("--logger", choices=LOGGERS, help="experiment tracking (sets train.logger; default "
+                        "tensorboard: event files in each run folder; wandb: also Weights & Biases; none)")
+    launch.add_argument("--keep-checkpoints", choices=KEEP_CHECKPOINTS, help="what a finished run keeps (sets "
+                        "train.keep_checkpoints; default last: checkpoint.pt without optimizer state + best.pt)")
     launch.add_argument("--no-progress", action="store_true", help="no progress bars")
     launch.add_argument("--no-eta", action="store_true", help="no speed measurement behind the ETA")
     cluster = p.add_argument_group("SLURM (override the sweep file's slurm: block)")
@@ -75,8 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------------------------------------
 def load_plan(args: argparse.Namespace) -> Plan:
-    """The experiment the sweep file and flags name, with every run's state; bad input raises InputError."""
-    return make_plan(resolve(args.sweep, selection_from_args(args), args.results_root))
+    """The experiment the sweep file and flags name, with every run's state; bad input raises InputError.
+
+    --logger and --keep-checkpoints are --set's of keys outside the run id: the same runs, kept otherwise."""
+    selection = selection_from_args(args)
+    flags = {"logger": getattr(args, "logger", None), "keep_checkpoints": getattr(args, "keep_checkpoints", None)}
+    extra = tuple(f"train.{key}={value}" for key, value in flags.items() if value)
+    if extra:
+        selection = dataclasses.replace(selection, sets=selection.sets + extra)
+    return make_plan(resolve(args.sweep, selection, args.results_root))
 
 
 def check_datasets(plan: Plan, runs) -> None:

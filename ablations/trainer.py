@@ -51,6 +51,7 @@ import rest
 from ablations import store
 from ablations.config import RunConfig
 from ablations.data import build_loaders, mix_seed, seed_everything
+from ablations.tracking import Tracker, open_tracker
 from rest.benchmark import time_iterations
 
 log = logging.getLogger("ablations.train")
@@ -136,6 +137,7 @@ class Ranks:
 class Trainer:
     def __init__(self, config: RunConfig, run_dir: Path, progress: bool, num_workers: int):
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.tracker = Tracker([])  # rank 0 opens train.logger's when it starts training
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
             else torch.device("cpu")
         self.ranks = Ranks(self.device)
@@ -221,10 +223,14 @@ class Trainer:
             raise CheckpointMismatch(f"{self.run_dir / store.CHECKPOINT} was written for another config than "
                                      f"{self.run_dir / store.CONFIG}; delete the checkpoint or restore the config")
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt["scaler"]:  # empty when saved without AMP (e.g. on CPU)
-            self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("optimizer") is None:  # a finished run's final checkpoint (train.keep_optimizer false)
+            if int(ckpt["epoch"]) < self.config.train.epochs:
+                raise ValueError("checkpoint without optimizer state before the last epoch")
+        else:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            if ckpt["scaler"]:  # empty when saved without AMP (e.g. on CPU)
+                self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema:
             self.ema.load_state_dict(ckpt["ema"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
@@ -266,6 +272,9 @@ class Trainer:
         self.started = time.perf_counter()
         self.resume()
         c = self.config
+        if self.ranks.main:
+            self.tracker = open_tracker(c.train.logger, self.run_dir, config=c.to_dict(), run_id=self.run_dir.name,
+                                        resume_update=self.epoch * self.steps_per_epoch + self.step)
         ddp_model = self.model
         if self.ranks.active:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -329,6 +338,7 @@ class Trainer:
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model, step=updates + 1)
+        self.tracker.step(updates, loss_value, self.optimizer.param_groups[0]["lr"])
         images = sum(len(x) for x, _ in micro_batches) * self.ranks.world
         self.partial["loss_sum"] += loss_value * images
         self.partial["images"] += images
@@ -390,8 +400,11 @@ class Trainer:
         log.info("epoch %d/%d: train_loss %.4f  val_loss %.4f  top1 %.2f  top5 %.2f  (%.1f s, %.0f img/s)",
                  row["epoch"], self.config.train.epochs, row["train_loss"], row["val_loss"], row["top1"],
                  row["top5"], row["epoch_time_s"], row["train_img_s"])
+        self.tracker.epoch((self.epoch + 1) * self.steps_per_epoch, row)
         if row["top1"] > self.best["top1"]:
             self.best = dict(top1=row["top1"], top5=row["top5"], epoch=row["epoch"])
+            if self.ranks.main:  # before the checkpoint that records it as the best
+                store.save_best_weights(self.run_dir, self.model.state_dict())
         self.last = row
         self.epoch, self.step = self.epoch + 1, 0
         self.partial = dict(loss_sum=0.0, images=0, train_s=0.0, time_s=0.0)
@@ -419,7 +432,9 @@ class Trainer:
             )
             if self.ema is not None:
                 result["final_ema"] = {k: last[f"ema_{k}"] for k in ("top1", "top5", "val_loss")}
+            result["kept"] = self.kept_files()
             store.write_result(self.run_dir, result)
+            self.prune()  # after result.json: a run cut short here is done, not restarted
             log.info("done: top1 %.2f (best %.2f at epoch %d), %.0f s", result["final"]["top1"],
                      self.best["top1"], self.best["epoch"], result["wall_time_s"])
         if self.ranks.active:
@@ -427,6 +442,32 @@ class Trainer:
             dist.broadcast_object_list(shared, src=0, device=self.device if self.device.type == "cuda" else None)
             result = shared[0]
         return result
+
+    def kept_files(self) -> dict:
+        """What stays in the run folder after prune(), and how to load the best weights."""
+        keep, c = self.config.train.keep_checkpoints, self.config
+        kept: dict = {"checkpoint": store.CHECKPOINT if keep == "last" else None,
+                      "best_weights": store.BEST_WEIGHTS if keep in ("last", "best") else None}
+        if kept["best_weights"]:
+            knobs = ", ".join(f"{k}={getattr(c.model, k)!r}" for k in ("pos_encoding", "reduction", "head_conv",
+                                                                         "head_norm", "stem"))
+            n = self.num_classes
+            kept["load_with"] = (f"timm.create_model({c.model.name!r}, pretrained=True, num_classes={n}, {knobs}, "
+                                 f"pretrained_cfg_overlay=dict(file='{store.BEST_WEIGHTS}', num_classes={n}))"
+                                 f"  # after import rest")
+        return kept
+
+    def prune(self) -> None:
+        """train.keep_checkpoints at the end of a run: last = checkpoint.pt without the optimizer state (unless
+        train.keep_optimizer) and best.pt; best = best.pt only; none = neither."""
+        keep = self.config.train.keep_checkpoints
+        if keep == "last" and not self.config.train.keep_optimizer:
+            slim = {**self.checkpoint(), "optimizer": None, "scheduler": None, "scaler": None}
+            store.save_checkpoint(self.run_dir, slim)
+        if keep in ("best", "none"):
+            store.remove_output(self.run_dir, store.CHECKPOINT)
+        if keep == "none":
+            store.remove_output(self.run_dir, store.BEST_WEIGHTS)
 
     def training_speed(self) -> float | None:
         """Training images/s of this run (median over its epochs): the planner's ETA for the next runs."""
@@ -583,6 +624,8 @@ def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_wo
             store.write_error(run_dir, reason, traceback.format_exc(), trainer.epoch + 1 if trainer else 0)
         raise
     finally:
+        if trainer is not None:
+            trainer.tracker.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         for h in handlers:

@@ -89,6 +89,80 @@ def test_tiny_run_writes_the_run_folder(reference):
     assert store.run_state(run_dir).state == store.DONE
 
 
+def test_best_weights_load_with_timm_and_the_final_checkpoint_is_slim(reference):
+    import timm
+
+    run_dir, result = reference
+    kept = result["kept"]
+    assert kept["checkpoint"] == store.CHECKPOINT and kept["best_weights"] == store.BEST_WEIGHTS
+    assert "pretrained_cfg_overlay=dict(file='best.pt', num_classes=10)" in kept["load_with"]
+    best = torch.load(run_dir / store.BEST_WEIGHTS, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in best.values())  # a plain state dict
+    model = timm.create_model("rest_lite", pretrained=True, num_classes=10, img_size=32,
+                              pretrained_cfg_overlay=dict(file=str(run_dir / store.BEST_WEIGHTS), num_classes=10))
+    loaded = model.state_dict()
+    assert loaded.keys() == best.keys()
+    assert all(torch.equal(loaded[k], best[k]) for k in best)
+    assert not all(torch.equal(v, timm.create_model("rest_lite", num_classes=10).state_dict()[k])
+                   for k, v in best.items())  # trained weights, not a fresh model's
+    final = store.load_checkpoint(run_dir / store.CHECKPOINT)
+    assert final["optimizer"] is None and final["scheduler"] is None and final["epoch"] == 2
+    if result["best"]["epoch"] == 2:
+        assert all(torch.equal(final["model"][k], best[k]) for k in best)
+
+
+def test_tensorboard_event_files_per_step_and_per_epoch(reference):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = reference
+    events = EventAccumulator(str(run_dir / store.TENSORBOARD))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == list(range(2 * 64 // 16))  # 2 epochs of 4 updates
+    assert [e.step for e in events.Scalars("train/lr")] == steps
+    rows = store.read_metrics(run_dir / store.METRICS).rows
+    assert [e.value for e in events.Scalars("epoch/top1")] == pytest.approx([r["top1"] for r in rows])
+    assert [e.step for e in events.Scalars("epoch/val_loss")] == [1, 2]
+
+
+def test_keep_none_and_no_logger_leave_only_the_numbers(tmp_path):
+    run_dir = tmp_path / "run"
+    config = tiny(**{"train.epochs": 1, "train.keep_checkpoints": "none", "train.logger": "none"})
+    result = train_run(config, run_dir, progress=False)
+    assert result["kept"] == {"checkpoint": None, "best_weights": None}
+    for name in (store.CHECKPOINT, store.BEST_WEIGHTS, store.TENSORBOARD):
+        assert not (run_dir / name).exists(), name
+    assert store.run_state(run_dir).state == store.DONE
+    best = tmp_path / "best"
+    train_run(with_overrides(config, {"train.keep_checkpoints": "best"}), best, progress=False)
+    assert (best / store.BEST_WEIGHTS).exists() and not (best / store.CHECKPOINT).exists()
+
+
+def test_wandb_logger_logs_and_a_missing_package_is_a_clear_failure(tmp_path, monkeypatch):
+    import types
+
+    calls = []
+
+    class FakeRun:
+        def log(self, data):
+            calls.append(("log", data))
+
+        def finish(self):
+            calls.append(("finish", None))
+
+    fake = types.SimpleNamespace(init=lambda **kw: calls.append(("init", kw)) or FakeRun())
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    train_run(tiny(**{"train.epochs": 1, "train.logger": "wandb"}), tmp_path / "w", progress=False)
+    init = calls[0][1]
+    assert calls[0][0] == "init" and init["id"] == "w" and init["config"]["train"]["epochs"] == 1
+    assert init["dir"].startswith(str(tmp_path / "w")) and calls[-1][0] == "finish"
+    assert sum("train/loss" in c[1] for c in calls if c[0] == "log") == 4
+    assert (tmp_path / "w" / store.TENSORBOARD).is_dir()  # wandb comes on top of TensorBoard
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+    with pytest.raises(RuntimeError, match="pip install"):
+        train_run(tiny(**{"train.epochs": 1, "train.logger": "wandb"}), tmp_path / "missing", progress=False)
+
+
 def test_finished_run_is_not_trained_again(reference, tmp_path):
     run_dir = tmp_path / "again"
     run_dir.mkdir()
