@@ -149,3 +149,66 @@ def test_attention_plot_from_a_run(tmp_path, capsys):
     assert plots.main(["attention", "--run", str(run), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "checkpoint.pt: cannot be loaded" in err and "Traceback" not in err
+
+
+def three_seed_sweep(tmp_path: Path, top5: float = 100.0) -> Path:
+    path = tmp_path / "attention.yaml"
+    path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
+    results = tmp_path / "results" / "attention"
+    for seed in range(3):
+        write_run(results, "EMSA", seed, top1=97.0 + 0.3 * seed, top5=top5, img_s=30.0, sweep_file=path)
+        write_run(results, "MSA", seed, top1=96.2 + 0.5 * seed, top5=top5, img_s=20.0, sweep_file=path)
+    return path
+
+
+def figure_of(path: Path):
+    from analysis import figures
+    from analysis.tables import build_table, per_seed, select_runs
+
+    layout = load_layout(path, results_root=path.parent / "results")
+    df = collect(layout.results_dir, run_dirs=layout.run_dirs)[0]
+    table = build_table(df, layout)
+    runs, _ = per_seed(select_runs(df, layout))
+    return table, figures.bars(table, runs), figures.curves(table, runs)
+
+
+def test_bars_are_a_grid_with_deltas_ci_and_the_papers_deltas(tmp_path):
+    from matplotlib.collections import LineCollection
+
+    from analysis import figures
+
+    table, fig, curves = figure_of(three_seed_sweep(tmp_path))
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 5
+    width, height = fig.get_size_inches() * 150
+    assert width <= 2600 and height <= 1600  # 5 metrics: two rows of at most three, not a 3000 px strip
+    by_title = {ax.get_title(): ax for ax in axes}
+    top5 = by_title["Top-5"]
+    assert any("saturated" in t.get_text() for t in top5.texts) and not top5.patches  # not drawn as bars
+    top1 = by_title["Top-1"]
+    assert top1.get_ylabel().startswith("Δ Top-1 vs EMSA")
+    msa = table.rows.set_index("cell").loc["MSA"]
+    ci = [c for c in top1.collections if isinstance(c, LineCollection)]
+    ends = sorted(ci[0].get_segments()[0][:, 1])
+    assert ends == pytest.approx(sorted([msa["top1_ci_low"], msa["top1_ci_high"]]))  # the table's 95 % CI
+    paper = [c for c in top1.collections if c.get_facecolor().size and
+             tuple(c.get_facecolor()[0][:3]) == pytest.approx(matplotlib_rgb(figures.PAPER))]
+    assert paper and paper[0].get_offsets()[0][1] == pytest.approx(72.68 - 72.88)  # the paper's Δ
+    throughput = by_title["Throughput"]
+    assert any("not compared" in t.get_text() for t in throughput.texts)  # CPU vs the paper's GPU
+    assert throughput.get_ylim()[1] < 100  # the paper's 1246 img/s does not set the scale
+    assert [ax.get_ylabel() for ax in curves.axes] == ["validation top-1 (%)", "validation loss"]
+    assert len(curves.axes[0].collections) == 2  # a ± std band per cell (3 seeds)
+
+
+def matplotlib_rgb(color: str) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(color)
+
+
+def test_bars_of_many_metrics_and_cells_stay_readable(tmp_path):
+    path = three_seed_sweep(tmp_path, top5=99.0)
+    _, fig, _ = figure_of(path)
+    top5 = next(ax for ax in fig.axes if ax.get_title() == "Top-5")
+    assert not any("saturated" in t.get_text() for t in top5.texts) and top5.patches
