@@ -126,8 +126,10 @@ def test_attention_recomputation_is_exact(knobs):
     assert torch.allclose(probs.sum(-1), torch.ones(8, 4))
 
 
-def test_attention_plot_random_weights(tmp_path):
-    assert plots.main(["attention", "--img-size", "64", "--output", str(tmp_path)]) == 0
+def test_attention_plot_random_weights(tmp_path, capsys):
+    assert plots.main(["attention", "--img-size", "64", "--output", str(tmp_path)]) == 2  # never the default
+    assert "--run" in capsys.readouterr().err and not list(tmp_path.iterdir())
+    assert plots.main(["attention", "--random-weights", "--img-size", "64", "--output", str(tmp_path)]) == 0
     assert_written(sorted(tmp_path.iterdir()), ".png", ".pdf")
 
 
@@ -145,6 +147,18 @@ def test_attention_plot_from_a_run(tmp_path, capsys):
     assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
     assert plots.main(["attention", "--run", str(run), "--image", str(image), "--output", str(tmp_path / "o")]) == 0
     assert_written(sorted((tmp_path / "o").iterdir()), ".png", ".pdf")
+    # default input: the run's own validation data (a digit), one shared colour scale with its colour bar
+    x, shown, source = attention.validation_input(run, 64, 3)
+    assert x.shape == (1, 3, 64, 64) and shown.shape == (64, 64, 3) and "validation image 3 of digits" in source
+    probs, grid = attention.block_attention(loaded, x, 4, -1)
+    fig = attention.figure(shown, probs, grid, "t", 4, "block 1 (of 2) = last")
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 1 + 1 + 8  # input, mean of heads, 8 heads
+    assert len({im.get_clim() for im in images[1:]}) == 1 and images[1].get_cmap().name == "viridis"
+    assert len(fig.axes) == 10 + 1  # ten panels and the colour bar
+    assert "stage 4, block 1 (of 2) = last" in fig._suptitle.get_text()
+    assert plots.main(["attention", "--run", str(run), "--stage", "3", "--output", str(tmp_path / "v")]) == 0
+    assert_written(sorted((tmp_path / "v").iterdir()), ".png", ".pdf")
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert plots.main(["attention", "--run", str(run), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
