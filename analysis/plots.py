@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sizes", type=sizes, default=[112, 160, 224], help="input resolutions (default 112,160,224)")
     s.add_argument("--batch-size", "-b", type=int, default=8)
     s.add_argument("--warmup", type=int, default=1)
-    s.add_argument("--iters", type=int, default=3)
+    s.add_argument("--iters", type=int, default=3, help="timed iterations per measurement")
+    s.add_argument("--repeats", type=int, default=3, help="measurements per point, for the error bars (default 3)")
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     s.add_argument(*OUTPUT_FLAGS, type=Path, default=Path("results/plots"), help="output folder")
@@ -92,9 +93,10 @@ def plot_scaling(args) -> list[Path]:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available here; use --device cpu.")
-    if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
-        raise InputError("--batch-size and --iters must be at least 1, --warmup at least 0.")
-    df = measure(args.sizes, args.batch_size, args.warmup, args.iters, device, args.threads)
+    if args.batch_size < 1 or args.iters < 1 or args.warmup < 0 or args.repeats < 1:
+        raise InputError("--batch-size, --iters and --repeats must be at least 1, --warmup at least 0.")
+    df = measure(args.sizes, args.batch_size, args.warmup, args.iters, device, args.threads, progress=True,
+                 repeats=args.repeats)
     args.output.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.output / "scaling.csv", index=False)
     print(df.drop(columns="memory_method").to_string(index=False))

@@ -85,7 +85,7 @@ def test_plots_bad_input(tmp_path, capsys):
 def test_scaling_plot_and_csv(tmp_path):
     out = tmp_path / "plots"
     args = ["scaling", "--sizes", "32,64", "-b", "2", "--warmup", "0", "--iters", "1", "--threads", "1",
-            "--device", "cpu", "--output", str(out)]
+            "--device", "cpu", "--repeats", "2", "--output", str(out)]
     assert plots.main(args) == 0
     assert_written([out / "scaling.png", out / "scaling.pdf"], ".png", ".pdf")
     df = pd.read_csv(out / "scaling.csv")
@@ -94,6 +94,14 @@ def test_scaling_plot_and_csv(tmp_path):
     weights_mb = 10.4e6 * 4 / 2**20
     assert (df["peak_mem_mb"] > weights_mb).all() and (df["infer_img_s"] > 0).all()
     assert set(df["memory_method"]) == {scaling.CPU_MEMORY}
+    assert (df["repeats"] == 2).all() and df["infer_img_s_std"].notna().all()  # repeated: error bars
+    fig = scaling.figure(df)
+    assert "measured on CPU (1 thread), not on a GPU" in fig._suptitle.get_text()
+    ratio_ax = fig.axes[1]
+    assert any(line.get_ydata()[0] == pytest.approx(1246 / 512) for line in ratio_ax.get_lines())  # the paper's
+    ratios = scaling.ratios(df).set_index("img_size")
+    emsa, msa = (df[df["model"] == m].set_index("img_size")["infer_img_s"] for m in ("EMSA", "MSA"))
+    assert ratios.loc[64, "ratio"] == pytest.approx(emsa[64] / msa[64])
 
 
 def test_cpu_peak_memory_sees_a_temporary_allocation():
