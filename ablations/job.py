@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations import store
+from ablations.config import BUNDLED_DATASETS
 from ablations.store import now, read_slurm_record, update_slurm_record  # noqa: F401 - part of this API
 from ablations.store import record_slurm_event as record_event
 
@@ -229,7 +230,7 @@ class RunJob:
         local = _StopOnLocalSignals(train) if env is None else contextlib.nullcontext()
         try:
             with local:
-                workers = default_workers() if self.num_workers is None else self.num_workers
+                workers = workers_for(config, self.num_workers)
                 result = train.train_run(config, run_dir, progress=self.progress, num_workers=workers,
                                          handle_signals=False)
         except train.Preempted as err:
@@ -278,8 +279,17 @@ def job_cpus(environ: dict[str, str] | None = None) -> int:
 
 
 def default_workers(environ: dict[str, str] | None = None) -> int:
-    """Data-loading worker processes by default: the job's cores but one (which trains), at most 8."""
+    """Data-loading worker processes by default for datasets read from files: the job's cores but one (which
+    trains), at most 8. The bundled in-memory digits load in the training process (0 workers)."""
     return max(0, min(MAX_DEFAULT_WORKERS, job_cpus(environ) - 1))
+
+
+def workers_for(config: Any, requested: int | None, environ: dict[str, str] | None = None) -> int:
+    """The data-loading workers of a run: as requested, else default_workers() for datasets read from files;
+    an in-memory dataset (digits) gains nothing from loader processes (0)."""
+    if requested is not None:
+        return requested
+    return 0 if config.data.dataset in BUNDLED_DATASETS else default_workers(environ)
 
 
 def _rank() -> int:

@@ -199,3 +199,10 @@ def test_data_loading_workers_default_from_the_jobs_cpus(monkeypatch):
     assert default_workers({"SLURM_CPUS_PER_TASK": "64"}) == 8 and default_workers({"REST_JOB_CPUS": "1"}) == 0
     assert job_cpus({}) == len(os.sched_getaffinity(0))  # locally: this machine's cores
     assert default_workers({"REST_JOB_CPUS": "3"}) == 2
+    from ablations.config import RunConfig, with_overrides
+    from ablations.job import workers_for
+
+    images = with_overrides(RunConfig(), {"data.dataset": "imagefolder", "data.root": "/data"})
+    assert workers_for(images, None, {"SLURM_CPUS_PER_TASK": "10"}) == 8
+    assert workers_for(RunConfig(), None, {"SLURM_CPUS_PER_TASK": "10"}) == 0  # digits: in memory
+    assert workers_for(images, 2, {"SLURM_CPUS_PER_TASK": "10"}) == 2  # --workers wins
