@@ -452,7 +452,8 @@ class Trainer:
             knobs = ", ".join(f"{k}={getattr(c.model, k)!r}" for k in ("pos_encoding", "reduction", "head_conv",
                                                                          "head_norm", "stem"))
             n = self.num_classes
-            kept["load_with"] = (f"timm.create_model({c.model.name!r}, pretrained=True, num_classes={n}, {knobs}, "
+            kept["load_with"] = (f"timm.create_model({c.model.name!r}, pretrained=True, num_classes={n}, "
+                                 f"img_size={c.data.img_size}, {knobs}, "
                                  f"pretrained_cfg_overlay=dict(file='{store.BEST_WEIGHTS}', num_classes={n}))"
                                  f"  # after import rest")
         return kept

@@ -96,6 +96,7 @@ def test_best_weights_load_with_timm_and_the_final_checkpoint_is_slim(reference)
     kept = result["kept"]
     assert kept["checkpoint"] == store.CHECKPOINT and kept["best_weights"] == store.BEST_WEIGHTS
     assert "pretrained_cfg_overlay=dict(file='best.pt', num_classes=10)" in kept["load_with"]
+    assert "img_size=32" in kept["load_with"]
     best = torch.load(run_dir / store.BEST_WEIGHTS, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in best.values())  # a plain state dict
     model = timm.create_model("rest_lite", pretrained=True, num_classes=10, img_size=32,
