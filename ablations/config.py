@@ -24,6 +24,8 @@ from rest_knobs import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS
 DATASETS = ("digits", "probe", "imagefolder", "cifar10", "cifar100")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
+KEEP_CHECKPOINTS = ("last", "best", "none")
+LOGGERS = ("tensorboard", "wandb", "none")
 
 ConfigError = InputError  # one error type for every input (ablations.errors)
 
@@ -33,6 +35,8 @@ def knob(default: Any = None, *, factory: Any = None, **rules: Any) -> Any:
 
     Rules: choices (allowed values), min / max (inclusive), gt / lt (exclusive), finite (no inf/nan),
     pattern (a regex the whole string must match; pattern_text says it in words).
+    identity=False marks a field that does not change what a run computes (where its checkpoints and logs go):
+    it is left out of the canonical JSON, so out of the run id, and a run resumes whatever its value.
     """
     if factory is not None:
         return field(default_factory=factory, metadata=rules)
@@ -62,6 +66,9 @@ class DataConfig:
     eval_crop_pct: float = knob(1.0, gt=0.0, max=1.0)  # eval: resize to img_size / eval_crop_pct, center crop
     train_limit: int | None = knob(None, min=1)  # use only the first N training images (smoke tests)
     val_limit: int | None = knob(None, min=1)
+    # repeated augmentation (DeiT's RASampler, the official ResT v1 default): each image 3 times per epoch,
+    # its copies on different (virtual) devices; an epoch is then len(train) // 256 * 256 samples
+    repeated_aug: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,16 +98,27 @@ class SchedConfig:
     warmup_epochs: int = knob(0, min=0)
     warmup_lr: float = knob(1e-6, min=0.0, finite=True)
     min_lr: float = knob(1e-5, min=0.0, finite=True)
+    decay_epochs: int | None = knob(None, min=1)  # "step": lr x 0.1 every N epochs (None: 30 % of the epochs)
+    per_epoch: bool = False  # the lr changes once per epoch (the official v1 code) instead of every update
+    # warmup_lr and min_lr scaled by batch / optim.lr_base_batch like the lr (the official v1 main.py)
+    scale_with_batch: bool = False
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = knob(5, min=1)
-    batch_size: int = knob(64, min=1)
+    batch_size: int = knob(64, min=1)  # the GLOBAL batch of one update: devices x device_batch x accumulation
+    devices: int = knob(1, min=1, max=4096)  # processes (GPUs) the run is computed on: its world size
+    device_batch: int | None = knob(None, min=1)  # images per device per forward pass (None: batch / devices)
     seed: int = knob(0, min=0, lt=SEED_LIMIT)
     amp: bool = True  # float16 autocast, on CUDA only
     ema: bool = False
     ema_decay: float = knob(0.9998, gt=0.0, lt=1.0)
+    # what a run keeps, not what it computes (identity=False: not in the run id)
+    # at the end: last = checkpoint.pt (weights, EMA, counters) + best.pt; best = best.pt only; none = neither
+    keep_checkpoints: str = knob("last", choices=KEEP_CHECKPOINTS, identity=False)
+    keep_optimizer: bool = knob(False, identity=False)  # keep the optimizer state in the final checkpoint.pt
+    logger: str = knob("tensorboard", choices=LOGGERS, identity=False)
 
 
 SECTIONS: dict[str, type] = {
@@ -113,6 +131,14 @@ SECTIONS: dict[str, type] = {
 }
 
 
+SECTION_NAMES = {cls: name for name, cls in SECTIONS.items()}
+# section -> its fields that do not change what a run computes (knob(..., identity=False))
+NOT_IDENTITY: dict[str, frozenset[str]] = {
+    name: frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("identity") is False)
+    for name, cls in SECTIONS.items()
+}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -121,6 +147,28 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        self.batch_split()  # the global batch splits into devices x device batch x accumulation steps
+
+    def batch_split(self) -> tuple[int, int, int]:
+        """(devices, per-device batch, accumulation steps) of the global batch train.batch_size; InputError if
+        it does not split evenly."""
+        t = self.train
+        device_batch = t.device_batch
+        if device_batch is None:
+            if t.batch_size % t.devices:
+                raise InputError("train.batch_size", f"the global batch {t.batch_size} does not split over "
+                                                     f"train.devices={t.devices} devices")
+            device_batch = t.batch_size // t.devices
+        if t.batch_size % (t.devices * device_batch):
+            raise InputError("train.batch_size", f"the global batch {t.batch_size} is not a multiple of "
+                                                 f"train.devices x train.device_batch = {t.devices} x {device_batch}")
+        return t.devices, device_batch, t.batch_size // (t.devices * device_batch)
+
+    @property
+    def accum_steps(self) -> int:
+        return self.batch_split()[2]
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         # Sections hold scalars only, so a shallow copy of each is the full conversion (and much faster
@@ -146,9 +194,25 @@ class RunConfig:
     @property
     def lr(self) -> float:
         """The learning rate actually used (after the linear batch-size scaling rule, if any)."""
-        if self.optim.lr_base_batch:
-            return self.optim.lr * self.train.batch_size / self.optim.lr_base_batch
-        return self.optim.lr
+        return self.optim.lr * self.batch_scale
+
+    @property
+    def batch_scale(self) -> float:
+        """batch / optim.lr_base_batch (the linear scaling rule), or 1 without a base batch."""
+        return self.train.batch_size / self.optim.lr_base_batch if self.optim.lr_base_batch else 1.0
+
+    @property
+    def warmup_lr(self) -> float:
+        return self.sched.warmup_lr * (self.batch_scale if self.sched.scale_with_batch else 1.0)
+
+    @property
+    def min_lr(self) -> float:
+        return self.sched.min_lr * (self.batch_scale if self.sched.scale_with_batch else 1.0)
+
+    def identity_dict(self) -> dict[str, dict[str, Any]]:
+        """to_dict() without the identity=False fields: what the run computes (its id, its checkpoint's check)."""
+        return {name: {k: v for k, v in section.items() if k not in NOT_IDENTITY.get(name, ())}
+                for name, section in self.to_dict().items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
@@ -160,7 +224,9 @@ class RunConfig:
 
 @functools.lru_cache(maxsize=4096)
 def section_json(section: Any) -> str:
-    return json.dumps(vars(section), sort_keys=True, separators=(",", ":"))
+    skip = NOT_IDENTITY.get(SECTION_NAMES[type(section)], ())
+    return json.dumps({k: v for k, v in vars(section).items() if k not in skip}, sort_keys=True,
+                      separators=(",", ":"))
 
 
 def flatten(nested: dict, prefix: str = "") -> dict[str, Any]:
@@ -283,3 +349,26 @@ def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         changes.setdefault(section, {})[name] = checked
     sections = {section: dataclasses.replace(getattr(config, section), **values) for section, values in changes.items()}
     return dataclasses.replace(config, **sections)
+
+
+ENV_DATA_ROOT = "REST_DATA_ROOT"
+BUNDLED_DATASETS = ("digits",)  # need no folder: a data.root given to them changes nothing
+
+
+def pin_data_root(config: RunConfig, environ: dict[str, str] | None = None) -> RunConfig:
+    """The config with the dataset folder it will read written into data.root, so that it is in the run id.
+
+    data.root, else $REST_DATA_ROOT, made absolute (the same folder gives the same id from any directory);
+    None for a bundled dataset (digits), which ignores it: --data-root does not change a digits run's id.
+    """
+    import os
+
+    environ = os.environ if environ is None else environ
+    if config.data.dataset in BUNDLED_DATASETS:
+        root = None
+    else:
+        root = config.data.root or environ.get(ENV_DATA_ROOT) or None
+        root = os.path.abspath(os.path.expanduser(root)) if root else None
+    if root == config.data.root:
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))

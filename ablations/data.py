@@ -13,8 +13,9 @@ A dataset that needs a folder takes it from data.root, else from the environment
 
 Exact resume: the training loader yields batches of (epoch, index) keys; each sample's augmentation is
 drawn from RNGs seeded by (run seed, epoch, index), so a sample looks the same whichever worker loads it
-and whether or not the run was interrupted. The epoch's order comes from a DistributedSampler seeded by
-(seed, epoch) (one replica when not distributed), and a resumed epoch skips the batches already done.
+and whether or not the run was interrupted. The epoch's order is a (seed, epoch)-seeded permutation dealt
+to the run's devices x accumulation steps like DistributedSampler's (EpochSampler), and a resumed epoch
+skips the updates already done.
 """
 from __future__ import annotations
 
@@ -29,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from ablations.config import RunConfig
+from ablations.config import ENV_DATA_ROOT, RunConfig
 
-ENV_ROOT = "REST_DATA_ROOT"
+ENV_ROOT = ENV_DATA_ROOT  # REST_DATA_ROOT
 SPLIT_SEED = 0  # the fixed split / subset order, independent of the run seed
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 CIFAR_FILES = {
@@ -347,35 +348,68 @@ class SeededSamples(Dataset):
 
 
 class EpochSampler(Sampler):
-    """This rank's share of the epoch's (seed, epoch)-seeded permutation, as (epoch, index) keys.
+    """This device's micro-batches of the epoch's (seed, epoch)-seeded permutation, as (epoch, index) keys.
 
-    `set_epoch(epoch, skip)` starts the next pass `skip` samples in: a resumed epoch picks up where it was.
+    One update takes the global batch as V = world_size x accum micro-batches of `micro_batch` samples:
+    micro-batch j of this rank is "virtual device" j * world_size + rank, which takes its share of the
+    permutation exactly as DistributedSampler(num_replicas=V, drop_last=True) would. So a run that
+    accumulates gradients over fewer devices sees the same samples, in the same micro-batches, as one on V
+    devices. repeated=True is DeiT's RASampler (the official ResT v1 default): every index 3 times in a row,
+    dealt round-robin to the V virtual devices, and len(dataset) // 256 * 256 samples per epoch in all.
+
+    `set_epoch(epoch, skip)` starts the next pass `skip` updates in: a resumed epoch picks up where it was.
+    Iteration yields, for each update, this rank's accum micro-batches one after the other.
     """
 
-    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
-        # DistributedSampler needs only len(); drop_last gives every rank the same number of samples
-        self.base = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
-                                       drop_last=True)
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1, *, accum: int = 1,
+                 micro_batch: int = 1, repeated: bool = False):
+        self.n, self.seed, self.rank, self.world, self.accum = n, seed, rank, world_size, accum
+        self.micro_batch, self.repeated = micro_batch, repeated
+        self.virtual = world_size * accum
+        self.steps = self.share() // micro_batch
         self.epoch, self.skip = 0, 0
+
+    def share(self) -> int:
+        """Samples per virtual device and epoch."""
+        if self.repeated:
+            selected = self.n // 256 * 256 // self.virtual
+            return selected or self.n // self.virtual  # a dataset under 256 images: one pass of its copies
+        return self.n // self.virtual
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
-        self.base.set_epoch(epoch)
+
+    def indices_of(self, virtual_rank: int) -> list[int]:
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)  # DistributedSampler's permutation
+        order = torch.randperm(self.n, generator=g).tolist()
+        if self.repeated:
+            order = [i for i in order for _ in range(3)]
+            total = -(-len(order) // self.virtual) * self.virtual
+            order += order[: total - len(order)]
+        else:
+            order = order[: self.n // self.virtual * self.virtual]
+        return order[virtual_rank::self.virtual][: self.share()]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in list(self.base)[self.skip:]:
-            yield self.epoch, index
+        parts = [self.indices_of(j * self.world + self.rank) for j in range(self.accum)]
+        b = self.micro_batch
+        for step in range(self.skip, self.steps):
+            for part in parts:
+                for index in part[step * b:(step + 1) * b]:
+                    yield self.epoch, index
 
     def __len__(self) -> int:
-        return max(0, len(self.base) - self.skip)
+        return max(0, self.steps - self.skip) * self.accum * self.micro_batch
 
 
 def build_loaders(config: RunConfig, *, distributed: bool = False,
                   num_workers: int = 0) -> tuple[DataLoader, DataLoader, int]:
     """(train_loader, val_loader, num_classes).
 
-    train.batch_size is the global batch; each of the world_size ranks loads batch_size / world_size.
-    The train loader drops the last partial batch; its sampler is an EpochSampler (call set_epoch).
+    train.batch_size is the global batch of one update: each of the train.devices ranks loads train.accum_steps
+    micro-batches of train.device_batch per update (config.batch_split()); the train loader yields them in
+    that order and drops the last partial update; its sampler is an EpochSampler (call set_epoch).
     The val loader gives rank r the samples r, r + world, ... in order, nothing padded or repeated.
     """
     rank, world = 0, 1
@@ -383,19 +417,19 @@ def build_loaders(config: RunConfig, *, distributed: bool = False,
         import torch.distributed as dist
 
         rank, world = dist.get_rank(), dist.get_world_size()
-    batch = config.train.batch_size
-    if batch % world:
-        raise ValueError(f"train.batch_size={batch} must be divisible by the number of processes ({world})")
-    batch //= world
+    devices, batch, accum = config.batch_split()
+    if world != devices:
+        raise ValueError(f"this run is configured for train.devices={devices} processes but runs on {world}; "
+                         f"launch it with {devices} tasks (e.g. --tasks-per-node {devices}) or set train.devices")
     train_ds, val_ds, num_classes = build_datasets(config)
-    if len(train_ds) // world < batch:
-        raise ValueError(f"{len(train_ds)} training images are fewer than one batch of {batch} per process")
+    sampler = EpochSampler(len(train_ds), config.train.seed, rank, world, accum=accum, micro_batch=batch,
+                           repeated=config.data.repeated_aug)
+    if sampler.steps < 1:
+        raise ValueError(f"{len(train_ds)} training images are fewer than one global batch of "
+                         f"{config.train.batch_size} ({world * accum} x {batch})")
     pin = torch.cuda.is_available()
-    train = DataLoader(
-        SeededSamples(train_ds, config.train.seed), batch_size=batch, drop_last=True,
-        sampler=EpochSampler(len(train_ds), config.train.seed, rank, world),
-        num_workers=num_workers, pin_memory=pin,
-    )
+    train = DataLoader(SeededSamples(train_ds, config.train.seed), batch_size=batch, drop_last=True,
+                       sampler=sampler, num_workers=num_workers, pin_memory=pin)
     val_part = Subset(val_ds, range(rank, len(val_ds), world)) if world > 1 else val_ds
     val = DataLoader(val_part, batch_size=batch, shuffle=False, num_workers=num_workers, pin_memory=pin)
     return train, val, num_classes

@@ -93,7 +93,15 @@ class ExperimentKey:
 
     @classmethod
     def of(cls, recipe: str, overrides: dict[str, Any]) -> ExperimentKey:
-        return cls(recipe, tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in overrides.items())))
+        """Keys outside the run id (train.logger, train.keep_checkpoints...) do not make another experiment."""
+        from ablations.config import NOT_IDENTITY
+
+        def in_identity(key: str) -> bool:
+            section, _, name = key.partition(".")
+            return name not in NOT_IDENTITY.get(section, ())
+
+        kept = {k: v for k, v in overrides.items() if in_identity(k)}
+        return cls(recipe, tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in kept.items())))
 
     @classmethod
     def from_meta(cls, meta: dict) -> ExperimentKey:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations import store
+from ablations.config import BUNDLED_DATASETS
 from ablations.store import now, read_slurm_record, update_slurm_record  # noqa: F401 - part of this API
 from ablations.store import record_slurm_event as record_event
 
@@ -173,7 +174,7 @@ class RunJob:
     """
 
     def __init__(self, run_dir: str | Path, *, force: bool = False, retry_failed: bool = False,
-                 trainer: str = TRAINER, num_workers: int = 0, progress: bool = False):
+                 trainer: str = TRAINER, num_workers: int | None = None, progress: bool = False):
         self.run_dir = str(Path(run_dir).absolute())
         self.force = force
         self.retry_failed = retry_failed
@@ -251,7 +252,8 @@ class RunJob:
         local = _StopOnLocalSignals(train) if env is None else contextlib.nullcontext()
         try:
             with local:
-                result = train.train_run(config, run_dir, progress=self.progress, num_workers=self.num_workers,
+                workers = workers_for(config, self.num_workers)
+                result = train.train_run(config, run_dir, progress=self.progress, num_workers=workers,
                                          handle_signals=False)
         except train.Preempted as err:
             if guard is not None:
@@ -281,6 +283,35 @@ class RunJob:
             record_event(Path(self.run_dir), env.job_id, "REQUEUED")
         return DelayedSubmission(RunJob(self.run_dir, retry_failed=self.retry_failed, trainer=self.trainer,
                                         num_workers=self.num_workers, progress=self.progress))
+
+
+JOB_CPUS = "REST_JOB_CPUS"  # set by the local launcher's --jobs workers: their share of the cores
+MAX_DEFAULT_WORKERS = 8
+
+
+def job_cpus(environ: dict[str, str] | None = None) -> int:
+    """The CPU cores this job may use: SLURM's --cpus-per-task, else the local launcher's share (--jobs N),
+    else the cores this process may run on."""
+    environ = os.environ if environ is None else environ
+    for name in ("SLURM_CPUS_PER_TASK", JOB_CPUS):
+        value = environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers(environ: dict[str, str] | None = None) -> int:
+    """Data-loading worker processes by default for datasets read from files: the job's cores but one (which
+    trains), at most 8. The bundled in-memory digits load in the training process (0 workers)."""
+    return max(0, min(MAX_DEFAULT_WORKERS, job_cpus(environ) - 1))
+
+
+def workers_for(config: Any, requested: int | None, environ: dict[str, str] | None = None) -> int:
+    """The data-loading workers of a run: as requested, else default_workers() for datasets read from files;
+    an in-memory dataset (digits) gains nothing from loader processes (0)."""
+    if requested is not None:
+        return requested
+    return 0 if config.data.dataset in BUNDLED_DATASETS else default_workers(environ)
 
 
 def _rank() -> int:

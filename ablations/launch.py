@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablations import store
-from ablations.job import ALREADY_DONE, FAILED_EARLIER, Outcome, RunJob
+from ablations.job import ALREADY_DONE, FAILED_EARLIER, JOB_CPUS, Outcome, RunJob
 from ablations.plan import Plan, PlannedRun
 
 log = logging.getLogger("ablations")
@@ -60,7 +60,7 @@ def record(report: LaunchReport, run_id: str, run_dir: Path, outcome: Outcome | 
 
 
 def run_local(plan: Plan, runs: list[PlannedRun], *, force: bool = False, retry_failed: bool = False,
-              progress: bool = True, num_workers: int = 0, jobs: int = 1) -> LaunchReport:
+              progress: bool = True, num_workers: int | None = None, jobs: int = 1) -> LaunchReport:
     """Run `runs` on this machine, `jobs` at a time; a failing run does not stop the others.
 
     A signal (Ctrl-C, SIGTERM) stops the sweep: the runs in flight save a checkpoint, and the report says
@@ -108,6 +108,7 @@ def _worker_init(slots, pids, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    os.environ[JOB_CPUS] = str(threads)  # the data-loading workers' default (ablations.job.default_workers)
 
 
 def _gpu_count() -> int:

@@ -12,6 +12,7 @@ results/<sweep>/<run_id>/ (config.json, metrics.jsonl, checkpoint.pt, result.jso
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from ablations import store
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
+from ablations.config import KEEP_CHECKPOINTS, LOGGERS
 from ablations.errors import InputError
 from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
 from ablations.plan import (
@@ -51,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--force", action="store_true", help="run every run again; earlier outputs go to previous/")
     launch.add_argument("--jobs", type=int, default=1, help="local executor: runs at once, each in its own process "
                                                           "(at most one per CPU core, or per GPU; default 1)")
-    launch.add_argument("--workers", type=int, default=0, help="data-loading worker processes per run")
+    launch.add_argument("--workers", type=int, default=None,
+                        help="data-loading worker processes per run (default: the job's CPU cores but one, at "
+                             "most 8: --cpus-per-task on SLURM, this machine's cores, or their share under --jobs)")
+    launch.add_argument("--logger", choices=LOGGERS, help="experiment tracking (sets train.logger; default "
+                        "tensorboard: event files in each run folder; wandb: also Weights & Biases; none)")
+    launch.add_argument("--keep-checkpoints", choices=KEEP_CHECKPOINTS, help="what a finished run keeps (sets "
+                        "train.keep_checkpoints; default last: checkpoint.pt without optimizer state + best.pt)")
     launch.add_argument("--no-progress", action="store_true", help="no progress bars")
     launch.add_argument("--no-eta", action="store_true", help="no speed measurement behind the ETA")
     cluster = p.add_argument_group("SLURM (override the sweep file's slurm: block)")
@@ -79,8 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------------------------------------
 def load_plan(args: argparse.Namespace) -> Plan:
-    """The experiment the sweep file and flags name, with every run's state; bad input raises InputError."""
-    return make_plan(resolve(args.sweep, selection_from_args(args), args.results_root))
+    """The experiment the sweep file and flags name, with every run's state; bad input raises InputError.
+
+    --logger and --keep-checkpoints are --set's of keys outside the run id: the same runs, kept otherwise."""
+    selection = selection_from_args(args)
+    flags = {"logger": getattr(args, "logger", None), "keep_checkpoints": getattr(args, "keep_checkpoints", None)}
+    extra = tuple(f"train.{key}={value}" for key, value in flags.items() if value)
+    if extra:
+        selection = dataclasses.replace(selection, sets=selection.sets + extra)
+    return make_plan(resolve(args.sweep, selection, args.results_root))
 
 
 def check_datasets(plan: Plan, runs) -> None:
@@ -121,8 +136,15 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool, o
         + (f", {train_images} training images" if train_images else "")
         + f", {first.train.epochs} epochs, batch {first.train.batch_size}, {first.optim.name} lr {first.lr:g}",
     ]
+    devices, device_batch, accum = first.batch_split()
+    lines.append(f"  global batch {first.train.batch_size} = {devices} device{'s' if devices != 1 else ''} x "
+                 f"{device_batch} per device x {accum} accumulation step{'s' if accum != 1 else ''}"
+                 + ("" if devices > 1 else "  (--set train.devices=N for N GPUs)"))
     if overrides:
         lines.append(f"  command-line overrides: {overrides}")
+    deviations = recipe_deviations(plan)
+    if deviations:
+        lines.append(f"  DEVIATION from recipe {plan.recipe}: {deviations}")
     lines.append(f"  runs go to: {where}")
     if plan.recipe == "quick":
         lines.append("  NOTE: the quick recipe is the same experiment, smaller (bundled digits): its numbers are "
@@ -172,6 +194,32 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool, o
     return "\n".join(lines)
 
 
+# keys that say what hardware runs the protocol, not what the protocol is
+HARDWARE_KEYS = {"train.devices", "data.root", "train.logger", "train.keep_checkpoints"}
+
+
+def recipe_deviations(plan: Plan) -> str:
+    """The command line's overrides that change a value the recipe sets (hardware keys aside), as text."""
+    recipe = plan.experiment.recipe
+    model = plan.runs[0].run.config.model.name
+    recipe_values = {**recipe.overrides, **recipe.per_model.get(model, {})}
+    changed = [f"{k}={v} (recipe: {recipe_values[k]})" for k, v in plan.experiment.overrides.items()
+               if k in recipe_values and k not in HARDWARE_KEYS and recipe_values[k] != v]
+    return ", ".join(changed)
+
+
+def check_devices(plan: Plan, settings) -> None:
+    """A SLURM job runs train.devices processes: nodes x tasks_per_node of each run's resource group must
+    match its config."""
+    for planned in plan.runs:
+        group = settings.for_levels(list(planned.run.cell.levels.values()))
+        tasks, wanted = group.nodes * group.tasks_per_node, planned.run.config.train.devices
+        if wanted != tasks:
+            raise InputError("train.devices", f"cell {planned.run.cell.label!r} is configured for {wanted} "
+                             f"device(s) but its SLURM job would start {tasks} task(s) (nodes x tasks per node); "
+                             f"give --tasks-per-node / --nodes to match, or --set train.devices={tasks}")
+
+
 @command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -179,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = load_plan(args)
     executor, why = resolve_executor(args.executor)
     settings = slurm_settings(args, plan)  # checked for every executor: a bad slurm: block is a bad sweep
+    if executor == "slurm":
+        check_devices(plan, settings)
+    elif not args.dry_run and any(p.run.config.train.devices > 1 for p in plan.runs):
+        raise InputError("train.devices", "the local executor runs one process per run; train.devices > 1 "
+                         "needs the SLURM executor (--tasks-per-node N) or torchrun "
+                         "(python -m torch.distributed.run --nproc-per-node N -m ablations.train RUN_DIR)")
     todo = plan.pending(retry_failed=args.retry_failed, force=args.force)
     if executor == "local":
         check_jobs(args.jobs)

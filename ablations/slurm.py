@@ -295,7 +295,7 @@ def submission_lock(sweep_dir: Path):
 
 def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_name: str, snapshot: bool = True,
            *, retry_failed: bool = False, force: bool = False, trainer: str = TRAINER,
-           num_workers: int = 0) -> list[str]:
+           num_workers: int | None = None) -> list[str]:
     """Submit one job array with a task per run that still needs one; return the job ids ("<array>_<index>").
 
     Skipped: runs that are done (unless `force`), failed (unless `retry_failed` or `force`), locked by a running

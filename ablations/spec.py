@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.config import RunConfig, check_value, with_overrides
+from ablations.config import RunConfig, check_value, pin_data_root, with_overrides
 from ablations.errors import InputError, bounded_repr
 from ablations.metrics import DEFAULT_COLUMNS, METRIC_NAMES
 from ablations.yamlio import YamlError, errors_located, load_yaml_strict
@@ -48,6 +48,7 @@ TOP_LEVEL_KEYS = {
     "columns": "metrics the table shows",
     "axes": "the ablation axes",
     "published": "the paper's numbers by cell label",
+    "published_note": "what a reader must know about the paper's numbers (printed under the table)",
     "slurm": "cluster resources",
 }
 REQUIRED_KEYS = ("name", "paper_table", "recipe", "model", "axes")
@@ -98,6 +99,7 @@ class Sweep:
     axes: list[Axis] = field(default_factory=list)
     published: dict[str, dict[str, float]] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
+    published_note: str = ""
 
     @property
     def cells(self) -> list[Cell]:
@@ -190,6 +192,7 @@ def _load_sweep(path: Path) -> Sweep:
         columns=columns,
         axes=axes,
         slurm=expect(path, "slurm", raw.get("slurm") or {}, dict),
+        published_note=expect(path, "published_note", raw.get("published_note", ""), str),
     )
     check_cells(path, sweep)
     published = parse_published(path, raw.get("published") or {}, {c.label for c in sweep.cells})
@@ -372,7 +375,7 @@ def expand(
         if model not in bases:
             bases[model] = with_overrides(RunConfig(), {**recipe.overrides, **recipe.per_model.get(model, {})})
         try:
-            cell_config = with_overrides(bases[model], overrides)
+            cell_config = pin_data_root(with_overrides(bases[model], overrides))
         except InputError as err:
             raise SweepError(sweep.path, f"cell {bounded_repr(cell.label)}", err.describe()) from None
         for seed in seeds if seeds is not None else sweep.seeds:

@@ -7,6 +7,8 @@
         result.json      written once, when the run finished successfully
         error.json       written when the run failed: {"reason", "traceback", "epoch"}
         log.txt          the job's log
+        best.pt          the best-accuracy weights as a plain state dict (timm loads it: see BEST_WEIGHTS)
+        tensorboard/     TensorBoard event files (train.logger tensorboard or wandb)
         slurm.json       the SLURM side of the run: job ids, submission time, a history of job events
         .lock            held (flock) while a job works in the folder
         previous/        earlier outputs set aside by --force, one folder per archive
@@ -51,7 +53,10 @@ LOCK = ".lock"
 SLURM_JSON = "slurm.json"
 SLURM_LOCK = ".slurm.lock"
 PREVIOUS = "previous"
-OUTPUTS = (METRICS, CHECKPOINT, RESULT, ERROR, LOG)  # what a run writes; --force archives them
+BEST_WEIGHTS = "best.pt"  # timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=...))
+TENSORBOARD = "tensorboard"
+WANDB = "wandb"
+OUTPUTS = (METRICS, CHECKPOINT, RESULT, ERROR, LOG, BEST_WEIGHTS, TENSORBOARD, WANDB)  # --force archives them
 
 FILE_MODE = 0o644
 RUN_ID_HASH = re.compile(r"[0-9a-f]{10}")  # the last '-' part of a run folder's name: config.short_hash()
@@ -488,6 +493,29 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> Any:
     import torch
 
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def save_best_weights(run_dir: Path, state_dict: dict) -> None:
+    """best.pt: the model's weights only (a plain state dict, no optimizer), atomically replaced."""
+    atomic_torch_save(Path(run_dir) / BEST_WEIGHTS, state_dict)
+
+
+def best_weights_path(run_dir: Path) -> Path:
+    return Path(run_dir) / BEST_WEIGHTS
+
+
+def remove_output(run_dir: Path, name: str) -> None:
+    """Delete one output file of a run (train.keep_checkpoints); nothing if it is not there."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(Path(run_dir) / name)
+
+
+def tensorboard_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / TENSORBOARD
+
+
+def wandb_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / WANDB
 
 
 def set_aside(path: Path) -> Path:

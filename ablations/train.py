@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ablations.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a run folder holding config.json")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader processes (default 0)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="data loader processes (default: the job's CPU cores but one, at most 8: "
+                             "--cpus-per-task on SLURM, this machine's cores locally)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--force", action="store_true", help="run it again even if done or failed "
                                                              "(earlier outputs go to previous/)")

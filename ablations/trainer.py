@@ -19,6 +19,7 @@ from 0.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from ablations import store
 from ablations.config import RunConfig
 from ablations.data import build_loaders, mix_seed, seed_everything
 from ablations.provenance import code_provenance
+from ablations.tracking import Tracker, open_tracker
 from rest.benchmark import time_iterations
 
 log = logging.getLogger("ablations.train")
@@ -120,6 +122,13 @@ class Ranks:
         dist.all_reduce(t)
         return t.tolist()
 
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank: each rank updates its own copy from
+        its own batch during a step, and DDP syncs them only at the start of the next forward."""
+        if self.active:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
@@ -128,18 +137,20 @@ class Ranks:
 class Trainer:
     def __init__(self, config: RunConfig, run_dir: Path, progress: bool, num_workers: int):
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.tracker = Tracker([])  # rank 0 opens train.logger's when it starts training
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
             else torch.device("cpu")
         self.ranks = Ranks(self.device)
+        _, self.device_batch, self.accum = config.batch_split()
         self.amp = config.train.amp and self.device.type == "cuda"
         self.train_loader, self.val_loader, self.num_classes = build_loaders(
             config, distributed=self.ranks.active, num_workers=num_workers)
-        self.steps_per_epoch = len(self.train_loader)
+        self.steps_per_epoch = self.train_loader.sampler.steps  # updates; the loader yields accum micro-batches each
         aug = config.aug
         self.mixup = None
         if aug.mixup > 0 or aug.cutmix > 0:
-            if config.train.batch_size // self.ranks.world % 2:
-                raise ValueError("aug.mixup / aug.cutmix need an even batch per process")
+            if self.device_batch % 2:
+                raise ValueError("aug.mixup / aug.cutmix need an even batch per device (train.device_batch)")
             self.mixup = Mixup(mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
                                label_smoothing=aug.label_smoothing, num_classes=self.num_classes)
             self.criterion = SoftTargetCrossEntropy()
@@ -166,9 +177,9 @@ class Trainer:
                                              weight_decay=c.optim.weight_decay, momentum=c.optim.momentum)
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer, sched=c.sched.name, num_epochs=c.train.epochs, warmup_epochs=c.sched.warmup_epochs,
-            warmup_lr=c.sched.warmup_lr, min_lr=c.sched.min_lr,
-            decay_epochs=max(1, round(STEP_DECAY_FRACTION * c.train.epochs)), decay_rate=0.1,
-            step_on_epochs=False, updates_per_epoch=self.steps_per_epoch,
+            warmup_lr=c.warmup_lr, min_lr=c.min_lr,
+            decay_epochs=c.sched.decay_epochs or max(1, round(STEP_DECAY_FRACTION * c.train.epochs)), decay_rate=0.1,
+            step_on_epochs=c.sched.per_epoch, updates_per_epoch=self.steps_per_epoch,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.epoch, self.step = 0, 0  # the next step to run (0-based)
@@ -208,14 +219,18 @@ class Trainer:
         self.ranks.barrier()
 
     def load(self, ckpt: dict) -> None:
-        if ckpt["config"] != self.config.to_dict():
+        if identity_of(ckpt["config"]) != self.config.identity_dict():
             raise CheckpointMismatch(f"{self.run_dir / store.CHECKPOINT} was written for another config than "
                                      f"{self.run_dir / store.CONFIG}; delete the checkpoint or restore the config")
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt["scaler"]:  # empty when saved without AMP (e.g. on CPU)
-            self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("optimizer") is None:  # a finished run's final checkpoint (train.keep_optimizer false)
+            if int(ckpt["epoch"]) < self.config.train.epochs:
+                raise ValueError("checkpoint without optimizer state before the last epoch")
+        else:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            if ckpt["scaler"]:  # empty when saved without AMP (e.g. on CPU)
+                self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema:
             self.ema.load_state_dict(ckpt["ema"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
@@ -261,6 +276,9 @@ class Trainer:
         self.started = time.perf_counter()
         self.resume()
         c = self.config
+        if self.ranks.main:
+            self.tracker = open_tracker(c.train.logger, self.run_dir, config=c.to_dict(), run_id=self.run_dir.name,
+                                        resume_update=self.epoch * self.steps_per_epoch + self.step)
         ddp_model = self.model
         if self.ranks.active:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -283,38 +301,40 @@ class Trainer:
     def train_epoch(self, model: nn.Module) -> None:
         epoch, start = self.epoch, self.step
         model.train()
-        self.train_loader.sampler.set_epoch(epoch, skip=start * self.train_loader.batch_size)
+        self.train_loader.sampler.set_epoch(epoch, skip=start)
         tic = time.perf_counter()
-        with tqdm(self.train_loader, total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}",
+        updates = in_groups(self.train_loader, self.accum)  # each update: accum micro-batches
+        with tqdm(updates, total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}",
                   disable=None if self.progress and self.ranks.main else True, file=sys.stderr, leave=False) as bar:
-            for step, (x, y) in enumerate(bar, start=start):
+            for step, micro_batches in enumerate(bar, start=start):
                 if self.stop_requested():
                     self.step = step
                     self.add_time(tic, train=True)
                     self.save()
                     _STOP.clear()  # honoured
                     raise Preempted(f"stopped on request at epoch {epoch + 1} step {step}; checkpoint saved")
-                loss = self.train_step(model, epoch, step, x, y)
+                loss = self.train_step(model, epoch, step, micro_batches)
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         self.step = self.steps_per_epoch
         self.add_time(tic, train=True)
 
-    def train_step(self, model: nn.Module, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> float:
+    def train_step(self, model: nn.Module, epoch: int, step: int, micro_batches) -> float:
+        """One update from this rank's accum micro-batches (gradients summed with weight 1/accum, so the update
+        is the one of the whole global batch); returns the mean training loss over all devices."""
         c = self.config
-        seed_step(c.train.seed, epoch, step, self.ranks.rank)
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        y = y.to(self.device, non_blocking=True)
-        if self.mixup is not None:
-            x, y = self.mixup(x, y)
         updates = epoch * self.steps_per_epoch + step
-        self.scheduler.step_update(updates)  # the lr is a function of the update count: nothing to replay
-        with self.autocast:
-            loss = self.criterion(model(x), y)
-        loss_value = self.ranks.sum([loss.item()])[0] / self.ranks.world  # every rank sees the same value
+        if c.sched.per_epoch:
+            self.scheduler.step(epoch)
+        else:
+            self.scheduler.step_update(updates)  # the lr is a function of the update count: nothing to replay
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = accumulate_gradients(
+            model, micro_batches, self.forward_loss, self.scaler.scale, world=self.ranks.world,
+            before_micro_batch=lambda j: seed_step(c.train.seed, epoch, step, j * self.ranks.world + self.ranks.rank),
+        )
+        loss_value = self.ranks.sum([loss_value])[0] / self.ranks.world  # every rank sees the same value
         if not math.isfinite(loss_value):
             raise RunFailed(f"non-finite loss ({loss_value}) at epoch {epoch + 1} step {step}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
         if c.optim.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.clip_grad)
@@ -322,10 +342,20 @@ class Trainer:
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model, step=updates + 1)
-        images = len(x) * self.ranks.world
+        self.tracker.step(updates, loss_value, self.optimizer.param_groups[0]["lr"])
+        images = sum(len(x) for x, _ in micro_batches) * self.ranks.world
         self.partial["loss_sum"] += loss_value * images
         self.partial["images"] += images
         return loss_value
+
+    def forward_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss of one micro-batch (mixup drawn from the RNGs seeded for it)."""
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        y = y.to(self.device, non_blocking=True)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        with self.autocast:
+            return self.criterion(model(x), y)
 
     def add_time(self, tic: float, train: bool = False) -> None:
         seconds = time.perf_counter() - tic
@@ -355,6 +385,7 @@ class Trainer:
 
     def end_epoch(self) -> None:
         tic = time.perf_counter()
+        self.ranks.broadcast_buffers(self.model)  # every rank evaluates the model rank 0 saves
         metrics = self.evaluate(self.model)
         if self.ema is not None:
             metrics.update({f"ema_{k}": v for k, v in self.evaluate(self.ema.module).items()})
@@ -373,8 +404,11 @@ class Trainer:
         log.info("epoch %d/%d: train_loss %.4f  val_loss %.4f  top1 %.2f  top5 %.2f  (%.1f s, %.0f img/s)",
                  row["epoch"], self.config.train.epochs, row["train_loss"], row["val_loss"], row["top1"],
                  row["top5"], row["epoch_time_s"], row["train_img_s"])
+        self.tracker.epoch((self.epoch + 1) * self.steps_per_epoch, row)
         if row["top1"] > self.best["top1"]:
             self.best = dict(top1=row["top1"], top5=row["top5"], epoch=row["epoch"])
+            if self.ranks.main:  # before the checkpoint that records it as the best
+                store.save_best_weights(self.run_dir, self.model.state_dict())
         self.last = row
         self.epoch, self.step = self.epoch + 1, 0
         self.partial = dict(loss_sum=0.0, images=0, train_s=0.0, time_s=0.0)
@@ -402,7 +436,9 @@ class Trainer:
             )
             if self.ema is not None:
                 result["final_ema"] = {k: last[f"ema_{k}"] for k in ("top1", "top5", "val_loss")}
+            result["kept"] = self.kept_files()
             store.write_result(self.run_dir, result)
+            self.prune()  # after result.json: a run cut short here is done, not restarted
             log.info("done: top1 %.2f (best %.2f at epoch %d), %.0f s", result["final"]["top1"],
                      self.best["top1"], self.best["epoch"], result["wall_time_s"])
         if self.ranks.active:
@@ -410,6 +446,33 @@ class Trainer:
             dist.broadcast_object_list(shared, src=0, device=self.device if self.device.type == "cuda" else None)
             result = shared[0]
         return result
+
+    def kept_files(self) -> dict:
+        """What stays in the run folder after prune(), and how to load the best weights."""
+        keep, c = self.config.train.keep_checkpoints, self.config
+        kept: dict = {"checkpoint": store.CHECKPOINT if keep == "last" else None,
+                      "best_weights": store.BEST_WEIGHTS if keep in ("last", "best") else None}
+        if kept["best_weights"]:
+            knobs = ", ".join(f"{k}={getattr(c.model, k)!r}" for k in ("pos_encoding", "reduction", "head_conv",
+                                                                         "head_norm", "stem"))
+            n = self.num_classes
+            kept["load_with"] = (f"timm.create_model({c.model.name!r}, pretrained=True, num_classes={n}, "
+                                 f"img_size={c.data.img_size}, {knobs}, "
+                                 f"pretrained_cfg_overlay=dict(file='{store.BEST_WEIGHTS}', num_classes={n}))"
+                                 f"  # after import rest")
+        return kept
+
+    def prune(self) -> None:
+        """train.keep_checkpoints at the end of a run: last = checkpoint.pt without the optimizer state (unless
+        train.keep_optimizer) and best.pt; best = best.pt only; none = neither."""
+        keep = self.config.train.keep_checkpoints
+        if keep == "last" and not self.config.train.keep_optimizer:
+            slim = {**self.checkpoint(), "optimizer": None, "scheduler": None, "scaler": None}
+            store.save_checkpoint(self.run_dir, slim)
+        if keep in ("best", "none"):
+            store.remove_output(self.run_dir, store.CHECKPOINT)
+        if keep == "none":
+            store.remove_output(self.run_dir, store.BEST_WEIGHTS)
 
     def training_speed(self) -> float | None:
         """Training images/s of this run (median over its epochs): the planner's ETA for the next runs."""
@@ -431,6 +494,59 @@ class Trainer:
 
         seconds = time_iterations(infer, warmup=2, iters=5 if self.device.type == "cpu" else 20, device=self.device)
         return round(batch / seconds, 1)
+
+
+def accumulate_gradients(model: nn.Module, micro_batches, forward_loss, scale=lambda loss: loss, *, world: int = 1,
+                         before_micro_batch=lambda j: None) -> float:
+    """Backward the mean loss over `micro_batches` ((x, y) pairs of equal size), one micro-batch at a time.
+
+    Each micro-batch's loss is divided by their number, so the summed gradient is the gradient of the mean
+    loss over all of them: the update of one batch of their union (up to BatchNorm, whose batch statistics are
+    per micro-batch, as they are per device in a multi-GPU run). BatchNorm's running statistics move on the
+    first micro-batch only: a multi-GPU step keeps rank 0's (DDP broadcasts its buffers), so they move once
+    per update from one device's batch whatever the split. Under DDP the gradients are all-reduced once, on
+    the last micro-batch (so every rank runs every backward: the caller checks the loss, summed over the
+    ranks, before stepping). Returns the mean loss of this process.
+    """
+    count = len(micro_batches)
+    total = 0.0
+    for j, (x, y) in enumerate(micro_batches):
+        before_micro_batch(j)
+        sync = j == count - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
+        with nullcontext() if sync else model.no_sync(), frozen_running_stats(model, j > 0):
+            loss = forward_loss(model, x, y)
+            scale(loss / count).backward()
+        total += loss.item()
+    return total / count
+
+
+@contextmanager
+def frozen_running_stats(model: nn.Module, frozen: bool = True):
+    """BatchNorm layers normalize with the batch's statistics but leave their running statistics alone."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if frozen else []
+    saved = [m.momentum for m in layers]
+    try:
+        for m in layers:
+            m.momentum = 0.0  # running = (1 - 0) x running + 0 x batch
+        yield
+    finally:
+        for m, momentum in zip(layers, saved, strict=True):
+            m.momentum = momentum
+
+
+def in_groups(iterable, n: int):
+    """Consecutive tuples of n items (itertools.batched, which Python 3.11 lacks); a short tail is dropped."""
+    it = iter(iterable)
+    while len(group := tuple(itertools.islice(it, n))) == n:
+        yield group
+
+
+def identity_of(config: dict) -> dict:
+    """What a config dict computes (its identity=False fields dropped), as RunConfig.identity_dict() gives it."""
+    try:
+        return RunConfig.from_dict(config).identity_dict()
+    except ValueError:
+        return config
 
 
 def has_unused_parameters(model: nn.Module, img_size: int, device: torch.device) -> bool:
@@ -520,6 +636,8 @@ def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_wo
             store.write_error(run_dir, reason, traceback.format_exc(), trainer.epoch + 1 if trainer else 0)
         raise
     finally:
+        if trainer is not None:
+            trainer.tracker.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         for h in handlers:

@@ -1,10 +1,13 @@
-"""Attention maps of the last block of stage 4, as in the paper's figure, for one image.
+"""Attention maps of a trained run (by default the last block of stage 4, as in the paper's figure), on an
+image of the run's own validation data by default (a digit for the quick recipe), or on an image file.
 
 The block's attention module (rest.rest.EfficientAttention) is not changed: a forward pre-hook records its
 input tokens, and the attention is recomputed from them with the module's own weights (q, kv, the optional
 reduction, transform_conv = Conv-1). The figure shows the softmax probabilities, i.e. before the
 InstanceNorm (IN): after IN a map is no longer a distribution over keys (it is zero-mean, with negative
-entries). Each head's map is the attention every key position receives, averaged over all queries.
+entries). Each head's map is the attention every key position receives, averaged over all queries. All maps
+of a figure share one colour scale (a perceptual colormap, with its colour bar), and the figure says which
+run, stage, block and head each map is. Random weights are only drawn when asked for (--random-weights).
 """
 from __future__ import annotations
 
@@ -37,14 +40,18 @@ def model_from_run(run_dir: Path) -> tuple[torch.nn.Module, int, str]:
         raise InputError(f"{run_dir}: not a run folder with a readable {store.CONFIG} ({err.describe()}).") from None
     model_cfg, data_cfg = document.config.to_dict()["model"], document.config.to_dict()["data"]
     path = run_dir / store.CHECKPOINT
+    if not path.exists() and store.best_weights_path(run_dir).exists():
+        path = store.best_weights_path(run_dir)  # train.keep_checkpoints: best (a plain state dict)
     if not path.exists():
-        raise InputError(f"{path}: missing; this run has not saved a checkpoint yet (train it, or plot random "
-                         f"weights by leaving out --run).")
+        raise InputError(f"{path}: missing; this run has not saved weights (checkpoint.pt or best.pt) yet: train "
+                         f"it first.")
     try:  # weights only, never a fallback: a crafted pickle in a shared results folder must not run code
         checkpoint = store.load_checkpoint(path)
     except Exception as err:  # noqa: BLE001 - truncated, corrupt or not plain tensors: say so, no traceback
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise InputError(f"{path}: cannot be loaded as weights ({err.__class__.__name__}: {first[:200]}).") from None
+    if isinstance(checkpoint, dict) and path.name == store.BEST_WEIGHTS:
+        checkpoint = {"model": checkpoint}
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise InputError(f"{path}: expected a dict with a 'model' state_dict, got "
                          f"{sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__}.")
@@ -61,7 +68,28 @@ def model_from_run(run_dir: Path) -> tuple[torch.nn.Module, int, str]:
     except RuntimeError as err:
         raise InputError(f"{path}: the weights do not fit {name} with the run's knobs: {err}") from None
     meta = document.meta
-    return model.eval(), img_size, f"{meta.get('cell', name)} (run {run_dir.name})"
+    return model.eval(), img_size, f"run {run_dir.name} (cell {meta.get('cell', name)}, {path.name})"
+
+
+def validation_input(run_dir: Path, size: int, index: int = 0) -> tuple[torch.Tensor, np.ndarray, str]:
+    """Image `index` of the run's own validation data at `size` px: (model input (1, C, S, S), the same image
+    for display (S, S, 3) in [0, 1], a description). The dataset is built as the run built it (ablations.data)
+    with data.img_size = size."""
+    from ablations.config import with_overrides
+    from ablations.data import DatasetError, build_datasets
+
+    config = with_overrides(store.read_config(run_dir).config, {"data.img_size": size})
+    try:
+        _, val, _ = build_datasets(config)
+    except DatasetError as err:
+        raise InputError(f"{run_dir}: the run's validation data cannot be read here ({err}); give --image FILE.") \
+            from None
+    if not 0 <= index < len(val):
+        raise InputError(f"--index {index}: the run's validation set has {len(val)} images.")
+    x, label = val[index]
+    shown = x.permute(1, 2, 0).float()
+    shown = ((shown - shown.min()) / (shown.max() - shown.min()).clamp_min(1e-8)).numpy()
+    return x.unsqueeze(0), shown, f"validation image {index} of {config.data.dataset} (label {int(label)})"
 
 
 def random_model(name: str = "rest_lite", **knobs) -> tuple[torch.nn.Module, str]:
@@ -138,7 +166,14 @@ def recompute_output(attn: torch.nn.Module, x: torch.Tensor, size: tuple[int, in
 
 def last_block_attention(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     """Run the model on x; return stage 4's last block attention probabilities (heads, N, M) and key grid."""
-    module = model.stage4[-1].attn
+    return block_attention(model, x, 4, -1)
+
+
+def block_attention(model: torch.nn.Module, x: torch.Tensor, stage: int, block: int) -> tuple[torch.Tensor, tuple]:
+    """Run the model on x; return block `block` of stage `stage` (1-4): attention probabilities (heads, N, M)
+    and the key grid."""
+    blocks = model.stages()[stage - 1]
+    module = blocks[block].attn
     captured = {}
 
     def hook(_module, args):
@@ -154,24 +189,40 @@ def last_block_attention(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch
     return probs[0], grid
 
 
-def figure(image: np.ndarray, probs: torch.Tensor, grid: tuple[int, int], title: str) -> Figure:
-    """The image, the head-averaged map, then one map per head, each overlaid on the image."""
+COLORMAP = "viridis"  # perceptually uniform, colour-blind safe, readable in greyscale
+
+
+def figure(image: np.ndarray, probs: torch.Tensor, grid: tuple[int, int], title: str, stage: int = 4,
+           block: str = "last") -> Figure:
+    """The input, the head-averaged map, then one map per head: one colour scale for all, with its bar."""
     per_head = probs.mean(dim=1).view(probs.shape[0], 1, *grid)  # attention received by each key position
     maps = torch.cat([per_head.mean(dim=0, keepdim=True), per_head])
-    maps = F.interpolate(maps, size=image.shape[:2], mode="bilinear", align_corners=False)[:, 0].numpy()
+    maps = F.interpolate(maps, size=image.shape[:2], mode="nearest")[:, 0].numpy()  # one square per key
     names = ["mean of heads"] + [f"head {i + 1}" for i in range(probs.shape[0])]
     cols = 5
     rows = -(-(len(names) + 1) // cols)
-    fig = Figure(figsize=(2.4 * cols, 2.5 * rows), layout="constrained")
+    fig = Figure(figsize=(2.4 * cols + 0.8, 2.5 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    axes[0].imshow(image)
+    axes[0].imshow(image, cmap="gray" if image.ndim == 2 else None)
     axes[0].set_title("input", fontsize=9)
+    # One scale for every map, from the smallest to the largest value shown; the colour bar marks what a
+    # uniform attention (1 / keys) would be, so a flat map reads as such.
+    vmin, vmax = float(maps.min()), float(maps.max())
+    if vmax - vmin < 1e-9:
+        vmin, vmax = vmin - 1e-6, vmax + 1e-6
+    shown = None
     for ax, amap, name in zip(axes[1:], maps, names, strict=False):
-        ax.imshow(image)
-        ax.imshow(amap, cmap="jet", alpha=0.5)
+        shown = ax.imshow(amap, cmap=COLORMAP, vmin=vmin, vmax=vmax)
         ax.set_title(name, fontsize=9)
     for ax in axes:
         ax.axis("off")
-    fig.suptitle(f"Stage 4, last block: attention per key position (softmax, before IN; mean over queries)\n"
-                 f"{title}; {grid[0]}x{grid[1]} tokens", fontsize=10)
+    bar = fig.colorbar(shown, ax=list(axes), shrink=0.8, pad=0.02)
+    bar.set_label("attention received (mean over queries)", fontsize=8)
+    uniform = 1.0 / (grid[0] * grid[1])
+    if vmin <= uniform <= vmax:
+        bar.ax.axhline(uniform, color="white", lw=1.5)
+        bar.ax.text(-0.2, uniform, "uniform", transform=bar.ax.get_yaxis_transform(), fontsize=7, va="center",
+                    ha="right")
+    fig.suptitle(f"{title}\nstage {stage}, {block}: softmax attention per key position (before IN), "
+                 f"{grid[0]}x{grid[1]} keys; one colour scale for all maps", fontsize=10)
     return fig

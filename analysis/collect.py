@@ -3,6 +3,10 @@
     python -m analysis.collect results/pe                  # print a summary of every run
     python -m analysis.collect results -o runs.csv         # every sweep, for a notebook (or .parquet)
 
+Every knob of a run's config is a column of its own ("optim.lr", "model.pos_encoding", ...), so a notebook
+can group by any of them. The learning curves are a separate long table, one row per (run, epoch, metric):
+`-o runs.csv` also writes runs_curves.csv (and runs.parquet, runs_curves.parquet).
+
 Reads config.json, metrics.jsonl, result.json and error.json through ablations.store's safe readers. A
 corrupt or truncated file is reported (a warning naming it) and skipped: a run folder without a readable
 config.json is left out (its cell is unknown); a bad result.json makes the run "partial"; a bad line of
@@ -22,6 +26,7 @@ import pandas as pd
 
 from ablations import store
 from ablations.cli import OUTPUT_FLAGS
+from ablations.config import allowed_keys
 from ablations.experiment import Selection, add_selection_flags, selection_from_args
 from ablations.metrics import METRICS, from_result
 from analysis.source import InputError, cli, warn
@@ -41,7 +46,13 @@ COLUMNS = (
     # metrics.jsonl: the last epoch seen and the whole validation curve (lists, one entry per epoch)
     "last_epoch", "last_top1", *LIST_COLUMNS,
     "problems", "path",
+    # every knob of config.json, flattened: "model.pos_encoding", "optim.lr", ...
+    *allowed_keys(),
 )
+CURVE_COLUMNS = ("run_id", "sweep", "cell", "seed", "epoch", "metric", "value")
+
+
+CONFIG_KEYS = tuple(allowed_keys())
 
 
 def is_run_dir(path: Path) -> bool:
@@ -131,6 +142,10 @@ def read_run(run_dir: Path, curves: bool = True) -> tuple[dict | None, list[str]
         "curve_val_loss": None if skip else numbers(r.get("val_loss") for r in epochs),
         "path": str(run_dir),
     }
+    for key in CONFIG_KEYS:
+        section_name, _, name = key.partition(".")
+        values = config.get(section_name)
+        row[key] = values.get(name) if isinstance(values, dict) else None
     if meta.get("cell") is None:
         problems.append(f"{run_dir / store.CONFIG}: no meta.cell; the run is shown under cell '?'")
     if status == store.CORRUPT:
@@ -190,6 +205,36 @@ def collect(target: str | Path, progress: bool | None = None, curves: bool = Tru
     return frame(rows), problems
 
 
+def collect_curves(target: str | Path, run_dirs: tuple[Path, ...] | list[Path] | None = None) -> pd.DataFrame:
+    """The learning curves of every run as one long table: run_id, sweep, cell, seed, epoch, metric, value,
+    one row per numeric field of each metrics.jsonl line (train_loss, lr, val_loss, top1, top5, ...).
+
+    A resumed run may repeat an epoch: the last line for an epoch wins, as in collect.
+    """
+    run_dirs = find_run_dirs(Path(target)) if run_dirs is None else [Path(d) for d in run_dirs if Path(d).is_dir()]
+    records = []
+    for run_dir in run_dirs:
+        meta = store.read_meta(run_dir)
+        if meta is None:
+            continue
+        rows = store.read_metrics(run_dir / store.METRICS).rows
+        by_epoch = {r["epoch"]: r for r in rows if type(r.get("epoch")) in (int, float)}
+        ident = (meta.get("run_id", run_dir.name), meta.get("sweep", run_dir.parent.name), str(meta.get("cell", "?")),
+                 meta.get("seed"))
+        for epoch in sorted(by_epoch):
+            for metric, value in by_epoch[epoch].items():
+                if metric != "epoch" and type(value) in (int, float):
+                    records.append((*ident, int(epoch), metric, float(value)))
+    df = pd.DataFrame(records, columns=list(CURVE_COLUMNS))
+    df["seed"] = pd.to_numeric(df["seed"], errors="coerce").astype("Int64")
+    return df
+
+
+def curves_path(path: Path) -> Path:
+    """runs.csv -> runs_curves.csv: where the long curves table goes beside an export."""
+    return path.with_name(f"{path.stem}_curves{path.suffix}")
+
+
 def frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     if df.empty:
@@ -199,7 +244,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def export(df: pd.DataFrame, path: Path) -> None:
-    """CSV (list columns as JSON text) or parquet (list columns native; needs pyarrow)."""
+    """CSV (list columns as JSON text) or parquet (list columns native; needs pyarrow, a dependency)."""
     path = Path(path)
     if path.suffix == ".parquet":
         try:
@@ -207,7 +252,11 @@ def export(df: pd.DataFrame, path: Path) -> None:
         except ImportError:
             raise InputError(f"{path}: writing parquet needs pyarrow, which is not installed here. Install it "
                              f"(pip install pyarrow) or write CSV instead: -o {path.with_suffix('.csv')}") from None
-        df.to_parquet(path, index=False)
+        out = df.copy()
+        for column in out.columns:  # config columns mix types (null / number / text): one type per column
+            if out[column].dtype == object and column not in LIST_COLUMNS:
+                out[column] = out[column].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v))
+        out.to_parquet(path, index=False)
     elif path.suffix == ".csv":
         out = df.copy()
         for column in LIST_COLUMNS:
@@ -215,6 +264,15 @@ def export(df: pd.DataFrame, path: Path) -> None:
         out.to_csv(path, index=False)
     else:
         raise InputError(f"{path}: unknown output format {path.suffix or '(none)'!r}; use .csv or .parquet.")
+
+
+def export_curves(curves: pd.DataFrame, path: Path) -> None:
+    """The long curves table as .csv or .parquet."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        curves.to_parquet(path, index=False)
+    else:
+        curves.to_csv(path, index=False)
 
 
 def read_export(path: Path) -> pd.DataFrame:
@@ -256,7 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     warn(problems)
     if args.output:
         export(df, args.output)
-        print(f"wrote {args.output} ({len(df)} runs, {len(df.columns)} columns)", file=sys.stderr)
+        curves = collect_curves(folder, run_dirs)
+        export_curves(curves, curves_path(args.output))
+        print(f"wrote {args.output} ({len(df)} runs, {len(df.columns)} columns) and {curves_path(args.output)} "
+              f"({len(curves)} curve points)", file=sys.stderr)
     else:
         counts = df.groupby(["sweep", "state"]).size().unstack(fill_value=0) if len(df) else df
         print(f"{len(df)} runs" + ("" if df.empty else f"\n{counts.to_string()}"))

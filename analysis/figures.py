@@ -22,11 +22,15 @@ from analysis.render import SHORT  # noqa: E402
 from analysis.source import Layout  # noqa: E402
 from analysis.tables import METRICS, Table, per_seed, select_runs  # noqa: E402
 
-OURS, PAPER = "#4C72B0", "#C44E52"
+# Okabe & Ito's colour-blind-safe palette: ours blue, the paper vermillion, cells in the order below
+OURS, PAPER, BASELINE = "#0072B2", "#D55E00", "#999999"
+CELL_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+SATURATED = 99.95  # a percentage metric whose every value is at least this is "saturated" (top-5 at 100 %)
+PANEL_COLUMNS = 3
 
 
 def save(fig: Figure, base: Path) -> list[Path]:
-    """base.png (150 dpi) and base.pdf; returns both paths."""
+    """base.png (150 dpi) and base.pdf (vector); returns both paths."""
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = [base.with_suffix(".png"), base.with_suffix(".pdf")]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
@@ -39,101 +43,181 @@ def short_protocol(table: Table) -> str:
     return f"ours: recipe {p['recipe']}, {p['dataset']}, {p['epochs']} epochs, {p['img_size']} px, device {p['device']}"
 
 
-def overlaps(a: list[float], b: list[float]) -> bool:
-    return bool(a) and bool(b) and min(a) <= max(b) and min(b) <= max(a)
+def grid(count: int, panel_w: float, panel_h: float = 3.4) -> tuple[Figure, list]:
+    """A figure of `count` panels, at most PANEL_COLUMNS a row (never one long strip); unused panels hidden."""
+    cols = max(1, min(PANEL_COLUMNS, count))
+    rows = max(1, math.ceil(count / cols))
+    fig = Figure(figsize=(panel_w * cols, panel_h * rows + 0.9), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
+def seed_values(done: pd.DataFrame, cell: str, metric: str) -> dict[int, float]:
+    rows = done[done["cell"] == cell] if len(done) else done
+    return {int(s): float(v) for s, v in zip(rows["seed"], rows[metric], strict=True) if pd.notna(s) and pd.notna(v)}
+
+
+def saturated(values: list[float], metric: str) -> bool:
+    return REGISTRY[metric].unit == "%" and bool(values) and min(values) >= SATURATED
 
 
 def bars(table: Table, runs: pd.DataFrame) -> Figure:
-    """One panel per metric of the table: our mean (bar) ± std (error bar) and seeds (dots); the paper's value
-    as a marker. When our numbers and the paper's do not overlap at all (another protocol or device), the
-    paper's go on a right-hand axis of their own, so neither set is squashed flat."""
+    """One panel per metric, in a grid of at most three a row.
+
+    Accuracies (metrics that vary with the seed), when the sweep has a baseline: each row's difference from
+    the baseline, ours as a bar with the table's 95 % confidence interval (paired by seed, or Welch's) and
+    the per-seed differences as dots, the paper's difference as a diamond: the same scale for both. Fixed
+    quantities (params, FLOPs, img/s): ours and the paper's side by side. A percentage at 100 % for every
+    run (top-5 on a small dataset) is said in words, not drawn; the paper's GPU img/s is not drawn beside a
+    CPU measurement.
+    """
     metrics = list(table.columns)
-    fig = Figure(figsize=(max(4.0, 0.9 * len(table.rows) + 1.5) * len(metrics), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    done = runs[runs["state"] == store.DONE] if len(runs) else runs
     labels = list(table.rows["cell"])
-    xs = range(len(labels))
+    fig, axes = grid(len(metrics), panel_w=min(5.5, max(3.6, 0.7 * len(labels) + 1.8)))
+    done = runs[runs["state"] == store.DONE] if len(runs) else runs
     for ax, metric in zip(axes, metrics, strict=True):
-        rows = table.rows
-        means, stds = rows[f"{metric}_mean"].tolist(), rows[f"{metric}_std"].fillna(0.0).tolist()
-        paper = rows[f"{metric}_paper"].tolist()
-        ax.bar(xs, [0 if math.isnan(m) else m for m in means], yerr=stds, color=OURS, alpha=0.8, capsize=4,
-               label="ours (mean ± std)")
-        seeds = [(i, v) for i, label in enumerate(labels)
-                 for v in done.loc[done["cell"] == label, metric].dropna()]
-        if seeds:
-            ax.scatter([i for i, _ in seeds], [v for _, v in seeds], s=10, color="black", zorder=3, label="seeds")
-        ours_values = [m for m in means if not math.isnan(m)] + [v for _, v in seeds]
-        paper_values = [v for v in paper if not math.isnan(v)]
-        paper_ax = ax if overlaps(ours_values, paper_values) or not ours_values else ax.twinx()
-        if paper_values:
-            paper_ax.scatter([i for i, v in zip(xs, paper, strict=True) if not math.isnan(v)], paper_values,
-                             marker="D", color=PAPER, zorder=4,
-                             label="paper" + ("" if paper_ax is ax else " (right axis)"))
-            if paper_ax is not ax:
-                paper_ax.set_ylabel(f"paper {SHORT[metric]}", color=PAPER)
-                zoom(paper_ax, paper_values, metric)
-        zoom(ax, ours_values + (paper_values if paper_ax is ax else []), metric)
-        for i, row in rows.iterrows():  # a cell with nothing finished still has its slot, saying why
-            if row["n"] == 0 or row[f"{metric}_n"] == 0:
-                ax.annotate(row["status"] if row["n"] == 0 else "n/a", (i, 0.02), xycoords=("data", "axes fraction"),
-                            ha="center", va="bottom", rotation=90, color="gray", fontsize=9)
+        ours_values = [v for label in labels for v in seed_values(done, label, metric).values()]
+        if saturated(ours_values, metric):
+            span = f"{min(ours_values):.1f}" + ("" if min(ours_values) == max(ours_values) else
+                                                  f"-{max(ours_values):.1f}")
+            ax.text(0.5, 0.5, f"{SHORT[metric]}: saturated\nevery run at {span} %\n(not drawn)", ha="center",
+                    va="center",
+                    transform=ax.transAxes, fontsize=10, color="dimgray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(SHORT[metric])
+            continue
+        if metric in table.compared and table.baseline:
+            delta_panel(ax, table, done, metric, labels)
+        else:
+            side_by_side_panel(ax, table, done, metric, labels)
         slanted = max(map(len, labels), default=0) > 6  # long level names ("w/o Conv-1 & IN") would overlap
-        ax.set_xticks(list(xs), labels, rotation=30 if slanted else 0, ha="right" if slanted else "center")
-        ax.set_ylabel(METRICS[metric][0])
+        ticks = [f"{label}\n(baseline)" if label == table.baseline else label for label in labels]
+        ax.set_xticks(range(len(labels)), ticks, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+        ax.set_xlim(-0.6, len(labels) - 0.4)  # every cell keeps its slot, drawn or not
+        ax.grid(axis="y", alpha=0.3)
         ax.set_title(SHORT[metric])
-        handles, names = ax.get_legend_handles_labels()
-        if paper_ax is not ax:
-            more_handles, more_names = paper_ax.get_legend_handles_labels()
-            handles, names = handles + more_handles, names + more_names
-        ax.legend(handles, names, fontsize=7, loc="best", framealpha=0.8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best", framealpha=0.8)
     fig.suptitle(f"{table.title}\n{short_protocol(table)}", fontsize=10)
     return fig
 
 
-def zoom(ax, values: list[float], metric: str) -> None:
-    """Accuracies differ by tenths of a percent: zoom on them. Counts (params, FLOPs, img/s) start at 0."""
-    if not values:
-        return
-    if REGISTRY[metric].unit == "%":
-        low, high = min(values), max(values)
-        pad = max(0.5, 0.15 * (high - low))
-        ax.set_ylim(low - pad, high + pad)
-    else:
-        ax.set_ylim(0, max(values) * 1.15 or 1.0)
+def delta_panel(ax, table: Table, done: pd.DataFrame, metric: str, labels: list[str]) -> None:
+    rows = table.rows.set_index("cell")
+    base_seeds = seed_values(done, table.baseline, metric)
+    base_mean = rows.loc[table.baseline, f"{metric}_mean"]
+    base_paper = rows.loc[table.baseline, f"{metric}_paper"]
+    ax.axhline(0.0, color=BASELINE, lw=1.2, label=f"baseline {table.baseline}")
+    drawn_ci = drawn_seed = drawn_paper = False
+    for i, label in enumerate(labels):
+        row = rows.loc[label]
+        if label == table.baseline:
+            ax.bar(i, 0.0, color=BASELINE)
+        elif not math.isnan(row[f"{metric}_delta"]):
+            delta = row[f"{metric}_delta"]
+            low, high = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+            has_ci = not (math.isnan(low) or math.isnan(high))
+            ax.bar(i, delta, color=OURS, alpha=0.85, label=None if i != first_drawn(rows, labels, metric, table)
+                   else "ours: mean Δ")
+            if has_ci:
+                ax.errorbar(i, delta, yerr=[[delta - low], [high - delta]], color="black", capsize=5, lw=1.2,
+                            label=None if drawn_ci else "ours: 95 % CI")
+                drawn_ci = True
+            else:
+                ax.annotate(str(row[f"{metric}_ci_note"]), (i, delta), ha="center", va="bottom", fontsize=7,
+                            color="dimgray", xytext=(0, 3), textcoords="offset points")
+        else:
+            ax.annotate(row["status"] if row["n"] == 0 else "n/a", (i, 0.02), xycoords=("data", "axes fraction"),
+                        ha="center", va="bottom", rotation=90, color="gray", fontsize=9)
+        cell_seeds = seed_values(done, label, metric)
+        deltas = [v - base_seeds[s] if s in base_seeds else v - base_mean for s, v in cell_seeds.items()]
+        if label != table.baseline and deltas and not math.isnan(base_mean):
+            ax.scatter([i] * len(deltas), deltas, s=14, color="black", zorder=3, label=None if drawn_seed else "seeds")
+            drawn_seed = True
+        paper = row[f"{metric}_paper"]
+        if label != table.baseline and not (math.isnan(paper) or math.isnan(base_paper)):
+            ax.scatter(i, paper - base_paper, marker="D", s=40, color=PAPER, zorder=4,
+                       label=None if drawn_paper else "paper: Δ")
+            drawn_paper = True
+    ax.set_ylabel(f"Δ {SHORT[metric]} vs {table.baseline} ({REGISTRY[metric].unit} points)")
+    low, high = ax.get_ylim()
+    pad = 0.08 * (high - low)
+    ax.set_ylim(min(low, -pad), max(high, pad))  # 0 (the baseline) never sits on the frame
+
+
+def first_drawn(rows, labels, metric, table) -> int | None:
+    return next((i for i, label in enumerate(labels)
+                 if label != table.baseline and not math.isnan(rows.loc[label, f"{metric}_delta"])), None)
+
+
+def side_by_side_panel(ax, table: Table, done: pd.DataFrame, metric: str, labels: list[str]) -> None:
+    rows = table.rows.set_index("cell")
+    width = 0.38
+    device_note = None
+    for i, label in enumerate(labels):
+        row = rows.loc[label]
+        mean = row[f"{metric}_mean"]
+        edge = "black" if label == table.baseline else None
+        if not math.isnan(mean):
+            ax.bar(i - width / 2, mean, width, color=OURS, edgecolor=edge, label="ours" if i == 0 else None)
+            cell_seeds = list(seed_values(done, label, metric).values())
+            if REGISTRY[metric].varies_with_seed and cell_seeds:
+                ax.scatter([i - width / 2] * len(cell_seeds), cell_seeds, s=12, color="black", zorder=3)
+        paper = row[f"{metric}_paper"]
+        comparable = not REGISTRY[metric].device_dependent or not math.isnan(row[f"{metric}_vs_paper"])
+        if not math.isnan(paper) and comparable:
+            ax.bar(i + width / 2, paper, width, color=PAPER, edgecolor=edge, label="paper" if i == 0 else None)
+        elif not math.isnan(paper):
+            device_note = "paper's values: GPU, ours: not on a GPU; not compared"
+    if device_note:
+        ax.text(0.5, 0.98, device_note, transform=ax.transAxes, ha="center", va="top", fontsize=7, color=PAPER)
+    ax.set_ylabel(METRICS[metric][0])
+    drawn_paper = [] if device_note else rows[f"{metric}_paper"].tolist()
+    values = [v for v in rows[f"{metric}_mean"].tolist() + drawn_paper if not math.isnan(v)]
+    if values:
+        ax.set_ylim(0, max(values) * 1.18)
 
 
 def curves(table: Table, runs: pd.DataFrame) -> Figure:
-    """Validation top-1 against epoch, one colour per cell: mean over seeds, min-max band, failed runs dashed."""
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
-    colors = matplotlib.colormaps["tab10"]
+    """Validation top-1 and validation loss against epoch, one colour per cell: the mean over seeds with a
+    band of ± one standard deviation over seeds (none for one seed); failed runs dashed, ending in x."""
+    fig, (ax_top1, ax_loss) = grid(2, panel_w=5.2, panel_h=3.8)
     for i, row in table.rows.iterrows():
-        color = colors(i % 10)
+        color = CELL_COLORS[i % len(CELL_COLORS)]
         cell_runs = runs[runs["cell"] == row["cell"]] if len(runs) else runs
-        with_curve = [r for r in cell_runs.itertuples() if isinstance(r.curve_top1, list) and r.curve_top1]
-        # The mean is over runs that finished or are still going; a failed run is drawn on its own, dashed,
-        # so that its early stop does not bend the cell's curve.
-        series = [pd.Series(r.curve_top1, index=r.curve_epoch) for r in with_curve if r.state != store.FAILED]
         label = f"{row['cell']} ({row_summary(row)})"
-        if series:
-            by_epoch = pd.concat(series, axis=1)
-            epochs = by_epoch.index.to_numpy()  # the trainer numbers epochs from 1
-            ax.plot(epochs, by_epoch.mean(axis=1), color=color, lw=2, label=label)
-            if by_epoch.shape[1] > 1:
-                ax.fill_between(epochs, by_epoch.min(axis=1), by_epoch.max(axis=1), color=color, alpha=0.2, lw=0)
-        else:
-            ax.plot([], [], color=color, lw=2, label=label if with_curve else f"{label}: no epochs")
-        for r in with_curve:
-            if r.state == store.FAILED:
-                ax.plot(r.curve_epoch, r.curve_top1, color=color, ls="--", lw=1)
-                ax.plot(r.curve_epoch[-1], r.curve_top1[-1], marker="x", color=color, ms=8)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="cell (runs)", title_fontsize=8)
-    ax.set_title(f"{table.title}\n{short_protocol(table)}; mean over seeds, band = min-max, x = failed", fontsize=9)
+        for ax, column in ((ax_top1, "curve_top1"), (ax_loss, "curve_val_loss")):
+            with_curve = [r for r in cell_runs.itertuples() if isinstance(getattr(r, column), list)
+                          and getattr(r, column)]
+            # The mean is over runs that finished or are still going; a failed run is drawn on its own, dashed,
+            # so that its early stop does not bend the cell's curve.
+            series = [pd.Series(getattr(r, column), index=r.curve_epoch) for r in with_curve
+                      if r.state != store.FAILED]
+            if series:
+                by_epoch = pd.concat(series, axis=1)
+                epochs = by_epoch.index.to_numpy()  # the trainer numbers epochs from 1
+                mean = by_epoch.mean(axis=1)
+                ax.plot(epochs, mean, color=color, lw=2, label=label, marker="o" if len(epochs) < 8 else None, ms=3)
+                if by_epoch.shape[1] > 1:
+                    std = by_epoch.std(axis=1, ddof=1)
+                    ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+            else:
+                ax.plot([], [], color=color, lw=2, label=label if with_curve else f"{label}: no epochs")
+            for r in with_curve:
+                if r.state == store.FAILED:
+                    ax.plot(r.curve_epoch, getattr(r, column), color=color, ls="--", lw=1)
+                    ax.plot(r.curve_epoch[-1], getattr(r, column)[-1], marker="x", color=color, ms=8)
+    for ax, ylabel in ((ax_top1, "validation top-1 (%)"), (ax_loss, "validation loss")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    ax_top1.legend(fontsize=7, title="cell (runs)", title_fontsize=7)
+    fig.suptitle(f"{table.title}\n{short_protocol(table)}; mean over seeds, band = ± 1 std over seeds, "
+                 f"x = failed", fontsize=9)
     return fig
 
 

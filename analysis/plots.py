@@ -3,13 +3,14 @@
     python -m analysis.plots table sweeps/pe.yaml          # results/pe/plots/{bars,curves}.{png,pdf}
     python -m analysis.plots table results/pe --recipe quick --set train.epochs=1
     python -m analysis.plots scaling --sizes 112,160,224   # results/plots/scaling.{png,pdf,csv}: MSA vs EMSA
-    python -m analysis.plots attention --run results/pe/pa-s0-83da6d5ced --image cat.jpg
-    python -m analysis.plots attention                     # random-weight ResT-Lite, bundled sample photo
+    python -m analysis.plots attention --run results/pe/pa-s0-83da6d5ced   # on the run's own validation image
+    python -m analysis.plots attention --run results/pe/pa-s0-83da6d5ced --image cat.jpg --stage 3
 
 table: per metric of the sweep's table, our mean ± std as bars with seeds as dots and the paper's value as a
 marker; validation top-1 against epoch for every cell. scaling: inference throughput and peak memory of
 MSA vs EMSA against input resolution (rest.benchmark's models and timing; see analysis.scaling for how
-memory is measured). attention: stage 4's last-block attention maps (see analysis.attention).
+memory is measured). attention: a trained run's attention maps, stage 4's last block by default, on an image
+of its own validation data (see analysis.attention).
 """
 from __future__ import annotations
 
@@ -47,16 +48,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sizes", type=sizes, default=[112, 160, 224], help="input resolutions (default 112,160,224)")
     s.add_argument("--batch-size", "-b", type=int, default=8)
     s.add_argument("--warmup", type=int, default=1)
-    s.add_argument("--iters", type=int, default=3)
+    s.add_argument("--iters", type=int, default=3, help="timed iterations per measurement")
+    s.add_argument("--repeats", type=int, default=3, help="measurements per point, for the error bars (default 3)")
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     s.add_argument(*OUTPUT_FLAGS, type=Path, default=Path("results/plots"), help="output folder")
 
-    a = sub.add_parser("attention", help="stage-4 last-block attention maps for one image")
-    a.add_argument("--run", type=Path, help="a run folder with checkpoint.pt (default: random weights)")
-    a.add_argument("--model", default="rest_lite", help="with random weights: which size (default rest_lite)")
-    a.add_argument("--image", type=Path, help="an image file (default: scikit-learn's bundled flower photo)")
-    a.add_argument("--img-size", type=int, help="input size (default: the run's training size, else 224)")
+    a = sub.add_parser("attention", help="a trained run's attention maps for one image")
+    a.add_argument("--run", type=Path, help="a run folder with checkpoint.pt or best.pt (required, unless "
+                                            "--random-weights)")
+    a.add_argument("--random-weights", action="store_true", help="a random-weight model instead of a run (to look "
+                   "at the code path only: not a result)")
+    a.add_argument("--model", default="rest_lite", help="with --random-weights: which size (default rest_lite)")
+    a.add_argument("--image", type=Path, help="an image file (default: an image of the run's validation data; "
+                                              "with --random-weights, scikit-learn's bundled flower photo)")
+    a.add_argument("--index", type=int, default=0, help="which validation image (default 0)")
+    a.add_argument("--stage", type=int, choices=(1, 2, 3, 4), default=4, help="stage (default 4)")
+    a.add_argument("--block", type=int, default=-1, help="block within the stage (default -1: the last)")
+    a.add_argument("--img-size", type=int, help="input size (default: the run's training size, or 224 where that "
+                                                "leaves the stage fewer than 4x4 keys)")
     a.add_argument(*OUTPUT_FLAGS, type=Path, default=Path("results/plots"), help="output folder")
     return p
 
@@ -83,9 +93,10 @@ def plot_scaling(args) -> list[Path]:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available here; use --device cpu.")
-    if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
-        raise InputError("--batch-size and --iters must be at least 1, --warmup at least 0.")
-    df = measure(args.sizes, args.batch_size, args.warmup, args.iters, device, args.threads)
+    if args.batch_size < 1 or args.iters < 1 or args.warmup < 0 or args.repeats < 1:
+        raise InputError("--batch-size, --iters and --repeats must be at least 1, --warmup at least 0.")
+    df = measure(args.sizes, args.batch_size, args.warmup, args.iters, device, args.threads, progress=True,
+                 repeats=args.repeats)
     args.output.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.output / "scaling.csv", index=False)
     print(df.drop(columns="memory_method").to_string(index=False))
@@ -96,25 +107,48 @@ def plot_attention(args) -> list[Path]:
     from analysis import attention
     from analysis.figures import save
 
+    if args.run is None and not args.random_weights:
+        raise InputError("attention: give --run RUN_DIR (a trained run's folder); maps of a random-weight model "
+                         "show nothing about the method, and are drawn only with --random-weights.")
     if args.run is not None:
         if not args.run.is_dir():
             raise InputError(f"{args.run}: no such run folder.")
         model, trained_size, title = attention.model_from_run(args.run)
-        name = f"attention-{args.run.name}"
+        name = f"attention-{args.run.name}-stage{args.stage}"
     else:
         import rest
 
         if args.model not in rest.VARIANTS:
             raise InputError(f"--model {args.model}: unknown; choose one of {', '.join(rest.VARIANTS)}.")
         model, title = attention.random_model(args.model)
-        trained_size, name = 224, f"attention-{args.model}-random"
+        trained_size, name = 224, f"attention-{args.model}-random-stage{args.stage}"
+    blocks = len(model.stages()[args.stage - 1])
+    if not -blocks <= args.block < blocks:
+        raise InputError(f"--block {args.block}: stage {args.stage} has {blocks} blocks (0 to {blocks - 1}, or -1).")
+    block = args.block % blocks
+
+    def draw(size: int):
+        if size < 32:
+            raise InputError(f"--img-size {size}: ResT needs inputs of at least 32 px.")
+        if args.image is not None or args.run is None:
+            image = attention.load_image(args.image, size)
+            x = attention.to_input(image, model)
+            source = args.image.name if args.image else "sample photo (scikit-learn flower.jpg)"
+        else:
+            x, image, source = attention.validation_input(args.run, size, args.index)
+        probs, grid = attention.block_attention(model, x, args.stage, block)
+        return image, probs, grid, source
+
     size = args.img_size or trained_size
-    if size < 32:
-        raise InputError(f"--img-size {size}: ResT needs inputs of at least 32 px.")
-    image = attention.load_image(args.image, size)
-    probs, grid = attention.last_block_attention(model, attention.to_input(image, model))
-    source = args.image.name if args.image else "sample photo (scikit-learn flower.jpg)"
-    return save(attention.figure(image, probs, grid, f"{title}; image {source}, {size} px"), args.output / name)
+    image, probs, grid, source = draw(size)
+    note = ""
+    if args.img_size is None and grid[0] * grid[1] < 16 and size < 224:  # e.g. 48 px digits: 1 key in stage 4
+        note = f" (upsampled from the run's {size} px: there stage {args.stage} has {grid[0]}x{grid[1]} keys)"
+        size = 224
+        image, probs, grid, source = draw(size)
+    label = f"block {block} (of {blocks})" + (" = last" if block == blocks - 1 else "")
+    return save(attention.figure(image, probs, grid, f"{title}; {source}, {size} px{note}", args.stage, label),
+                args.output / name)
 
 
 @cli

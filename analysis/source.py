@@ -55,6 +55,7 @@ class Layout:
     run_dirs: tuple[Path, ...] | None = None  # the experiment's run folders (None: every one in results_dir)
     experiment: str | None = None  # "recipe quick with train.epochs=1"
     others: str | None = None  # one line naming the other experiments' runs in the same folder
+    published_note: str | None = None  # the sweep's note on the paper's numbers, printed under the table
 
     @property
     def source(self) -> str:
@@ -125,6 +126,7 @@ def layout_from_sweep(sweep, results_dir: Path) -> Layout:
         name=sweep.name,
         results_dir=results_dir,
         paper_table=sweep.paper_table,
+        published_note=getattr(sweep, "published_note", None) or None,
         cells=tuple(CellSpec(c.label, bool(c.is_baseline)) for c in cells),
         axes=axes,
         seeds=tuple(sweep.seeds),

@@ -25,7 +25,7 @@ import pandas as pd
 from ablations import store
 from ablations.cli import OUTPUT_FLAGS
 from ablations.experiment import add_selection_flags, selection_from_args
-from ablations.metrics import COMPARED
+from ablations.metrics import COMPARED, PAPER_DEVICE_CLASS, device_class
 from ablations.metrics import METRICS as REGISTRY
 from analysis.collect import collect
 from analysis.source import CellSpec, InputError, Layout, cli, load_layout, note, warn
@@ -120,6 +120,8 @@ def build_table(df: pd.DataFrame, layout: Layout) -> Table:
     baseline = next((c.label for c in specs if c.is_baseline), None)
     rows = build_rows(runs, specs, layout, baseline)
     notes += failure_notes(runs)
+    if layout.published_note and layout.published:
+        notes.append(f"Paper's numbers: {layout.published_note}")
     title = layout.paper_table or first(runs, "paper_table") or f"Sweep {layout.name}"
     if not layout.axes and len(runs):  # no sweep file: the axis names come from the runs' meta.levels
         layout = replace(layout, axes=tuple(json.loads(first(runs, "levels") or "{}")))
@@ -146,8 +148,11 @@ def build_rows(runs: pd.DataFrame, specs: list[CellSpec], layout: Layout, baseli
         for metric in layout.columns:
             s = summarize(list(values_by_seed(cell_runs, metric).values()))
             paper = published.get(metric, math.nan)
+            vs_paper = s.mean - paper
+            if REGISTRY[metric].device_dependent and not same_device_class(cell_runs):
+                vs_paper = math.nan  # a CPU img/s minus a GPU img/s says nothing
             row |= {f"{metric}_mean": s.mean, f"{metric}_std": s.std, f"{metric}_n": s.n,
-                    f"{metric}_paper": paper, f"{metric}_vs_paper": s.mean - paper}
+                    f"{metric}_paper": paper, f"{metric}_vs_paper": vs_paper}
         for metric in (m for m in layout.columns if m in COMPARED):
             if baseline is None or spec.label == baseline:
                 d = None
@@ -163,6 +168,13 @@ def build_rows(runs: pd.DataFrame, specs: list[CellSpec], layout: Layout, baseli
             }
         out.append(row)
     return pd.DataFrame(out)
+
+
+def same_device_class(runs: pd.DataFrame) -> bool:
+    """Whether every finished run of the cell ran on the paper's device class (a GPU)."""
+    done = runs[runs["state"] == store.DONE] if len(runs) else runs
+    classes = {device_class(d) for d in done["device"]} if len(done) else set()
+    return classes == {PAPER_DEVICE_CLASS}
 
 
 def counts(runs: pd.DataFrame, expected: tuple[int, ...]) -> dict:
@@ -229,11 +241,12 @@ def protocol(runs: pd.DataFrame, layout: Layout) -> dict[str, str]:
 # Command line
 # ----------------------------------------------------------------------------------------------------------
 def write_table(table: Table, out_dir: Path) -> list[Path]:
-    from analysis.render import to_csv, to_latex, to_markdown
+    from analysis.render import to_csv, to_latex, to_long_csv, to_markdown
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, render in (("table.md", to_markdown), ("table.tex", to_latex), ("table.csv", to_csv)):
+    for name, render in (("table.md", to_markdown), ("table.tex", to_latex), ("table.csv", to_csv),
+                         ("table_long.csv", to_long_csv)):
         path = out_dir / name
         store.atomic_write_bytes(path, render(table).encode())
         paths.append(path)
@@ -248,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_selection_flags(p)
     p.add_argument("--columns", type=lambda s: tuple(filter(None, s.split(","))),
                    help=f"metrics to show, comma-separated, among {','.join(METRICS)} (default: the sweep's)")
-    p.add_argument(*OUTPUT_FLAGS, type=Path, help="folder for table.{md,tex,csv} (default: the results folder)")
+    p.add_argument(*OUTPUT_FLAGS, type=Path,
+                   help="folder for table.{md,tex,csv} and table_long.csv (default: the results folder)")
     return p
 
 

@@ -3,10 +3,12 @@
 Two MAC counts, because the paper's figures and the true cost differ:
 
 * ``macs_paper``: convolutions and linear layers only. This is the convention of the counter the paper
-  used, which does not see the attention matmuls (QK^T and AV). The official code gives 1.459 G for
-  ResT-Lite at 224 px; the paper prints 1.4 G (Lite), 1.94 G (Small), 4.26 G (Base), 7.91 G (Large),
-  while the official models count 1.459 / 2.000 / 4.486 / 8.131 G: the printed figures are smaller than
-  what the released code computes, by 4 to 6 % for Small/Base/Large. We report what the code computes.
+  used, which does not see the attention matmuls (QK^T and AV); it equals what the official code gives:
+  1.459 / 2.000 / 4.486 / 8.131 G for Lite / Small / Base / Large at 224 px. The paper prints 1.4 / 1.94 /
+  4.26 / 7.91 G: lower by a constant offset per width (about 0.06 G at stage-1 width 64, Lite and Small;
+  about 0.22 G at width 96, Base and Large), not by rounding (1.459 G does not round to 1.4 G). As a share
+  of the printed figures: +4.2 %, +3.1 %, +5.3 %, +2.8 %. The parameter counts show the same offsets
+  (the code has ~18-20 k more at width 64, ~45 k more at width 96). We report what the code computes.
 * ``macs_total``: ``macs_paper`` plus QK^T and AV.
 """
 from __future__ import annotations

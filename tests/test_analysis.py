@@ -309,7 +309,7 @@ def test_corrupt_files_are_reported_and_skipped(sweep, capsys):
     assert tables.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
     captured = capsys.readouterr()
     assert f"warning: {le[0] / 'config.json'}" in captured.err and "Traceback" not in captured.err
-    assert "| LE | 1 (1 partial, 1 missing) | 71.50 ± – |" in captured.out
+    assert "| LE | 1 (1 partial, 1 missing) | 71.50 (n=1) |" in captured.out  # one seed: no "± –"
 
 
 def test_corrupt_metrics_only_run_and_odd_content(tmp_path):
@@ -427,3 +427,81 @@ def test_a_tampered_run_folder_is_reported_by_status_tables_and_run(sweep, capsy
     assert run_cli.main([str(sweep), "--results-root", str(results), "--dry-run", "--no-eta"]) == 0
     out = capsys.readouterr().out
     assert "1 corrupt" in out and "does not hash" in out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Publication-ready output (issue 10, point 8)
+# ----------------------------------------------------------------------------------------------------------
+SPEED_SWEEP = SWEEP.replace("columns: [top1, top5]", "columns: [img_s, top1]").replace(
+    "  PA: {top1: 72.88, top5: 90.62}", "  PA: {top1: 72.88, top5: 90.62, img_s: 1246}")
+
+
+def test_throughput_is_not_compared_with_the_papers_gpu_number_on_cpu(tmp_path):
+    path = tmp_path / "pe.yaml"
+    path.write_text(SPEED_SWEEP)
+    results = tmp_path / "results" / "pe"
+    for seed in range(3):
+        write_run(results, "PA", seed, top1=PA[seed], img_s=20.0, device="cpu (2 threads)", sweep_file=path)
+    table = table_for(path)
+    pa = row(table, "PA")
+    assert math.isnan(pa["img_s_vs_paper"]) and pa["top1_vs_paper"] == pytest.approx(sum(PA) / 3 - 72.88)
+    md = to_markdown(table)
+    assert "1246 (GPU; no Δ)" in md and "measured it on a GPU" in md
+    for seed in range(3):  # the same runs on a GPU: compared
+        write_run(results, "PA", seed, top1=PA[seed], img_s=1300.0, device="cuda (NVIDIA A100)", sweep_file=path)
+    assert row(table_for(path), "PA")["img_s_vs_paper"] == pytest.approx(1300 - 1246)
+
+
+def test_latex_is_paper_safe_and_says_its_packages(sweep):
+    text = to_latex(table_for(sweep))
+    assert r"\usepackage{booktabs}" in text and r"\usepackage{graphicx}" in text
+    assert str(sweep.parent) not in text and "RuntimeError" not in text and "out of memory" not in text
+    assert "none seed 0: failed at epoch 2 (see the run's error.json)" in text
+    assert "(n=1)" in text  # GL: one finished seed
+
+
+def test_long_csv_has_one_row_per_cell_and_metric(sweep, capsys):
+    from analysis.render import to_long_csv
+
+    long = pd.read_csv(pd.io.common.StringIO(to_long_csv(table_for(sweep))))
+    assert len(long) == 4 * 2 and set(long["metric"]) == {"top1", "top5"}
+    le = long[(long["cell"] == "LE") & (long["metric"] == "top1")].iloc[0]
+    assert le["mean"] == pytest.approx(sum(LE) / 3) and le["paper"] == 71.98 and le["n"] == 3
+    assert le["ci_low"] == pytest.approx(-2.086826, abs=1e-5) and le["unit"] == "%"
+    assert tables.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
+    assert (sweep.parent / "results" / "pe" / "table_long.csv").read_text() == to_long_csv(table_for(sweep))
+
+
+def test_published_note_is_printed_under_the_table(tmp_path):
+    path = tmp_path / "pe.yaml"
+    path.write_text(SWEEP.replace("published:\n", "published_note: the paper's EMSA params are 10.49 M\npublished:\n"))
+    write_run(tmp_path / "results" / "pe", "PA", 0, top1=73.0, sweep_file=path)
+    assert "Paper's numbers: the paper's EMSA params are 10.49 M" in to_markdown(table_for(path))
+    assert "Paper's numbers" not in to_markdown(table_for(sweep_without_note(tmp_path)))
+
+
+def sweep_without_note(tmp_path: Path) -> Path:
+    path = tmp_path / "plain" / "pe.yaml"
+    path.parent.mkdir()
+    path.write_text(SWEEP)
+    write_run(path.parent / "results" / "pe", "PA", 0, top1=73.0, sweep_file=path)
+    return path
+
+
+def test_collect_flattens_the_config_and_writes_long_curves(sweep, tmp_path, capsys):
+    df, _ = collect(sweep.parent / "results")
+    assert {"optim.lr", "model.pos_encoding", "train.batch_size", "train.device_batch"} <= set(df.columns)
+    by_cell = df.groupby("cell")["model.pos_encoding"].first().to_dict()
+    assert by_cell["LE"] == "le" and by_cell["PA"] == "pa" and set(df["train.epochs"]) == {5}
+    assert df.groupby("model.pos_encoding")["top1"].mean()["pa"] == pytest.approx(sum(PA) / 3)
+    for suffix in (".csv", ".parquet"):
+        out = tmp_path / f"runs{suffix}"
+        assert collect_mod.main([str(sweep.parent / "results"), "-o", str(out)]) == 0
+        assert read_export(out)["optim.lr"].notna().all()
+        curves = (pd.read_parquet if suffix == ".parquet" else pd.read_csv)(tmp_path / f"runs_curves{suffix}")
+        assert list(curves.columns) == list(collect_mod.CURVE_COLUMNS)
+        le1 = curves[(curves["cell"] == "LE") & (curves["seed"] == 1)]
+        assert sorted(set(le1["epoch"])) == [1, 2, 3, 4, 5] and {"top1", "val_loss"} <= set(le1["metric"])
+        last = le1[(le1["metric"] == "top1") & (le1["epoch"] == 5)]["value"]
+        assert last.iloc[0] == pytest.approx(73.0)
+    assert "curve points" in capsys.readouterr().err

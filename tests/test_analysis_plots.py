@@ -85,7 +85,7 @@ def test_plots_bad_input(tmp_path, capsys):
 def test_scaling_plot_and_csv(tmp_path):
     out = tmp_path / "plots"
     args = ["scaling", "--sizes", "32,64", "-b", "2", "--warmup", "0", "--iters", "1", "--threads", "1",
-            "--device", "cpu", "--output", str(out)]
+            "--device", "cpu", "--repeats", "2", "--output", str(out)]
     assert plots.main(args) == 0
     assert_written([out / "scaling.png", out / "scaling.pdf"], ".png", ".pdf")
     df = pd.read_csv(out / "scaling.csv")
@@ -94,6 +94,14 @@ def test_scaling_plot_and_csv(tmp_path):
     weights_mb = 10.4e6 * 4 / 2**20
     assert (df["peak_mem_mb"] > weights_mb).all() and (df["infer_img_s"] > 0).all()
     assert set(df["memory_method"]) == {scaling.CPU_MEMORY}
+    assert (df["repeats"] == 2).all() and df["infer_img_s_std"].notna().all()  # repeated: error bars
+    fig = scaling.figure(df)
+    assert "measured on CPU (1 thread), not on a GPU" in fig._suptitle.get_text()
+    ratio_ax = fig.axes[1]
+    assert any(line.get_ydata()[0] == pytest.approx(1246 / 512) for line in ratio_ax.get_lines())  # the paper's
+    ratios = scaling.ratios(df).set_index("img_size")
+    emsa, msa = (df[df["model"] == m].set_index("img_size")["infer_img_s"] for m in ("EMSA", "MSA"))
+    assert ratios.loc[64, "ratio"] == pytest.approx(emsa[64] / msa[64])
 
 
 def test_cpu_peak_memory_sees_a_temporary_allocation():
@@ -126,8 +134,10 @@ def test_attention_recomputation_is_exact(knobs):
     assert torch.allclose(probs.sum(-1), torch.ones(8, 4))
 
 
-def test_attention_plot_random_weights(tmp_path):
-    assert plots.main(["attention", "--img-size", "64", "--output", str(tmp_path)]) == 0
+def test_attention_plot_random_weights(tmp_path, capsys):
+    assert plots.main(["attention", "--img-size", "64", "--output", str(tmp_path)]) == 2  # never the default
+    assert "--run" in capsys.readouterr().err and not list(tmp_path.iterdir())
+    assert plots.main(["attention", "--random-weights", "--img-size", "64", "--output", str(tmp_path)]) == 0
     assert_written(sorted(tmp_path.iterdir()), ".png", ".pdf")
 
 
@@ -145,6 +155,18 @@ def test_attention_plot_from_a_run(tmp_path, capsys):
     assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
     assert plots.main(["attention", "--run", str(run), "--image", str(image), "--output", str(tmp_path / "o")]) == 0
     assert_written(sorted((tmp_path / "o").iterdir()), ".png", ".pdf")
+    # default input: the run's own validation data (a digit), one shared colour scale with its colour bar
+    x, shown, source = attention.validation_input(run, 64, 3)
+    assert x.shape == (1, 3, 64, 64) and shown.shape == (64, 64, 3) and "validation image 3 of digits" in source
+    probs, grid = attention.block_attention(loaded, x, 4, -1)
+    fig = attention.figure(shown, probs, grid, "t", 4, "block 1 (of 2) = last")
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 1 + 1 + 8  # input, mean of heads, 8 heads
+    assert len({im.get_clim() for im in images[1:]}) == 1 and images[1].get_cmap().name == "viridis"
+    assert len(fig.axes) == 10 + 1  # ten panels and the colour bar
+    assert "stage 4, block 1 (of 2) = last" in fig._suptitle.get_text()
+    assert plots.main(["attention", "--run", str(run), "--stage", "3", "--output", str(tmp_path / "v")]) == 0
+    assert_written(sorted((tmp_path / "v").iterdir()), ".png", ".pdf")
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert plots.main(["attention", "--run", str(run), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
@@ -180,3 +202,66 @@ def test_a_crafted_checkpoint_never_runs_code(tmp_path, monkeypatch):
         for call in re_.findall(r"torch\.load\([^)]*\)", path.read_text()):
             assert "weights_only=True" in call, f"{path}: {call}"
         assert "import pickle" not in path.read_text(), path
+
+
+def three_seed_sweep(tmp_path: Path, top5: float = 100.0) -> Path:
+    path = tmp_path / "attention.yaml"
+    path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
+    results = tmp_path / "results" / "attention"
+    for seed in range(3):
+        write_run(results, "EMSA", seed, top1=97.0 + 0.3 * seed, top5=top5, img_s=30.0, sweep_file=path)
+        write_run(results, "MSA", seed, top1=96.2 + 0.5 * seed, top5=top5, img_s=20.0, sweep_file=path)
+    return path
+
+
+def figure_of(path: Path):
+    from analysis import figures
+    from analysis.tables import build_table, per_seed, select_runs
+
+    layout = load_layout(path, results_root=path.parent / "results")
+    df = collect(layout.results_dir, run_dirs=layout.run_dirs)[0]
+    table = build_table(df, layout)
+    runs, _ = per_seed(select_runs(df, layout))
+    return table, figures.bars(table, runs), figures.curves(table, runs)
+
+
+def test_bars_are_a_grid_with_deltas_ci_and_the_papers_deltas(tmp_path):
+    from matplotlib.collections import LineCollection
+
+    from analysis import figures
+
+    table, fig, curves = figure_of(three_seed_sweep(tmp_path))
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 5
+    width, height = fig.get_size_inches() * 150
+    assert width <= 2600 and height <= 1600  # 5 metrics: two rows of at most three, not a 3000 px strip
+    by_title = {ax.get_title(): ax for ax in axes}
+    top5 = by_title["Top-5"]
+    assert any("saturated" in t.get_text() for t in top5.texts) and not top5.patches  # not drawn as bars
+    top1 = by_title["Top-1"]
+    assert top1.get_ylabel().startswith("Δ Top-1 vs EMSA")
+    msa = table.rows.set_index("cell").loc["MSA"]
+    ci = [c for c in top1.collections if isinstance(c, LineCollection)]
+    ends = sorted(ci[0].get_segments()[0][:, 1])
+    assert ends == pytest.approx(sorted([msa["top1_ci_low"], msa["top1_ci_high"]]))  # the table's 95 % CI
+    paper = [c for c in top1.collections if c.get_facecolor().size and
+             tuple(c.get_facecolor()[0][:3]) == pytest.approx(matplotlib_rgb(figures.PAPER))]
+    assert paper and paper[0].get_offsets()[0][1] == pytest.approx(72.68 - 72.88)  # the paper's Δ
+    throughput = by_title["Throughput"]
+    assert any("not compared" in t.get_text() for t in throughput.texts)  # CPU vs the paper's GPU
+    assert throughput.get_ylim()[1] < 100  # the paper's 1246 img/s does not set the scale
+    assert [ax.get_ylabel() for ax in curves.axes] == ["validation top-1 (%)", "validation loss"]
+    assert len(curves.axes[0].collections) == 2  # a ± std band per cell (3 seeds)
+
+
+def matplotlib_rgb(color: str) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(color)
+
+
+def test_bars_of_many_metrics_and_cells_stay_readable(tmp_path):
+    path = three_seed_sweep(tmp_path, top5=99.0)
+    _, fig, _ = figure_of(path)
+    top5 = next(ax for ax in fig.axes if ax.get_title() == "Top-5")
+    assert not any("saturated" in t.get_text() for t in top5.texts) and top5.patches

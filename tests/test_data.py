@@ -182,3 +182,31 @@ def test_a_corrupt_image_names_its_file(tmp_path):
         train_set = build_datasets(cfg(data__dataset="imagefolder", data__root=str(root)))[0]
         for i in range(len(train_set)):
             train_set[i]
+
+
+def test_accumulating_sampler_deals_the_passes_of_more_devices():
+    """One device accumulating 2 passes of 4 sees, per update, exactly what 2 devices of 4 see."""
+    one = EpochSampler(40, seed=5, accum=2, micro_batch=4)
+    two = [EpochSampler(40, seed=5, rank=r, world_size=2, micro_batch=4) for r in (0, 1)]
+    for s in (one, *two):
+        s.set_epoch(1)
+    flat, parts = [i for _, i in one], [[i for _, i in s] for s in two]
+    assert one.steps == two[0].steps == 5 and len(one) == 40
+    for step in range(5):
+        assert flat[8 * step:8 * step + 4] == parts[0][4 * step:4 * step + 4]
+        assert flat[8 * step + 4:8 * step + 8] == parts[1][4 * step:4 * step + 4]
+    one.set_epoch(1, skip=3)  # resuming skips whole updates
+    assert [i for _, i in one] == flat[24:]
+
+
+def test_repeated_augmentation_is_deits_rasampler():
+    sampler = EpochSampler(1000, seed=0, world_size=1, accum=4, micro_batch=8, repeated=True)
+    sampler.set_epoch(0)
+    assert sampler.share() == 1000 // 256 * 256 // 4 == 192 and sampler.steps == 24
+    parts = [sampler.indices_of(v) for v in range(4)]
+    g = torch.Generator()
+    g.manual_seed(0)
+    order = torch.randperm(1000, generator=g).tolist()
+    first = order[0]  # its 3 copies go to virtual devices 0, 1, 2, each at their first position
+    assert [p[0] for p in parts[:3]] == [first] * 3 and parts[3][0] == order[1]
+    assert len({i for p in parts for i in p}) < 4 * 192  # repeats: fewer distinct images than samples

@@ -65,7 +65,9 @@ def test_two_gloo_tasks_rank0_alone_writes(tmp_path, make_run, standin_trainer, 
 
 def test_two_gloo_tasks_real_trainer(tmp_path, make_run, wait_until):
     # 64 px: at 32 px stage 4 has a single token and DDP stops on its unused attention parameters
-    run_dir = make_run(tmp_path, overrides={"data.img_size": 64, "data.train_limit": 32, "data.val_limit": 16})
+    # train.devices: a 2-process run is another computation than a 1-process one (another run id)
+    run_dir = make_run(tmp_path, overrides={"data.img_size": 64, "data.train_limit": 32, "data.val_limit": 16,
+                                            "train.devices": 2})
     job = local_executor(tmp_path / "submitit", tasks_per_node=2).submit(RunJob(run_dir))
     wait_until(job.done, 600, "the 2-task real run")
     first, second = job.results()

@@ -1,6 +1,7 @@
 import pytest
 
-from ablations.config import RunConfig, check_value
+from ablations.config import RunConfig, check_value, with_overrides
+from ablations.errors import InputError
 from ablations.recipes import RECIPES_DIR, RecipeError, list_recipes, load_recipe, load_yaml_strict, resolve
 
 SHIPPED = ["paper", "paper-ablation", "probe", "quick"]
@@ -32,7 +33,13 @@ def test_paper_ablation_protocol():
     config = resolve(recipe)
     assert (config.optim.name, config.optim.momentum, config.optim.weight_decay) == ("sgd", 0.9, 1e-4)
     assert config.lr == pytest.approx(0.1 * config.train.batch_size / 512)
-    assert (config.train.epochs, config.sched.warmup_epochs, config.sched.name) == (100, 5, "cosine")
+    # the paper's plain ResNet schedule: step decay x0.1 every 30 epochs after a 5-epoch warm-up (not cosine)
+    assert (config.train.epochs, config.sched.warmup_epochs, config.sched.name) == (100, 5, "step")
+    assert config.sched.decay_epochs == 30
+    # global batch 2048 = 8 GPUs x 256; on one device: 256 per pass, 8 passes accumulated
+    assert (config.train.batch_size, config.train.device_batch) == (2048, 256)
+    assert config.batch_split() == (1, 256, 8) and config.lr == pytest.approx(0.4)
+    assert "leaves open" in recipe.source
     assert (config.data.dataset, config.data.root, config.data.eval_crop_pct) == ("imagefolder", None, 0.875)
     assert config.aug.rand_augment is None and config.aug.mixup == 0 and config.aug.reprob == 0
 
@@ -48,7 +55,37 @@ def test_paper_recipe_drop_path_per_model():
     config = resolve(recipe)
     assert (config.aug.mixup, config.aug.cutmix, config.aug.label_smoothing, config.aug.reprob) == (0.8, 1.0, 0.1, 0.25)
     assert config.aug.rand_augment == "rand-m9-mstd0.5-inc1" and config.optim.clip_grad == 5.0
-    assert config.lr == pytest.approx(5e-4 * 1024 / 512)
+    assert config.lr == pytest.approx(5e-4 * 2048 / 512)
+
+
+def test_paper_recipe_is_the_official_v1_script():
+    recipe = load_recipe("paper")
+    assert "508e30b" in recipe.source and "deviation" in recipe.source.lower()
+    config = resolve(recipe)
+    assert (config.train.batch_size, config.train.device_batch) == (2048, 256)
+    assert config.data.repeated_aug and config.sched.per_epoch
+    # main.py scales lr, warmup_lr and min_lr by batch x world / 512
+    assert (config.lr, config.warmup_lr, config.min_lr) == pytest.approx((2e-3, 4e-6, 4e-5))
+    large = resolve(recipe, {"model.name": "rest_large"})
+    assert (large.train.batch_size, large.train.device_batch, large.batch_split()) == (1920, 240, (1, 240, 8))
+    assert large.lr == pytest.approx(5e-4 * 1920 / 512)
+    eight = resolve(recipe, {"train.devices": 8})
+    assert eight.batch_split() == (8, 256, 1) and eight.lr == config.lr
+
+
+def test_global_batch_arithmetic():
+    def split(**train):
+        return with_overrides(RunConfig(), {f"train.{k}": v for k, v in train.items()}).batch_split()
+
+    assert split(batch_size=64) == (1, 64, 1)  # no device batch: the global batch in one pass
+    assert split(batch_size=64, devices=4) == (4, 16, 1)
+    assert split(batch_size=2048, device_batch=256) == (1, 256, 8)
+    assert split(batch_size=2048, device_batch=256, devices=2) == (2, 256, 4)
+    assert split(batch_size=2048, device_batch=128, devices=8) == (8, 128, 2)
+    for bad in (dict(batch_size=64, devices=3), dict(batch_size=2048, device_batch=300),
+                dict(batch_size=2048, device_batch=256, devices=16)):
+        with pytest.raises(InputError, match="train.batch_size"):
+            split(**bad)
 
 
 def test_resolve_order():

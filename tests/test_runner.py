@@ -169,3 +169,40 @@ def test_seeds_flag_repeats_every_cell(tmp_path, n_seeds):
     plan = make_plan(experiment)
     assert len(plan.runs) == 2 * n_seeds
     assert plan.counts()[store.NEW] == 2 * n_seeds
+
+
+def test_plan_prints_the_batch_split_and_deviations_logger_is_not_an_experiment(tmp_path, capsys):
+    from ablations import run as run_cli
+
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    results = tmp_path / "results"
+    common = [str(sweep), "--results-root", str(results), "--executor", "local", "--no-eta", "--dry-run"]
+    assert run_cli.main([*common, "--set", "train.device_batch=8", "--set", "train.batch_size=32"]) == 0
+    out = capsys.readouterr().out
+    assert "global batch 32 = 1 device x 8 per device x 4 accumulation steps" in out
+    assert "DEVIATION from recipe quick: train.device_batch=8 (recipe: None)" not in out  # quick sets none
+    assert run_cli.main([*common, "--set", "train.batch_size=64"]) == 0
+    assert "DEVIATION from recipe quick: train.batch_size=64 (recipe: 32)" in capsys.readouterr().out
+    plain = make_plan(resolve(sweep, Selection(), results))
+    logged = make_plan(resolve(sweep, Selection(sets=("train.logger=none", "train.keep_checkpoints=none")), results))
+    assert [p.run.run_id for p in plain.runs] == [p.run.run_id for p in logged.runs]
+    assert plain.experiment.key == logged.experiment.key
+    assert run_cli.main([*common, "--logger", "none", "--keep-checkpoints", "best"]) == 0
+    assert run_cli.main([*common[:-1], "--set", "train.devices=2"]) == 2  # local: one process per run
+    assert "train.devices" in capsys.readouterr().err
+
+
+def test_data_loading_workers_default_from_the_jobs_cpus(monkeypatch):
+    from ablations.job import default_workers, job_cpus
+
+    assert job_cpus({"SLURM_CPUS_PER_TASK": "6"}) == 6 and default_workers({"SLURM_CPUS_PER_TASK": "6"}) == 5
+    assert default_workers({"SLURM_CPUS_PER_TASK": "64"}) == 8 and default_workers({"REST_JOB_CPUS": "1"}) == 0
+    assert job_cpus({}) == len(os.sched_getaffinity(0))  # locally: this machine's cores
+    assert default_workers({"REST_JOB_CPUS": "3"}) == 2
+    from ablations.config import RunConfig, with_overrides
+    from ablations.job import workers_for
+
+    images = with_overrides(RunConfig(), {"data.dataset": "imagefolder", "data.root": "/data"})
+    assert workers_for(images, None, {"SLURM_CPUS_PER_TASK": "10"}) == 8
+    assert workers_for(RunConfig(), None, {"SLURM_CPUS_PER_TASK": "10"}) == 0  # digits: in memory
+    assert workers_for(images, 2, {"SLURM_CPUS_PER_TASK": "10"}) == 2  # --workers wins

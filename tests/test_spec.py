@@ -139,3 +139,37 @@ def test_loading_a_hostile_file_is_bounded_in_time(tmp_path):
     with pytest.raises(SweepError, match="expands to more than"):
         load_sweep(bomb)
     assert time.monotonic() - started < 5
+
+
+# ---- what is in a run's identity (issue 11, point 4) ----------------------------------------------------------------
+def _ids(recipe: str, cli: dict | None = None) -> list[str]:
+    return [r.run_id for r in expand(load_sweep(ROOT / "sweeps" / "pe.yaml"), load_recipe(recipe), cli or {}, [0])]
+
+
+def test_dataset_root_from_the_environment_is_in_the_run_id(monkeypatch, tmp_path):
+    monkeypatch.setenv("REST_DATA_ROOT", str(tmp_path / "two-classes"))
+    two = _ids("paper-ablation")
+    monkeypatch.setenv("REST_DATA_ROOT", str(tmp_path / "three-classes"))
+    three = _ids("paper-ablation")
+    assert not set(two) & set(three)
+    # the same folder given on the command line is the same run
+    monkeypatch.delenv("REST_DATA_ROOT")
+    assert _ids("paper-ablation", {"data.root": str(tmp_path / "three-classes")}) == three
+    runs = expand(load_sweep(ROOT / "sweeps" / "pe.yaml"), load_recipe("paper-ablation"),
+                  {"data.root": str(tmp_path / "three-classes")}, [0])
+    assert runs[0].config.data.root == str(tmp_path / "three-classes")
+
+
+def test_a_data_root_does_not_change_a_digits_run(monkeypatch, tmp_path):
+    monkeypatch.delenv("REST_DATA_ROOT", raising=False)
+    plain = _ids("quick")
+    assert _ids("quick", {"data.root": str(tmp_path)}) == plain
+    monkeypatch.setenv("REST_DATA_ROOT", str(tmp_path))
+    assert _ids("quick") == plain
+
+
+def test_devices_and_device_batch_are_in_the_run_id_logging_is_not():
+    plain = _ids("quick")
+    assert not set(plain) & set(_ids("quick", {"train.devices": 2}))  # 2-process DDP: another computation
+    assert not set(plain) & set(_ids("quick", {"train.device_batch": 16}))  # accumulation: another computation
+    assert _ids("quick", {"train.logger": "none", "train.keep_checkpoints": "best"}) == plain

@@ -89,6 +89,81 @@ def test_tiny_run_writes_the_run_folder(reference):
     assert store.run_state(run_dir).state == store.DONE
 
 
+def test_best_weights_load_with_timm_and_the_final_checkpoint_is_slim(reference):
+    import timm
+
+    run_dir, result = reference
+    kept = result["kept"]
+    assert kept["checkpoint"] == store.CHECKPOINT and kept["best_weights"] == store.BEST_WEIGHTS
+    assert "pretrained_cfg_overlay=dict(file='best.pt', num_classes=10)" in kept["load_with"]
+    assert "img_size=32" in kept["load_with"]
+    best = torch.load(run_dir / store.BEST_WEIGHTS, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in best.values())  # a plain state dict
+    model = timm.create_model("rest_lite", pretrained=True, num_classes=10, img_size=32,
+                              pretrained_cfg_overlay=dict(file=str(run_dir / store.BEST_WEIGHTS), num_classes=10))
+    loaded = model.state_dict()
+    assert loaded.keys() == best.keys()
+    assert all(torch.equal(loaded[k], best[k]) for k in best)
+    assert not all(torch.equal(v, timm.create_model("rest_lite", num_classes=10).state_dict()[k])
+                   for k, v in best.items())  # trained weights, not a fresh model's
+    final = store.load_checkpoint(run_dir / store.CHECKPOINT)
+    assert final["optimizer"] is None and final["scheduler"] is None and final["epoch"] == 2
+    if result["best"]["epoch"] == 2:
+        assert all(torch.equal(final["model"][k], best[k]) for k in best)
+
+
+def test_tensorboard_event_files_per_step_and_per_epoch(reference):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = reference
+    events = EventAccumulator(str(run_dir / store.TENSORBOARD))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == list(range(2 * 64 // 16))  # 2 epochs of 4 updates
+    assert [e.step for e in events.Scalars("train/lr")] == steps
+    rows = store.read_metrics(run_dir / store.METRICS).rows
+    assert [e.value for e in events.Scalars("epoch/top1")] == pytest.approx([r["top1"] for r in rows])
+    assert [e.step for e in events.Scalars("epoch/val_loss")] == [1, 2]
+
+
+def test_keep_none_and_no_logger_leave_only_the_numbers(tmp_path):
+    run_dir = tmp_path / "run"
+    config = tiny(**{"train.epochs": 1, "train.keep_checkpoints": "none", "train.logger": "none"})
+    result = train_run(config, run_dir, progress=False)
+    assert result["kept"] == {"checkpoint": None, "best_weights": None}
+    for name in (store.CHECKPOINT, store.BEST_WEIGHTS, store.TENSORBOARD):
+        assert not (run_dir / name).exists(), name
+    assert store.run_state(run_dir).state == store.DONE
+    best = tmp_path / "best"
+    train_run(with_overrides(config, {"train.keep_checkpoints": "best"}), best, progress=False)
+    assert (best / store.BEST_WEIGHTS).exists() and not (best / store.CHECKPOINT).exists()
+
+
+def test_wandb_logger_logs_and_a_missing_package_is_a_clear_failure(tmp_path, monkeypatch):
+    import types
+
+    calls = []
+
+    class FakeRun:
+        def log(self, data):
+            calls.append(("log", data))
+
+        def finish(self):
+            calls.append(("finish", None))
+
+    fake = types.SimpleNamespace(init=lambda **kw: calls.append(("init", kw)) or FakeRun())
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    train_run(tiny(**{"train.epochs": 1, "train.logger": "wandb"}), tmp_path / "w", progress=False)
+    init = calls[0][1]
+    assert calls[0][0] == "init" and init["id"] == "w" and init["config"]["train"]["epochs"] == 1
+    assert init["dir"].startswith(str(tmp_path / "w")) and calls[-1][0] == "finish"
+    assert sum("train/loss" in c[1] for c in calls if c[0] == "log") == 4
+    assert (tmp_path / "w" / store.TENSORBOARD).is_dir()  # wandb comes on top of TensorBoard
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+    with pytest.raises(RuntimeError, match="pip install"):
+        train_run(tiny(**{"train.epochs": 1, "train.logger": "wandb"}), tmp_path / "missing", progress=False)
+
+
 def test_finished_run_is_not_trained_again(reference, tmp_path):
     run_dir = tmp_path / "again"
     run_dir.mkdir()
@@ -267,7 +342,7 @@ def _ddp_worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) ->
     torch.set_num_threads(1)
     assert train.init_distributed_from_env()
     try:
-        result = train_run(tiny(**{"train.epochs": 1}), Path(run_dir), progress=False)
+        result = train_run(tiny(**{"train.epochs": 1, "train.devices": world}), Path(run_dir), progress=False)
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
         torch.distributed.destroy_process_group()
@@ -288,3 +363,41 @@ def test_ddp_gloo_two_processes(tmp_path):
     assert json.loads((run_dir / store.RESULT).read_text()) == results[0]
     assert [r["epoch"] for r in store.read_metrics(run_dir / store.METRICS).rows] == [1]  # written once
     assert (run_dir / store.LOG).read_text().count("done:") == 1
+    # One process accumulating 2 passes of 8 computes what 2 processes of 8 do: the same samples in the same
+    # passes, the same per-pass randomness and BatchNorm batches, the same averaged gradient (float tolerance).
+    accumulated = train_run(tiny(**{"train.epochs": 1, "train.device_batch": 8}), tmp_path / "accum",
+                            progress=False)
+    ddp_rows, acc_rows = metrics(run_dir), metrics(tmp_path / "accum")
+    for key in ("train_loss", "val_loss", "top1", "top5", "lr"):
+        assert acc_rows[0][key] == pytest.approx(ddp_rows[0][key], rel=1e-4, abs=1e-4), key
+    assert accumulated["final"]["top1"] == pytest.approx(results[0]["final"]["top1"], abs=1e-4)
+
+
+def test_accumulated_gradients_equal_one_large_batch():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.GELU(), torch.nn.Linear(5, 3))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+
+    def loss_of(m, xb, yb):
+        return torch.nn.functional.cross_entropy(m(xb), yb)
+
+    def update(micro_batches):
+        m = __import__("copy").deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9)
+        loss = train.accumulate_gradients(m, micro_batches, loss_of)
+        opt.step()
+        return loss, [p.detach().clone() for p in m.parameters()]
+
+    one_loss, one = update([(x, y)])
+    acc_loss, acc = update([(x[:2], y[:2]), (x[2:4], y[2:4]), (x[4:6], y[4:6]), (x[6:], y[6:])])
+    assert acc_loss == pytest.approx(one_loss, rel=1e-6)
+    for a, b in zip(one, acc, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    _, different = update([(x[:4], y[:4])])  # half the batch: another update (the test can fail)
+    assert not all(torch.allclose(a, b) for a, b in zip(one, different, strict=True))
+
+
+def test_a_run_for_two_devices_refuses_one_process(tmp_path):
+    with pytest.raises(ValueError, match="train.devices=2"):
+        train_run(tiny(**{"train.devices": 2}), tmp_path / "run", progress=False)
+    assert "train.devices=2" in json.loads((tmp_path / "run" / store.ERROR).read_text())["reason"]
