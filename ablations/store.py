@@ -248,8 +248,12 @@ def identity_problem(run_dir: Path | str) -> str | None:
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
         return f"{path}: no 'config' mapping"
+    from ablations.config import NOT_IDENTITY  # torch-free; the same rule as RunConfig.short_hash
+
+    identity = {name: {k: v for k, v in section.items() if k not in NOT_IDENTITY.get(name, ())}
+                if isinstance(section, dict) else section for name, section in config.items()}
     try:
-        canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except ValueError:
         canonical = ""
     if hashlib.sha256(canonical.encode()).hexdigest()[:10] != folder_id:
