@@ -233,6 +233,8 @@ def test_job_array_of_real_runs_then_nothing_to_resubmit(slurm_cluster, sweep_di
     array_id = job_ids[0].split("_")[0]
     assert job_ids == [f"{array_id}_0", f"{array_id}_1"]  # one array
     wait_until(lambda: all(s in ENDED for s in states(sweep_dir).values()), 900, "the array to end")
+    # a run is done once result.json is written; its job records COMPLETED a moment later, on its way out
+    wait_until(lambda: all(history(d)[-1][1] == "COMPLETED" for d in runs), 120, "the jobs to record COMPLETED")
     rows = {row.run_dir: row for row in status(sweep_dir)}
     for index, run_dir in enumerate(runs):
         assert rows[run_dir].state == "done", rows[run_dir]
