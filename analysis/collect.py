@@ -20,9 +20,10 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where it is used: --help answers without it
+    import pandas as pd
 
 from ablations import store
 from ablations.cli import OUTPUT_FLAGS
@@ -211,6 +212,8 @@ def collect_curves(target: str | Path, run_dirs: tuple[Path, ...] | list[Path] |
 
     A resumed run may repeat an epoch: the last line for an epoch wins, as in collect.
     """
+    import pandas as pd
+
     run_dirs = find_run_dirs(Path(target)) if run_dirs is None else [Path(d) for d in run_dirs if Path(d).is_dir()]
     records = []
     for run_dir in run_dirs:
@@ -236,6 +239,8 @@ def curves_path(path: Path) -> Path:
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
+    import pandas as pd
+
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     if df.empty:
         return df
@@ -277,6 +282,8 @@ def export_curves(curves: pd.DataFrame, path: Path) -> None:
 
 def read_export(path: Path) -> pd.DataFrame:
     """Read back an export (CSV list columns are decoded from JSON)."""
+    import pandas as pd
+
     path = Path(path)
     if path.suffix == ".parquet":
         return pd.read_parquet(path)

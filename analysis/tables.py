@@ -19,8 +19,10 @@ import math
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where it is used: --help answers without it
+    import pandas as pd
 
 from ablations import store
 from ablations.cli import OUTPUT_FLAGS
@@ -129,6 +131,8 @@ def build_table(df: pd.DataFrame, layout: Layout) -> Table:
 
 
 def values_by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
+    import pandas as pd
+
     done = runs[runs["state"] == store.DONE]
     return {int(s): float(v) for s, v in zip(done["seed"], done[metric], strict=True) if pd.notna(s)}
 
@@ -137,6 +141,8 @@ def build_rows(runs: pd.DataFrame, specs: list[CellSpec], layout: Layout, baseli
     """Columns: cell, baseline, n, n_failed, n_running, n_partial, n_missing, seeds, status; per metric m:
     m_mean, m_std, m_n, m_paper, m_vs_paper; per accuracy m: m_delta, m_ci_low, m_ci_high, m_ci_method,
     m_ci_contains_zero, m_ci_note."""
+    import pandas as pd
+
     by_cell = {label: group for label, group in runs.groupby("cell", sort=False)} if len(runs) else {}
     empty = runs.iloc[0:0]
     base_runs = by_cell.get(baseline, empty)
@@ -178,6 +184,8 @@ def same_device_class(runs: pd.DataFrame) -> bool:
 
 
 def counts(runs: pd.DataFrame, expected: tuple[int, ...]) -> dict:
+    import pandas as pd
+
     states = runs["state"].value_counts() if len(runs) else pd.Series(dtype=int)
     seeds = sorted(int(s) for s in runs["seed"].dropna()) if len(runs) else []
     missing = [s for s in expected if s not in seeds]
