@@ -100,7 +100,7 @@ def load_plan(args: argparse.Namespace) -> Plan:
 
 def check_datasets(plan: Plan, runs) -> None:
     """Every dataset the runs read can be found (cheap: lists folders); InputError otherwise."""
-    from ablations.data import DatasetError, check_dataset
+    from ablations.datasets import DatasetError, check_dataset
 
     checked = set()
     for planned in runs:

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before the imports below: --help answers without torch
     from ablations import store
     from ablations.cli import print_error
-    from ablations.data import DatasetError
+    from ablations.datasets import DatasetError
     from ablations.errors import InputError
     from ablations.job import FAILED_EARLIER, RunJob
     from ablations.trainer import Preempted

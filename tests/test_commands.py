@@ -19,7 +19,7 @@ from ablations.experiment import Selection, resolve
 from ablations.job import ALREADY_DONE, TRAINED, RunJob
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-LIGHT_MODULES = ("ablations.config", "ablations.spec", "ablations.recipes", "ablations.store",
+LIGHT_MODULES = ("ablations.config", "ablations.datasets", "ablations.spec", "ablations.recipes", "ablations.store",
                  "ablations.experiment", "ablations.plan", "ablations.run", "ablations.status", "ablations.cancel",
                  "ablations.train", "ablations.job", "ablations.slurm", "analysis.source", "analysis.collect",
                  "analysis.tables")
@@ -139,6 +139,18 @@ def test_a_finished_sweep_is_planned_without_torch(tmp_path):
     assert "nothing to run: every run is done" in python("-m", "ablations.run", str(sweep), "--results-root",
                                                           str(tmp_path / "results"), *SELECT_TINY, "--executor",
                                                           "local", cwd=tmp_path).stdout
+
+
+def test_a_dry_run_with_a_warm_cache_imports_no_torch(tmp_path):
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    args = ["-m", "ablations.run", str(sweep), "--results-root", str(tmp_path / "results"), "--dry-run",
+            *TINY[:-1]]  # with the cost columns (no --no-eta)
+    first = python(*args, cwd=tmp_path)
+    assert first.returncode == 0 and "10.00M" in first.stdout, first.stdout + first.stderr
+    again = python("-X", "importtime", *args, cwd=tmp_path)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in again.stderr.splitlines() if "|" in line}
+    assert again.returncode == 0 and "10.00M" in again.stdout
+    assert not imported & {"torch", "timm"}, "a warm dry run imported torch"
 
 
 def test_costs_at_the_runs_own_size_and_eta_from_recorded_speeds(tmp_path):
