@@ -221,12 +221,13 @@ class ResNetStem(nn.Module):
 
 
 class PatchStem(nn.Module):
-    """Non-overlapping 4x4 conv -> BN -> pos, as the patch embedding of PVT."""
+    """Non-overlapping 4x4 conv -> LayerNorm over channels -> pos, as PVT's patch embedding (conv, then
+    LayerNorm on the tokens)."""
 
     def __init__(self, in_chans: int, out_chans: int, pos: nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_chans, out_chans, 4, stride=4)
-        self.norm = nn.BatchNorm2d(out_chans)
+        self.norm = LayerNorm2d(out_chans, eps=1e-5)
         self.pos = pos
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -440,8 +441,8 @@ class ResT(nn.Module):
         sr_ratios: tuple[int, ...] = (8, 4, 2, 1),
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
-        drop_rate: float = 0.0,
-        proj_drop_rate: float = 0.0,
+        drop_rate: float = 0.0,  # MLP and attention-projection dropout, as the official code's drop_rate
+        head_drop_rate: float = 0.0,  # dropout before the classifier (what timm's models call drop_rate)
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         pos_encoding: str = "pa",
@@ -482,7 +483,7 @@ class ResT(nn.Module):
             blocks = [
                 Block(
                     embed_dims[i], num_heads[i], mlp_ratio, sr_ratios[i], reduction, head_conv, head_norm,
-                    qkv_bias, proj_drop_rate, attn_drop_rate, dpr[cur + j], norm_layer,
+                    qkv_bias, drop_rate, attn_drop_rate, dpr[cur + j], norm_layer,
                 )
                 for j in range(depths[i])
             ]
@@ -491,7 +492,7 @@ class ResT(nn.Module):
 
         # LayerNorm over the channels of the final map (the official LayerNorm on stage 4's tokens; same keys)
         self.norm = LayerNorm2d(embed_dims[-1], eps=1e-5)
-        self.head_drop = nn.Dropout(drop_rate)
+        self.head_drop = nn.Dropout(head_drop_rate)
         self.global_pool, self.head = create_classifier(self.num_features, num_classes, pool_type=global_pool)
         self.feature_info = [
             dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"stage{i + 1}") for i in range(4)

@@ -599,3 +599,26 @@ def test_cuda_nccl_process_group_with_one_gpu(tmp_path):
         assert total.item() == 1.0
     finally:
         dist.destroy_process_group()
+
+
+# ---- what the dropout and stem arguments mean (issue 10, point 4) -----------------------------------------------
+def test_drop_rate_is_the_official_mlp_and_projection_dropout_and_head_drop_rate_the_classifiers():
+    model = small_model("rest_lite", drop_rate=0.1, head_drop_rate=0.3, attn_drop_rate=0.2)
+    blocks = [block for stage in (model.stage1, model.stage2, model.stage3, model.stage4) for block in stage]
+    for block in blocks:
+        assert (block.mlp.drop1.p, block.mlp.drop2.p, block.attn.proj_drop.p) == (0.1, 0.1, 0.1)
+        assert block.attn.attn_drop == 0.2
+    assert model.head_drop.p == 0.3
+    plain = small_model("rest_lite")
+    assert plain.head_drop.p == 0.0 and blocks[0].mlp.drop1.p != plain.stage1[0].mlp.drop1.p
+
+
+def test_patch_stem_normalizes_with_layernorm_like_pvt():
+    from timm.layers import LayerNorm2d
+
+    model = small_model("rest_lite", stem="patch")
+    assert isinstance(model.stem.norm, LayerNorm2d)
+    assert not any(k.startswith("stem.norm.running") for k in model.state_dict())  # no BatchNorm statistics
+    x = torch.randn(2, 3, 64, 64)
+    features = model.stem.norm(model.stem.conv(x))
+    assert torch.allclose(features.mean(dim=1), torch.zeros(2, 16, 16), atol=1e-5)  # per-position over channels
