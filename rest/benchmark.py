@@ -116,28 +116,11 @@ def benchmark_model(model: nn.Module, args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
 
     if not args.no_infer:
-        model.eval()
-
-        def infer():
-            with torch.inference_mode(), amp:
-                model(x)
-
+        infer = infer_step(model, x, amp)  # the same step as --versus-reference
         row["infer_img_s"] = args.batch_size / time_iterations(infer, args.warmup, args.iters, device)
 
     if args.train:
-        model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-        target = torch.randint(0, 1000, (args.batch_size,), device=device)
-        scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
-
-        def train():
-            optimizer.zero_grad(set_to_none=True)
-            with amp:
-                loss = nn.functional.cross_entropy(model(x), target)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
+        train = train_step(model, x, amp, device)  # the same step as --versus-reference --train
         row["train_img_s"] = args.batch_size / time_iterations(train, args.warmup, args.iters, device)
     if device.type == "cuda":
         row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
