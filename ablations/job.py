@@ -253,8 +253,7 @@ class RunJob:
         try:
             with local:
                 workers = workers_for(config, self.num_workers)
-                result = train.train_run(config, run_dir, progress=self.progress, num_workers=workers,
-                                         handle_signals=False)
+                result = train.train_run(config, run_dir, progress=self.progress, num_workers=workers)
         except train.Preempted as err:
             if guard is not None:
                 guard.hand_over()  # rank 0: checkpoint(), requeue, exit; other ranks return here

@@ -188,12 +188,21 @@ class Speed:
                 f"(spread {100 * self.spread:.0f} % over repeats; finished runs replace it)")
 
 
+def model_and_size(run_dir: Path) -> tuple[str | None, int | None]:
+    """(model.name, data.img_size) of a run folder's config.json, read without validating it; Nones if absent."""
+    document, _ = store.read_json(run_dir / store.CONFIG)
+    config = document.get("config") if isinstance(document, dict) else None
+    sections = [config.get(name) if isinstance(config, dict) else None for name in ("model", "data")]
+    model, data = (section if isinstance(section, dict) else {} for section in sections)
+    return model.get("name"), data.get("img_size")
+
+
 def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanCache) -> Speed | None:
     """The median training speed recorded on this host by finished runs of the same model and image size, in
     this sweep's results folder (any experiment) and remembered in the cache from earlier plans."""
     host = platform.node()
     key = json.dumps(dict(host=host, model=config.model.name, img_size=config.data.img_size), sort_keys=True)
-    known: dict[str, float] = cache.data.setdefault("speeds", {}).setdefault(key, {})
+    cache.data.setdefault("speeds", {})
     seen: set[str] = set(cache.data.setdefault("speeds_read", []))
     for run_dir in store.run_dirs_in(plan.results_dir):
         if run_dir.name in seen:
@@ -202,12 +211,10 @@ def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanC
         if result is None or "final" not in result:
             continue  # not finished (yet): look again next time
         seen.add(run_dir.name)
-        document, _ = store.read_json(run_dir / store.CONFIG)
-        config_dict = document.get("config", {}) if isinstance(document, dict) else {}
-        model, data = config_dict.get("model") or {}, config_dict.get("data") or {}
+        model_name, img_size = model_and_size(run_dir)
         speed = result.get("train_img_s")
         if result.get("host") == host and isinstance(speed, int | float) and speed > 0:
-            run_key = json.dumps(dict(host=host, model=model.get("name"), img_size=data.get("img_size")),
+            run_key = json.dumps(dict(host=host, model=model_name, img_size=img_size),
                                  sort_keys=True)
             cache.data["speeds"].setdefault(run_key, {})[run_dir.name] = float(speed)
     cache.data["speeds_read"] = sorted(seen)
@@ -227,11 +234,9 @@ def recorded_gpu_speed(plan: Plan, config: RunConfig, num_classes: int, cache: P
         result = store.read_result(run_dir)
         if result is None or not str(result.get("device", "")).startswith("cuda"):
             continue
-        document, _ = store.read_json(run_dir / store.CONFIG)
-        config_dict = document.get("config", {}) if isinstance(document, dict) else {}
-        model, data = config_dict.get("model") or {}, config_dict.get("data") or {}
+        model_name, img_size = model_and_size(run_dir)
         speed = result.get("train_img_s")
-        if (model.get("name"), data.get("img_size")) == (config.model.name, config.data.img_size) and \
+        if (model_name, img_size) == (config.model.name, config.data.img_size) and \
                 isinstance(speed, int | float) and not isinstance(speed, bool) and speed > 0:
             speeds.append(float(speed))
     if not speeds:

@@ -440,16 +440,12 @@ class RunStatus:
     error: str | None = None  # for failed and cancelled runs: the tail of error.json or of the job's stderr
 
 
-def run_dirs_of(sweep_dir: Path) -> list[Path]:
-    return store.run_dirs_in(sweep_dir)
-
-
 def status(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[RunStatus]:
     """Every run folder of the sweep (or those given: one experiment's), its state combined from squeue/sacct
     and the folder's own files."""
     sweep_dir = Path(sweep_dir).absolute()
     run_dirs = [Path(d).absolute() for d in run_dirs if Path(d).is_dir()] if run_dirs is not None \
-        else run_dirs_of(sweep_dir)
+        else store.run_dirs_in(sweep_dir)
     records = {d: read_slurm_record(d) or {} for d in run_dirs}
     states = _job_states([r["job_id"] for r in records.values() if r.get("job_id")])
     out = []
@@ -523,7 +519,7 @@ def cancel(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[str]:
     log names for them (a job whose run record was lost or never written); return the ids cancelled."""
     sweep_dir = Path(sweep_dir).absolute()
     dirs = [Path(d).absolute() for d in run_dirs if Path(d).is_dir()] if run_dirs is not None \
-        else run_dirs_of(sweep_dir)
+        else store.run_dirs_in(sweep_dir)
     owner: dict[str, Path] = {}
     for run_dir in dirs:
         for job_id in job_ids_of(read_slurm_record(run_dir) or {}):

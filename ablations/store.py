@@ -436,10 +436,6 @@ def write_config(run_dir: Path, config: Any, meta: dict) -> bool:
     return True
 
 
-def is_run_dir(path: Path) -> bool:
-    return (Path(path) / CONFIG).is_file()
-
-
 def run_dirs_in(folder: Path) -> list[Path]:
     """The run folders (with a config.json) directly under `folder`, sorted; [] if there is no such folder."""
     try:

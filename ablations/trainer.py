@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import platform
-import signal
 import sys
 import threading
 import time
@@ -603,25 +602,18 @@ def _log_handlers(run_dir: Path, main: bool) -> list[logging.Handler]:
     return handlers
 
 
-def _install_signal_handlers() -> dict:
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, lambda *_: request_stop()) for sig in (signal.SIGTERM, signal.SIGUSR1)}
-
-
-def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_workers: int = 0,
-              handle_signals: bool = False) -> dict:
+def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_workers: int = 0) -> dict:
     """Train one run in `run_dir` (resuming from its checkpoint) and return what result.json holds.
 
-    Raises Preempted after saving a checkpoint if asked to stop, RunFailed if the loss diverges; any
-    failure is recorded in error.json. In a torch.distributed job only rank 0 writes files.
+    Raises Preempted after saving a checkpoint if asked to stop (request_stop; ablations.job.RunJob turns
+    signals into that request), RunFailed if the loss diverges; any failure is recorded in error.json. In a
+    torch.distributed job only rank 0 writes files.
     """
     run_dir = Path(run_dir)
     main = not dist.is_initialized() or dist.get_rank() == 0
     if main:
         store.start_attempt(run_dir)  # an old failure no longer stands; a save cut short is removed
     handlers = _log_handlers(run_dir, main)
-    previous = _install_signal_handlers() if handle_signals else {}
     trainer = None
     try:
         trainer = Trainer(config, run_dir, progress, num_workers)
@@ -638,8 +630,6 @@ def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_wo
     finally:
         if trainer is not None:
             trainer.tracker.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         for h in handlers:
             log.removeHandler(h)
             h.close()

@@ -154,8 +154,7 @@ def init_distributed_from_env() -> bool:
     return True
 
 
-def train_run(config, run_dir: Path, *, progress: bool = True, num_workers: int = 0,
-              handle_signals: bool = False) -> dict:
+def train_run(config, run_dir: Path, *, progress: bool = True, num_workers: int = 0) -> dict:
     import torch.distributed as dist
 
     import ablations
