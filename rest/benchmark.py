@@ -7,7 +7,7 @@
     python -m rest.benchmark --reference                       # against the official code's structure
 
     python -m rest.benchmark --versus-reference                # every size against rest/reference.py,
-    python -m rest.benchmark --versus-reference --train        #   interleaved, + sgemm peak (BENCHMARKS.md)
+    python -m rest.benchmark --versus-reference --train        #   interleaved, + GEMM peak (BENCHMARKS.md)
     python -m rest.benchmark --scaling                         # MSA vs EMSA at 224/320/448 px, interleaved
 
 A model spec is a registered name, optionally followed by ``:knob=value,...``. Inference runs in eval
@@ -19,9 +19,10 @@ mode under ``torch.inference_mode``; training runs forward, backward and an SGD 
 timing both (``--iters`` iterations each, the order flipped every round), so drift and neighbours on a
 shared machine hit both alike. It reports the median and range of img/s over the rounds, the median and
 range of the per-round speed-up, and the achieved GFLOP/s (``macs_total`` x 2) as a fraction of the
-machine's sgemm peak measured by the same script. Inference: 224 px, batch 32; ``--train``: forward +
-backward + AdamW at 64 px, batch 64 (override with ``--img-size`` / ``--batch-size``). ``--scaling`` does
-the same for plain MSA against EMSA (ResT-Lite) at ``--sizes`` (default 224 320 448), with peak memory.
+machine's GEMM peak (fp32; fp16 under --amp) measured by the same script. Inference: 224 px, batch 32;
+``--train``: forward + backward + AdamW at 64 px, batch 64 (override with ``--img-size`` / ``--batch-size``).
+``--scaling`` does the same for plain MSA against EMSA (ResT-Lite) at ``--sizes`` (default 224 320 448),
+with peak memory.
 """
 from __future__ import annotations
 
@@ -167,10 +168,11 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 # ---- interleaved comparisons ----------------------------------------------------------------------------------
-def sgemm_peak_gflops(device: torch.device, n: int = 0, rounds: int = 7) -> float:
-    """The best fp32 matmul (n x n x n) rate seen over `rounds` timings: the machine's sgemm peak."""
+def gemm_peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 0, rounds: int = 7) -> float:
+    """The best matmul (n x n x n) rate seen over `rounds` timings: the machine's GEMM peak in `dtype` (fp32:
+    sgemm; float16 for AMP runs, whose matmuls and convolutions run in half precision)."""
     n = n or (8192 if device.type == "cuda" else 2048)
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = 0.0
     for _ in range(rounds):
         seconds = time_iterations(lambda: torch.mm(a, b), 1, 3, device)
@@ -241,19 +243,22 @@ def prepare(model: nn.Module, args: argparse.Namespace, device: torch.device) ->
 def versus_reference(args: argparse.Namespace) -> list[dict]:
     """Each size against rest/reference.py with the same weights, interleaved (see the module docstring)."""
     device = torch.device(args.device)
-    peak = sgemm_peak_gflops(device)
-    print(f"  sgemm peak: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads)", file=sys.stderr, flush=True)
+    amp = autocast(args, device)
+    gemm_dtype = torch.float32 if isinstance(amp, nullcontext) else torch.float16
+    peak = gemm_peak_gflops(device, gemm_dtype)
+    print(f"  {str(gemm_dtype).removeprefix('torch.')} GEMM peak: {peak:.1f} GFLOP/s ({torch.get_num_threads()} "
+          f"threads)", file=sys.stderr, flush=True)
     rows = []
     for name in args.models or list(rest.VARIANTS):
         torch.manual_seed(0)
-        official = OfficialResT(**rest.VARIANTS[name]).to(device)
-        ours = timm.create_model(name).to(device)
+        with device:  # initialize on the device (a CPU init of ResT-Large takes longer than its timing)
+            official = OfficialResT(**rest.VARIANTS[name])
+            ours = timm.create_model(name)
         ours.load_state_dict(official.state_dict(), strict=True)
         h, w = args.img_size
         macs = complexity(ours, (h, w))["macs_total"]
         memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         x = torch.randn(args.batch_size, 3, h, w, device=device).contiguous(memory_format=memory_format)
-        amp = autocast(args, device)
         models = {"official": prepare(official, args, device), "ours": prepare(ours, args, device)}
         if args.train:
             steps = {k: train_step(m, x, amp, device) for k, m in models.items()}
@@ -278,7 +283,7 @@ def versus_reference(args: argparse.Namespace) -> list[dict]:
         }
         for label in ("official", "ours"):
             row[f"{label}_peak_frac"] = row[f"{label}_img_s"] * flops_per_img / 1e9 / peak
-        row["sgemm_peak_gflops"] = peak
+        row["gemm_peak_gflops"], row["gemm_dtype"] = peak, str(gemm_dtype).removeprefix("torch.")
         rows.append(row)
         print(format_table([row]), file=sys.stderr, flush=True)  # each size as soon as it is measured
     return rows
@@ -370,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--msa-vs-emsa", action="store_true", help="add the paper's MSA vs EMSA rows (Table 8)")
     p.add_argument("--reference", action="store_true", help="add a transcription of the official code as baseline")
     p.add_argument("--versus-reference", action="store_true",
-                   help="each size (or the given ones) against rest/reference.py, interleaved, with sgemm peak")
+                   help="each size (or the given ones) against rest/reference.py, interleaved, with GEMM peak")
     p.add_argument("--scaling", action="store_true", help="MSA vs EMSA at --sizes, interleaved, with peak memory")
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 320, 448], help="--scaling input sizes")
     p.add_argument("--rounds", type=int, default=7, help="alternations for --versus-reference / --scaling")

@@ -45,6 +45,7 @@ bench() {  # seconds allowed, name, then rest.benchmark arguments (all tables: a
     echo "== $name: python -m rest.benchmark $*"
     timeout "$limit" "$PY" -m rest.benchmark --device cuda --rounds 7 --warmup 5 "$@" --csv "$OUT/$name.csv" \
         || echo "gpu_check: $name did not finish (exit $?)"
+    echo "($SECONDS s since the start)"
 }
 
 status=0
@@ -52,8 +53,8 @@ bench 40 infer_fp32 --versus-reference --iters 10
 bench 40 infer_amp --versus-reference --iters 10 --amp
 bench 40 infer_amp_channels_last --versus-reference --iters 10 --amp --channels-last
 bench 40 infer_amp_b256 --versus-reference --iters 5 --amp --batch-size 256
-bench 100 infer_amp_compile --versus-reference rest_lite --iters 10 --amp --compile
-bench 40 train_amp --versus-reference --train --iters 5 --amp
+bench 90 infer_amp_compile --versus-reference rest_lite --iters 10 --amp --compile
+bench 80 train_amp --versus-reference --train --iters 5 --amp
 bench 30 scaling_fp32 --scaling --batch-size 32 --iters 5
 
 echo "== CUDA-only tests"

@@ -536,6 +536,10 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @needs_cuda
 def test_cuda_eval_matches_official():
+    """On the GPU, as on the CPU: in float64 the same function as the official code; in float32 (TF32 off) as
+    close to the float64 truth as the official code itself is. Two float32 codes differ from each other by up to
+    ~2e-4 here (random-init attention maps amplify rounding through IN's division by a tiny std, and cuDNN
+    picks kernels per layout): what must hold is that ours is not the less accurate one."""
     torch.manual_seed(0)
     official = OfficialResT().cuda().eval()
     ours = timm.create_model("rest_lite").cuda().eval()
@@ -545,9 +549,15 @@ def test_cuda_eval_matches_official():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32 here
     try:
         with torch.inference_mode():
-            torch.testing.assert_close(ours(x), official(x), rtol=1e-4, atol=1e-4)
+            ours32, official32 = ours(x), official(x)
+            truth = official.double()(x.double())
+            torch.testing.assert_close(ours.double()(x.double()), truth, rtol=1e-9, atol=1e-9)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
+    ours_error = (ours32.double() - truth).abs().max().item()
+    official_error = (official32.double() - truth).abs().max().item()
+    assert ours_error <= 1.5 * official_error + 1e-6, (ours_error, official_error)
+    torch.testing.assert_close(ours32, official32, rtol=1e-3, atol=1e-3)
 
 
 @needs_cuda
