@@ -364,7 +364,7 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
         write_configs(plan, todo)
         for group_settings, planned_runs in groups.values():
             job_ids += slurm.submit(plan.results_dir, [p.run_dir for p in planned_runs], group_settings,
-                                    plan.sweep.name, retry_failed=args.retry_failed, force=args.force,
+                                    plan.experiment.job_name(), retry_failed=args.retry_failed, force=args.force,
                                     num_workers=args.workers)
     except slurm.SubmissionError as err:
         for run_dir in new_dirs:  # folders this launch made for runs that never went out
