@@ -537,3 +537,32 @@ def test_jobs_whose_ids_no_file_recorded_are_found_by_the_experiments_job_name(s
         if held:
             subprocess.run(["scancel", *held], timeout=60)
 
+
+def test_a_two_task_ddp_job_on_cpu_trains_end_to_end(slurm_cluster, tmp_path, wait_until):
+    """The cluster path with torch.distributed: one run as one SLURM job of 2 tasks (2 gloo ranks on CPU),
+    through the CLI; each rank sets torch's threads to its --cpus-per-task."""
+    sweep = tmp_path / "ddp.yaml"
+    sweep.write_text(
+        "name: ddp\npaper_table: t\nrecipe: quick\nmodel: rest_lite\nseeds: [0]\noverrides: {train.epochs: 1}\n"
+        "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 4}\n"
+        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa}\n")
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablations.run", str(sweep), "--results-root", str(results), "--executor", "slurm",
+         "--tasks-per-node", "2", "--set", "train.devices=2", "--set", "data.img_size=32", "--set",
+         "data.train_limit=32", "--set", "data.val_limit=16", "--set", "train.batch_size=16", "--no-eta",
+         "--no-progress", "--wait"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    [run_dir] = store.run_dirs_in(results / "ddp")
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert store.run_state(run_dir).state == store.DONE
+        result = store.read_result(run_dir)
+        assert result["world_size"] == 2 and result["torch_threads"] == [1, 1], result
+        assert result["device"] == "cpu (1 threads)"
+        assert metric_epochs(run_dir) == [1]
+        # done once result.json is written; the job records COMPLETED a moment later, on its way out
+        wait_until(lambda: history(run_dir)[-1][1] == "COMPLETED", 120, "the job to record COMPLETED")
+        assert [state for _, state, _ in history(run_dir)] == ["SUBMITTED", "RUNNING", "COMPLETED"]
+    finally:
+        cancel(results / "ddp")
