@@ -2,6 +2,11 @@
 
 Takes the same selection flags as ablations.run: only the jobs of the runs they select are cancelled.
 Cancelled runs keep their checkpoints: launching the sweep again resumes them.
+
+The jobs are found from the run folders' slurm.json, the sweep's submissions log, and the experiment's job
+name (squeue): a job array whose ids no file recorded (the submitting process died right after sbatch) is
+cancelled too. Such a job whose run cannot be told is one of this experiment's; it is cancelled unless
+--seeds selects only some of the experiment's runs.
 """
 from __future__ import annotations
 
@@ -26,14 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     experiment = resolve(args.sweep, selection_from_args(args), args.results_root)
     run_dirs = [experiment.run_dir(r) for r in experiment.runs]
     launched = [d for d in run_dirs if d.is_dir()]
-    if not launched:
-        print(f"nothing to cancel: {experiment.describe()} was never launched (no run folders in "
-              f"{experiment.results_dir}/)")
-        return EXIT_OK
+    never = (f"nothing to cancel: {experiment.describe()} was never launched (no run folders in "
+             f"{experiment.results_dir}/)")
     from ablations import slurm
 
-    cancelled = slurm.cancel(experiment.results_dir, launched)
+    if not launched and not (experiment.results_dir / slurm.SUBMITIT_DIR).is_dir():
+        print(never)
+        return EXIT_OK
+    named = slurm.jobs_named(experiment.results_dir, experiment.job_name(), launched)
+    if not launched and not named.unknown:
+        print(never)
+        return EXIT_OK
+    whole = args.seeds is None  # every run of the experiment is selected: a job of unknown run is one of them
+    cancelled = slurm.cancel(experiment.results_dir, launched, named, unknown_runs=whole)
     print(f"cancelled {len(cancelled)} job(s){': ' + ', '.join(cancelled) if cancelled else ''}")
+    unknown = sorted(j for j, state in named.unknown.items() if state in slurm.ACTIVE_STATES)
+    if unknown and whole:
+        print(f"  of them unrecorded job(s) of this experiment whose run is unknown: {', '.join(unknown)}")
+    elif unknown:
+        print(f"  left alone: unrecorded job(s) of this experiment whose run is unknown ({', '.join(unknown)}): "
+              "--seeds selects only some of its runs; cancel without --seeds to include them")
     return EXIT_OK
 
 

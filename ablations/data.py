@@ -46,6 +46,7 @@ from ablations.datasets import (  # noqa: F401 - the checks are part of this mod
     not_found,
     require_root,
     resolve_data_root,
+    samples_per_device,
 )
 
 SPLIT_SEED = 0  # the fixed split / subset order, independent of the run seed
@@ -288,11 +289,8 @@ class EpochSampler(Sampler):
         self.epoch, self.skip = 0, 0
 
     def share(self) -> int:
-        """Samples per virtual device and epoch."""
-        if self.repeated:
-            selected = self.n // 256 * 256 // self.virtual
-            return selected or self.n // self.virtual  # a dataset under 256 images: one pass of its copies
-        return self.n // self.virtual
+        """Samples per virtual device and epoch (the dataset check before a launch counts the same way)."""
+        return samples_per_device(self.n, self.virtual, self.repeated)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip

@@ -19,6 +19,11 @@ CIFAR_FILES = {
 }
 BUNDLED = ("digits", "probe")  # built from files scikit-learn ships: no folder
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+# training images of the datasets whose size is known: the bundled ones' fixed split (ablations.data, probe)
+# and CIFAR's training batches
+TRAIN_IMAGES = {"digits": 1438, "probe": 1438, "cifar10": 50_000, "cifar100": 50_000}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+RA_EPOCH = 256  # data.repeated_aug: an epoch takes the dataset's images in whole multiples of this (DeiT)
 
 
 class DatasetError(ValueError):
@@ -107,3 +112,54 @@ def check_dataset(config: RunConfig) -> None:
                                        "image file")
     if class_dirs(root / "train") != class_dirs(root / "val"):
         raise DatasetError(f"dataset 'imagefolder' at {root}: train/ and val/ have different class folders")
+
+
+def samples_per_device(n: int, virtual_devices: int, repeated: bool) -> int:
+    """Training samples each virtual device (devices x accumulation steps) takes per epoch from `n` images:
+    n // V, or with data.repeated_aug (DeiT's RASampler) n // 256 * 256 // V, falling back to n // V under
+    that. ablations.data.EpochSampler deals its epochs by this; an epoch has samples_per_device // device batch
+    updates (the last partial batch is dropped)."""
+    if repeated:
+        selected = n // RA_EPOCH * RA_EPOCH // virtual_devices
+        return selected or n // virtual_devices  # a dataset under 256 images: one pass of its copies
+    return n // virtual_devices
+
+
+def updates_per_epoch(config: RunConfig, n: int) -> int:
+    """The optimizer updates of one epoch of `config` over `n` training images; 0 when fewer images than one
+    global batch train.batch_size are used per epoch."""
+    devices, device_batch, accum = config.batch_split()
+    return samples_per_device(n, devices * accum, config.data.repeated_aug) // device_batch
+
+
+def enough_images(config: RunConfig) -> int:
+    """A count of training images past which `config` has at least one update per epoch (whatever the split of
+    the batch): counting a dataset's images can stop there."""
+    return -(-config.train.batch_size // RA_EPOCH) * RA_EPOCH
+
+
+def train_images(config: RunConfig, at_most: int | None = None) -> int:
+    """The training images a run of `config` draws its epochs from: its dataset's training split, cut to
+    data.train_limit. The bundled datasets and CIFAR have known sizes; an ImageFolder's are the files with an
+    image extension under train/<class>/ (what torchvision lists), counted up to `at_most` only (listing
+    ImageNet's 1.28 million files would be slow; the count is then `at_most`). Imports no torch and decodes no
+    image; check_dataset first."""
+    dataset, limit = config.data.dataset, config.data.train_limit
+    if dataset in TRAIN_IMAGES:
+        n = TRAIN_IMAGES[dataset]
+    else:
+        caps = [x for x in (at_most, limit) if x is not None]
+        n = count_images(require_root(config) / "train", min(caps) if caps else None)
+    return min(n, limit) if limit is not None else n
+
+
+def count_images(folder: Path, at_most: int | None = None) -> int:
+    """Files with an image extension in the class folders of `folder`, subfolders included (torchvision's
+    ImageFolder walks them, following links); stops counting at `at_most`."""
+    n = 0
+    for name in class_dirs(folder):
+        for _, _, files in os.walk(folder / name, followlinks=True):
+            n += sum(f.lower().endswith(IMAGE_EXTENSIONS) for f in files)
+            if at_most is not None and n >= at_most:
+                return at_most
+    return n

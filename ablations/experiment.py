@@ -17,6 +17,7 @@ Nothing here imports torch: `status` and `--help` answer instantly.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -140,6 +141,14 @@ class Experiment:
 
     def describe(self) -> str:
         return f"sweep {self.sweep.name}, {self.key.describe()}"
+
+    def job_name(self) -> str:
+        """The SLURM job name of the experiment's jobs: the sweep's name and a hash of what sets the experiment
+        apart from every other (its results folder, recipe and identity overrides; not its seeds, which the
+        runs of one experiment differ by). status and cancel find the experiment's jobs by it (squeue -n) even
+        where no file recorded their ids: a submission that died between sbatch and writing them."""
+        identity = json.dumps([str(self.results_dir.resolve()), self.key.recipe, list(self.key.overrides)])
+        return f"{self.sweep.name}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
 
 
 def resolve(sweep_path: Path | str, selection: Selection = NO_SELECTION,

@@ -99,25 +99,57 @@ def load_plan(args: argparse.Namespace) -> Plan:
 
 
 def check_datasets(plan: Plan, runs) -> None:
-    """Every dataset the runs read can be found (cheap: lists folders); InputError otherwise."""
-    from ablations.datasets import DatasetError, check_dataset
+    """Every dataset the runs read can be found (cheap: lists folders), and gives every run at least one
+    training step per epoch; InputError otherwise.
 
-    checked = set()
+    The training loader drops the last partial update, so a run trains only if an epoch holds one global
+    batch: samples_per_device(n, devices x accumulation steps, data.repeated_aug) >= train.device_batch, which
+    is n >= train.batch_size for n training images (after data.train_limit); with data.repeated_aug an epoch
+    takes the images in whole multiples of 256, so n // 256 * 256 >= train.batch_size once n >= 256. Else the
+    run would end with no step at all (ablations.data raises then): refused here, before anything is written.
+    """
+    from ablations.datasets import DatasetError, check_dataset, enough_images, train_images, updates_per_epoch
+
+    checked, counts = set(), {}
     for planned in runs:
-        data, train = planned.run.config.data, planned.run.config.train
-        if data.train_limit is not None and train.batch_size > data.train_limit:
-            raise InputError(plan.sweep.path, "train.batch_size", f"{train.batch_size} is more than the "
-                             f"{data.train_limit} training images of data.train_limit (cell "
-                             f"{planned.run.cell.label!r}): no full batch, so no training step")
-        key = (data.dataset, data.root, planned.run.config.aug.rand_augment)
-        if key in checked:
-            continue
-        checked.add(key)
-        try:
-            check_dataset(planned.run.config)
-        except DatasetError as err:
-            raise InputError(plan.sweep.path, "data.dataset",
-                             f"{data.dataset!r} (recipe {plan.recipe!r}): {err}") from None
+        config = planned.run.config
+        data = config.data
+        key = (data.dataset, data.root, config.aug.rand_augment)
+        if key not in checked:
+            checked.add(key)
+            try:
+                check_dataset(config)
+            except DatasetError as err:
+                raise InputError(plan.sweep.path, "data.dataset",
+                                 f"{data.dataset!r} (recipe {plan.recipe!r}): {err}") from None
+        at_most = enough_images(config)  # counting further cannot change the verdict
+        size_key = (data.dataset, data.root, data.train_limit, at_most)
+        if size_key not in counts:
+            counts[size_key] = train_images(config, at_most)
+        n = counts[size_key]
+        if updates_per_epoch(config, n) < 1:
+            raise InputError(plan.sweep.path, "train.batch_size", no_step_message(config, n, planned.run.cell.label))
+
+
+def no_step_message(config, n: int, cell: str) -> str:
+    """Why a run of `config` over `n` training images would train no step, and what to change."""
+    from ablations.datasets import RA_EPOCH, TRAIN_IMAGES
+
+    data, batch = config.data, config.train.batch_size
+    where = f"dataset {data.dataset!r}" + (f" at {data.root}" if data.root else "")
+    known = TRAIN_IMAGES.get(data.dataset)
+    if data.train_limit is not None and n == data.train_limit:
+        images = f"{n:,} training images of data.train_limit={n} ({where}" + (f" has {known:,})" if known else ")")
+    else:
+        images = f"{n:,} training images of {where}"
+    usable = n
+    if data.repeated_aug and n >= RA_EPOCH:
+        usable = n // RA_EPOCH * RA_EPOCH
+        images = (f"{usable:,} images an epoch takes with data.repeated_aug (whole multiples of {RA_EPOCH}) of the "
+                  f"{images}")
+    return (f"{batch} (the global batch of one update) is more than the {images}, cell {cell!r}: the training "
+            f"loader drops the last partial batch, so the run would do no training step. Set train.batch_size to "
+            f"at most {usable:,} (--set train.batch_size=N) or train on more images.")
 
 
 def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool, on_slurm: bool = False) -> str:
@@ -332,7 +364,7 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
         write_configs(plan, todo)
         for group_settings, planned_runs in groups.values():
             job_ids += slurm.submit(plan.results_dir, [p.run_dir for p in planned_runs], group_settings,
-                                    plan.sweep.name, retry_failed=args.retry_failed, force=args.force,
+                                    plan.experiment.job_name(), retry_failed=args.retry_failed, force=args.force,
                                     num_workers=args.workers)
     except slurm.SubmissionError as err:
         for run_dir in new_dirs:  # folders this launch made for runs that never went out

@@ -2,15 +2,19 @@
 
     settings = SlurmSettings.from_mapping(sweep_yaml.get("slurm", {}), source="sweeps/table5.yaml")
     settings = settings.with_cli(partition="learnfair", time_min=600)      # None = not given
-    job_ids = submit(sweep_dir, run_dirs, settings, job_name="table5")     # [] if nothing is left to run
+    job_ids = submit(sweep_dir, run_dirs, settings, job_name=experiment.job_name())  # [] if nothing to run
     status(sweep_dir)   # one RunStatus per run folder: pending/running/requeued/done/failed/cancelled/new
     cancel(sweep_dir)   # scancel every job still pending or running
+    named = jobs_named(sweep_dir, experiment.job_name(), run_dirs)  # also the jobs no file recorded
+    status(sweep_dir, run_dirs, named); cancel(sweep_dir, run_dirs, named)
 
 Nothing cluster-specific lives here: partition, account, QoS, constraint and any other sbatch option come
 from the sweep file or the command line. The code is snapshotted at submission (a copy of the packages
 rest/, ablations/, analysis/ in <sweep_dir>/.code/<hash>/, put first on the job's PYTHONPATH), so editing
 the checkout while jobs wait in the queue cannot change them. submitit's files and the jobs' logs are in
-<sweep_dir>/.submitit/. Each run folder's slurm.json says which job works on it (see ablations.job).
+<sweep_dir>/.submitit/. Each run folder's slurm.json says which job works on it (see ablations.job), and
+.submitit/submissions.jsonl every job id of every submission. The job name is the experiment's
+(ablations.experiment.Experiment.job_name), so its jobs are found in squeue even where neither was written.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -397,10 +401,7 @@ def _job_states(job_ids: list[str]) -> dict[str, str]:
         return {}
     from submitit.slurm.slurm import SlurmInfoWatcher
 
-    live = {}
-    for line in _run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"]).splitlines():
-        job_id, _, state = line.partition("|")
-        live[job_id.strip()] = state.strip()
+    live = _live_jobs() or {}
     ended = [j for j in job_ids if j not in live]
     info = {}
     if ended:
@@ -411,6 +412,21 @@ def _job_states(job_ids: list[str]) -> dict[str, str]:
     states = {j: info[j]["State"] for j in ended if j in info}
     states.update({j: live[j] for j in job_ids if j in live})
     return {j: state.split()[0] for j, state in states.items() if state}
+
+
+def _live_jobs() -> dict[str, str] | None:
+    """job id -> state of the user's jobs that the controller holds (squeue: pending, running, requeued...;
+    array tasks one per line), or None if squeue fails."""
+    try:
+        out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    live = {}
+    for line in out.splitlines():
+        job_id, _, state = line.partition("|")
+        live[job_id.strip()] = state.strip()
+    return live
 
 
 def _run(command: list[str]) -> str:
@@ -440,9 +456,11 @@ class RunStatus:
     error: str | None = None  # for failed and cancelled runs: the tail of error.json or of the job's stderr
 
 
-def status(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[RunStatus]:
+def status(sweep_dir: Path, run_dirs: list[Path] | None = None, named: NamedJobs | None = None) -> list[RunStatus]:
     """Every run folder of the sweep (or those given: one experiment's), its state combined from squeue/sacct
-    and the folder's own files."""
+    and the folder's own files. `named` (jobs_named: the experiment's live jobs by job name) supplies the job of
+    a run whose recorded job is not live, or that has no record at all (a submission that died before writing
+    it)."""
     sweep_dir = Path(sweep_dir).absolute()
     run_dirs = [Path(d).absolute() for d in run_dirs if Path(d).is_dir()] if run_dirs is not None \
         else store.run_dirs_in(sweep_dir)
@@ -453,6 +471,9 @@ def status(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[RunStatu
         record = records[run_dir]
         job_id = valid_job_id(record.get("job_id"))
         slurm_state = states.get(job_id) if job_id else None
+        unrecorded = named.live_job(run_dir) if named is not None and slurm_state not in ACTIVE_STATES else None
+        if unrecorded is not None:
+            job_id, slurm_state = unrecorded
         files = store.run_state(run_dir)
         row = RunStatus(run_dir.name, run_dir, NEW, job_id, slurm_state, files.epochs_done)
         if files.state == store.DONE:
@@ -513,10 +534,13 @@ def failure_reason(log_text: str) -> str | None:
     return None
 
 
-def cancel(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[str]:
+def cancel(sweep_dir: Path, run_dirs: list[Path] | None = None, named: NamedJobs | None = None, *,
+           unknown_runs: bool = False) -> list[str]:
     """scancel every job of the runs (of the sweep, or those given) that is still pending, running or requeued:
-    every job id ever submitted for them (slurm.json's job_ids and history) and those the sweep's submissions
-    log names for them (a job whose run record was lost or never written); return the ids cancelled."""
+    every job id ever submitted for them (slurm.json's job_ids and history), those the sweep's submissions
+    log names for them (a job whose run record was lost or never written), and those `named` (jobs_named: the
+    experiment's live jobs by job name) finds for them though no file recorded their ids; with `unknown_runs`
+    also the experiment's jobs whose run cannot be told. Return the ids cancelled."""
     sweep_dir = Path(sweep_dir).absolute()
     dirs = [Path(d).absolute() for d in run_dirs if Path(d).is_dir()] if run_dirs is not None \
         else store.run_dirs_in(sweep_dir)
@@ -526,12 +550,120 @@ def cancel(sweep_dir: Path, run_dirs: list[Path] | None = None) -> list[str]:
             owner[job_id] = run_dir
     for job_id, run_dir in submitted_job_ids(sweep_dir, run_dirs).items():
         owner.setdefault(job_id, run_dir)
-    states = _job_states(list(owner))
+    unrecorded = set()
+    if named is not None:
+        for run_dir, jobs in named.by_run.items():
+            for job_id in jobs:
+                if run_dir in dirs and job_id not in owner:
+                    owner[job_id] = run_dir
+                    unrecorded.add(job_id)
+    # squeue alone says which jobs are live: sacct lags behind, and would have a job cancelled a moment ago
+    # still pending (sacct only if squeue fails)
+    live = _live_jobs()
+    states = live if live is not None else _job_states(list(owner))
     active = [j for j in owner if states.get(j, "") in ACTIVE_STATES]
+    if named is not None and unknown_runs:
+        active += [j for j, state in named.unknown.items() if state in ACTIVE_STATES and j not in owner]
     if not active:
         return []
     subprocess.run(["scancel", *active], check=True, timeout=60)
     for job_id in active:
-        if owner[job_id].is_dir():
-            record_event(owner[job_id], job_id, "CANCELLED")
+        run_dir = owner.get(job_id)
+        if run_dir is not None and run_dir.is_dir():
+            if job_id in unrecorded:  # the run's record now names the job its submission never recorded
+                _record_job(run_dir, job_id, named.job_name)
+            record_event(run_dir, job_id, "CANCELLED")
     return active
+
+
+def _record_job(run_dir: Path, job_id: str, job_name: str) -> None:
+    """Put `job_id` in the run's slurm.json as its latest job, as submit() records one."""
+    array_id, _, index = job_id.partition("_")
+
+    def change(record: dict) -> None:
+        earlier = job_ids_of(record)
+        latest = valid_job_id(record.get("job_id"))
+        if latest is None or job_order(job_id) > job_order(latest):
+            record.update(job_id=job_id, array_job_id=array_id, array_index=int(index) if index else None,
+                          job_name=job_name)
+        record["job_ids"] = list(dict.fromkeys([*earlier, job_id]))
+
+    update_slurm_record(run_dir, change)
+
+
+# ---- an experiment's jobs by name: also those no file recorded ---------------------------------------------------
+JOB_STATE = re.compile(r"[A-Z_]{1,40}")  # squeue's state names (PENDING, RUNNING, REQUEUE_HOLD...)
+MAX_PICKLE_BYTES = 1 << 20  # a RunJob's pickle is a few hundred bytes
+
+
+@dataclass
+class NamedJobs:
+    """The user's live jobs (squeue) of one job name, i.e. of one experiment (ablations.experiment's job_name),
+    whether or not any file recorded their ids."""
+
+    job_name: str
+    by_run: dict[Path, dict[str, str]] = field(default_factory=dict)  # run folder -> {job id: squeue state}
+    unknown: dict[str, str] = field(default_factory=dict)  # job id -> state: no submitit pickle names its run
+
+    def live_job(self, run_dir: Path) -> tuple[str, str] | None:
+        """(job id, state) of the newest pending/running/requeued job found for `run_dir`, or None."""
+        live = [(j, s) for j, s in self.by_run.get(run_dir, {}).items() if s in ACTIVE_STATES]
+        return max(live, key=lambda item: job_order(item[0])) if live else None
+
+
+def job_order(job_id: str) -> tuple[int, ...]:
+    """A valid job id as numbers: later submissions (and array indices) sort after earlier ones."""
+    return tuple(int(part) for part in job_id.split("_"))
+
+
+def jobs_named(sweep_dir: Path, job_name: str, run_dirs: list[Path] | None = None) -> NamedJobs:
+    """The user's pending and running jobs named `job_name` (`squeue --me -r -n`), each with the run folder of
+    the sweep it works on (of `run_dirs` only, if given: the others belong to runs not selected), from
+    submitit's own file (run_dir_of_job). Nothing read back is trusted: an id must look like SLURM's, a state
+    like a state name, the name must be `job_name`; "" from squeue (no SLURM here) finds nothing."""
+    sweep_dir = Path(sweep_dir).absolute()
+    found = NamedJobs(job_name)
+    if not re.fullmatch(SBATCH_VALUE["pattern"], job_name):
+        return found
+    wanted = {Path(d).absolute() for d in run_dirs} if run_dirs is not None else None
+    for line in _run(["squeue", "--me", "-h", "-r", "-n", job_name, "-o", "%i|%T|%j"]).splitlines():
+        parts = [part.strip() for part in line.split("|")]
+        if len(parts) != 3:
+            continue
+        job_id, state, name = parts
+        if name != job_name or not valid_job_id(job_id) or not JOB_STATE.fullmatch(state):
+            continue
+        run_dir = run_dir_of_job(sweep_dir, job_id)
+        if run_dir is None:
+            found.unknown[job_id] = state
+        elif wanted is None or run_dir in wanted:
+            found.by_run.setdefault(run_dir, {})[job_id] = state
+    return found
+
+
+def run_dir_of_job(sweep_dir: Path, job_id: str) -> Path | None:
+    """The run folder of the sweep that job `job_id` works on, from submitit's pickle of its task
+    (<sweep_dir>/.submitit/<job id>_submitted.pkl, named so by submitit as soon as sbatch answers; it holds
+    the RunJob, which names its folder). The pickle is read with pickletools and never unpickled (no code from
+    data): the first absolute path in it whose parent is the sweep folder and that holds a config.json. None
+    if the pickle is missing, a link, too large or names no such folder."""
+    import pickletools
+
+    sweep_dir = Path(sweep_dir).absolute()
+    try:
+        with os.fdopen(store.open_fd(sweep_dir / SUBMITIT_DIR / f"{job_id}_submitted.pkl", os.O_RDONLY), "rb") as f:
+            data = f.read(MAX_PICKLE_BYTES + 1)
+    except OSError:
+        return None
+    if len(data) > MAX_PICKLE_BYTES:
+        return None
+    real_sweep = sweep_dir.resolve()
+    try:
+        for _, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str) and os.path.isabs(arg) and len(arg) < 4096:
+                path = Path(arg)
+                if path.parent.resolve() == real_sweep and (sweep_dir / path.name / store.CONFIG).is_file():
+                    return sweep_dir / path.name
+    except Exception:  # not a pickle, or a truncated one: pickletools raises ValueError and others
+        return None
+    return None

@@ -2,6 +2,9 @@
 
 Takes the same selection flags as ablations.run (--recipe, --set, --seeds, --data-root): they decide which
 runs the experiment holds. Run folders beside them that belong to other experiments are named in one line.
+A run submitted to SLURM shows its job's state; the experiment's jobs are also found by their job name
+(squeue), so an array whose ids no file recorded (the submitting process died right after sbatch) is shown,
+each job on its run, or as "unrecorded job N of this experiment" where its run cannot be told.
 Exit code 0 when no selected run failed, 1 when one did, 2 for bad input.
 """
 from __future__ import annotations
@@ -48,14 +51,20 @@ def _number(value) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else "?"
 
 
-def cluster_view(plan: Plan) -> dict:
-    """run id -> ablations.slurm.RunStatus, for the runs that were submitted to SLURM."""
-    submitted = [p.run_dir for p in plan.runs if (p.run_dir / store.SLURM_JSON).is_file()]
-    if not submitted:
-        return {}
+def cluster_view(plan: Plan) -> tuple[dict, dict[str, str]]:
+    """(run id -> ablations.slurm.RunStatus for the runs submitted to SLURM, {job id: state} of the experiment's
+    live jobs whose run cannot be told). A run counts as submitted with a slurm.json, or with a live job of the
+    experiment's job name that no file recorded (the submission died before writing its ids)."""
     from ablations import slurm
 
-    return {s.run_id: s for s in slurm.status(plan.results_dir, submitted)}
+    submitted = [p.run_dir.absolute() for p in plan.runs if (p.run_dir / store.SLURM_JSON).is_file()]
+    if not submitted and not (plan.results_dir / slurm.SUBMITIT_DIR).is_dir():  # never submitted: no squeue
+        return {}, {}
+    launched = [p.run_dir for p in plan.runs if p.run_dir.is_dir()]
+    named = slurm.jobs_named(plan.results_dir, plan.experiment.job_name(), launched)
+    dirs = [*submitted, *(d for d in named.by_run if d not in set(submitted))]
+    rows = {s.run_id: s for s in slurm.status(plan.results_dir, dirs, named)} if dirs else {}
+    return rows, {j: state for j, state in sorted(named.unknown.items()) if state in slurm.ACTIVE_STATES}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,15 +95,18 @@ def format_table(plan: Plan, rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plan = make_plan(resolve(args.sweep, selection_from_args(args), args.results_root))
-    cluster = cluster_view(plan)
+    cluster, unrecorded = cluster_view(plan)
     rows = [describe(p, cluster) for p in plan.runs]
     others = describe_others(plan.experiment)
+    unknown = [dict(job_id=j, state=state.lower()) for j, state in unrecorded.items()]
     if args.json:
         print(json.dumps(dict(sweep=plan.sweep.name, recipe=plan.recipe, overrides=plan.experiment.overrides,
-                              results=str(plan.results_dir), runs=rows, others=others, problems=plan.problems),
-                         indent=2))
+                              results=str(plan.results_dir), runs=rows, unrecorded_jobs=unknown, others=others,
+                              problems=plan.problems), indent=2))
     else:
         print(format_table(plan, rows))
+        for job in unknown:
+            print(f"  unrecorded job {job['job_id']} of this experiment ({job['state']}): no file names its run")
         if others:
             print(f"  note: {others}")
         for problem in plan.problems:

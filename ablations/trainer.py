@@ -416,6 +416,9 @@ class Trainer:
     # ---- the end -------------------------------------------------------------------------------------------
     def finish(self) -> dict:
         result = None
+        threads = [0.0] * self.ranks.world  # each rank's torch threads (SLURM: its --cpus-per-task on CPU)
+        threads[self.ranks.rank] = float(torch.get_num_threads())
+        threads = self.ranks.sum(threads)
         if self.ranks.main:
             last = self.last
             result = dict(
@@ -425,6 +428,8 @@ class Trainer:
                 throughput_img_s=self.throughput(),
                 train_img_s=self.training_speed(),
                 device=describe_device(self.device),
+                world_size=self.ranks.world,
+                torch_threads=[int(t) for t in threads],
                 host=platform.node(),
                 wall_time_s=round(self.wall_time(), 2),
                 epochs=self.config.train.epochs,

@@ -210,3 +210,30 @@ def test_repeated_augmentation_is_deits_rasampler():
     first = order[0]  # its 3 copies go to virtual devices 0, 1, 2, each at their first position
     assert [p[0] for p in parts[:3]] == [first] * 3 and parts[3][0] == order[1]
     assert len({i for p in parts for i in p}) < 4 * 192  # repeats: fewer distinct images than samples
+
+
+def test_the_launch_check_counts_training_images_as_the_loaders_do(tmp_path):
+    """ablations.datasets counts without torch what build_datasets / build_loaders then see."""
+    from ablations.datasets import train_images, updates_per_epoch
+    from ablations.probe import TRAIN_SIZE
+
+    for dataset in ("digits", "probe"):
+        config = cfg(data__dataset=dataset, data__img_size=32)
+        assert train_images(config) == len(build_datasets(config)[0]) == 1438 == TRAIN_SIZE
+    root = write_imagefolder(tmp_path / "data", train=5, val=1, size=8)
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    config = cfg(data__dataset="imagefolder", data__root=str(root))
+    assert train_images(config) == len(build_datasets(config)[0]) == 10
+    assert train_images(config, at_most=4) == 4  # counting stops there
+    limited = cfg(data__dataset="imagefolder", data__root=str(root), data__train_limit=7)
+    assert train_images(limited) == len(build_datasets(limited)[0]) == 7
+    for batch, repeated, expected in ((10, False, 1), (11, False, 0), (4, True, 2)):
+        config = cfg(data__dataset="imagefolder", data__root=str(root), train__batch_size=batch,
+                     data__repeated_aug=repeated)
+        updates = updates_per_epoch(config, 10)
+        assert updates == expected, (batch, repeated)
+        if updates:
+            assert len(build_loaders(config)[0].sampler) // batch == updates
+        else:
+            with pytest.raises(ValueError, match="fewer than one global batch"):
+                build_loaders(config)

@@ -206,3 +206,36 @@ def test_data_loading_workers_default_from_the_jobs_cpus(monkeypatch):
     assert workers_for(images, None, {"SLURM_CPUS_PER_TASK": "10"}) == 8
     assert workers_for(RunConfig(), None, {"SLURM_CPUS_PER_TASK": "10"}) == 0  # digits: in memory
     assert workers_for(images, 2, {"SLURM_CPUS_PER_TASK": "10"}) == 2  # --workers wins
+
+
+@pytest.mark.parametrize("case", ["digits", "imagefolder", "train_limit"])
+def test_a_batch_larger_than_the_training_set_is_refused_before_anything_is_written(tmp_path, capsys, case):
+    """The loader drops the last partial batch: a global batch over the training images would train no step."""
+    from ablations import run as run_cli
+
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    results = tmp_path / "results"
+    flags = {"digits": ["--set", "train.batch_size=2048"],
+             "train_limit": ["--set", "data.train_limit=12", "--set", "train.batch_size=16"]}.get(case)
+    if case == "imagefolder":  # 3 images (and a file torchvision does not read) in train/<class>/
+        for rel in ("train/a/0.png", "train/a/1.JPG", "train/b/sub/2.png", "train/b/notes.txt", "val/a/0.png",
+                    "val/b/0.png"):
+            (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "data" / rel).write_bytes(b"not decoded by the check")
+        flags = ["--set", "data.dataset=imagefolder", "--data-root", str(tmp_path / "data")]
+    common = [str(sweep), "--results-root", str(results), "--executor", "local", "--no-eta", "--dry-run"]
+    if case == "imagefolder":
+        assert run_cli.main([*common, *flags, "--set", "train.batch_size=3"]) == 0  # one full batch: trains
+        capsys.readouterr()
+        flags = [*flags, "--set", "train.batch_size=4"]
+    assert run_cli.main([*common[:-1], *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {sweep}: train.batch_size: ") and err.count("\n") == 1, err
+    expected = {"digits": "2048 (the global batch of one update) is more than the 1,438 training images of dataset "
+                          "'digits'",
+                "imagefolder": "4 (the global batch of one update) is more than the 3 training images of dataset "
+                               "'imagefolder'",
+                "train_limit": "16 (the global batch of one update) is more than the 12 training images of "
+                               "data.train_limit=12 (dataset 'digits' has 1,438)"}[case]
+    assert expected in err and "no training step" in err
+    assert not results.exists()

@@ -214,6 +214,37 @@ def test_cpu_threads_follow_cpus_per_task(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_the_job_name_tells_experiments_apart_and_a_job_pickle_is_never_unpickled(tmp_path, make_run):
+    import pickle
+    import re
+
+    from ablations.experiment import Selection, resolve
+    from ablations.job import RunJob
+    from ablations.slurm import SBATCH_VALUE, run_dir_of_job
+
+    def name(selection: Selection, results: Path = tmp_path / "results") -> str:
+        return resolve(ROOT / "sweeps" / "pe.yaml", selection, results).job_name()
+
+    base = name(Selection())
+    assert re.fullmatch(SBATCH_VALUE["pattern"], base) and re.fullmatch(r"pe-[0-9a-f]{10}", base)
+    assert name(Selection(seeds=(5, 6))) == name(Selection(sets=("train.logger=none",))) == base  # one experiment
+    assert len({base, name(Selection(sets=("optim.lr=0.1",))), name(Selection(), tmp_path / "elsewhere")}) == 3
+
+    class Planted:  # what unpickling would run
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    sweep_dir = tmp_path / "sweep"
+    run_dir = make_run(sweep_dir)
+    (sweep_dir / ".submitit").mkdir()
+    (sweep_dir / ".submitit" / "7_0_submitted.pkl").write_bytes(pickle.dumps([Planted(), RunJob(run_dir)]))
+    assert run_dir_of_job(sweep_dir, "7_0") == run_dir and not (tmp_path / "ran").exists()
+    (sweep_dir / ".submitit" / "7_1_submitted.pkl").write_bytes(pickle.dumps(RunJob(tmp_path / "not-here")))
+    (sweep_dir / ".submitit" / "7_2_submitted.pkl").symlink_to(sweep_dir / ".submitit" / "7_0_submitted.pkl")
+    (sweep_dir / ".submitit" / "7_3_submitted.pkl").write_bytes(b"\x80\x05garbage")
+    assert [run_dir_of_job(sweep_dir, f"7_{i}") for i in (1, 2, 3, 4)] == [None] * 4
+
+
 # ---- against the cluster -----------------------------------------------------------------------------------------
 def test_sbatch_script(slurm_cluster, tmp_path):
     settings = SlurmSettings(partition="p", account="a", qos="q", constraint="c", mem_gb=4, time_min=90,
@@ -437,3 +468,101 @@ def test_a_refused_resource_group_leaves_no_folder_and_names_what_went_out(slurm
         assert left == {"PA"}, "the refused group's run folder is removed"
     finally:
         slurm.cancel(results / "mixed")
+
+
+def test_jobs_whose_ids_no_file_recorded_are_found_by_the_experiments_job_name(slurm_cluster, tmp_path, capsys):
+    """A submission that died between sbatch and writing the ids (slurm.json, the submissions log): status shows
+    the jobs and cancel cancels them, found by the experiment's job name; another experiment's jobs (same
+    sweep, same results folder) and another sweep's are never touched."""
+    from ablations import cancel as cancel_cli
+    from ablations import run as run_cli
+    from ablations import status as status_cli
+    from ablations.experiment import Selection, resolve
+
+    results = tmp_path / "results"
+    sweeps = {}
+    for name in ("orphans", "orphans2"):
+        sweeps[name] = tmp_path / f"{name}.yaml"
+        sweeps[name].write_text(
+            f"name: {name}\npaper_table: t\nrecipe: quick\nmodel: rest_lite\nseeds: [0]\n"
+            "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 1}\n"
+            "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl}\n")
+    sets = {"mine": ("data.img_size=32",), "other": ("data.img_size=32", "optim.lr=0.001")}
+    experiments = {"mine": resolve(sweeps["orphans"], Selection(sets=sets["mine"]), results),
+                   "other": resolve(sweeps["orphans"], Selection(sets=sets["other"]), results),
+                   "other sweep": resolve(sweeps["orphans2"], Selection(sets=sets["mine"]), results)}
+    flags = {what: [str(sweeps["orphans2" if what == "other sweep" else "orphans"]), "--results-root", str(results),
+                    *(f for s in sets["other" if what == "other" else "mine"] for f in ("--set", s))]
+             for what in experiments}
+    names = {what: e.job_name() for what, e in experiments.items()}
+    assert len(set(names.values())) == 3 and names["mine"].startswith("orphans-"), names
+    ids = {}
+    try:
+        for what, experiment in experiments.items():  # held: the jobs stay pending and never use a core
+            assert run_cli.main([*flags[what], "--executor", "slurm", "--no-eta", "--no-progress", "--sbatch",
+                                 "hold"]) == 0
+            ids[what] = [read_slurm_record(experiment.run_dir(r))["job_id"] for r in experiment.runs]
+        capsys.readouterr()
+        for sweep_dir in (results / "orphans", results / "orphans2"):  # the crash: no file names a job
+            for path in [*sweep_dir.glob(f"*/{store.SLURM_JSON}"), sweep_dir / ".submitit" / "submissions.jsonl"]:
+                path.unlink()
+        lost = ids["other"][1]
+        (results / "orphans" / ".submitit" / f"{lost}_submitted.pkl").unlink()  # nothing tells its run
+
+        assert status_cli.main([*flags["mine"], "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert [(r["state"], r["job_id"]) for r in shown["runs"]] == [("pending", j) for j in ids["mine"]]
+        assert shown["unrecorded_jobs"] == []
+        assert status_cli.main(flags["other"]) == 0
+        out = capsys.readouterr().out
+        assert f"job {ids['other'][0]}" in out and f"unrecorded job {lost} of this experiment (pending)" in out
+
+        assert cancel_cli.main(flags["mine"]) == 0
+        assert capsys.readouterr().out.startswith(f"cancelled 2 job(s): {', '.join(ids['mine'])}")
+        pending = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout
+        assert not set(ids["mine"]) & set(pending.split())
+        assert set(ids["other"] + ids["other sweep"]) <= set(pending.split()), "another experiment's jobs stay"
+        for run, job_id in zip(experiments["mine"].runs, ids["mine"], strict=True):  # the records are back
+            assert history(experiments["mine"].run_dir(run))[-1][:2] == (job_id, "CANCELLED")
+
+        assert cancel_cli.main([*flags["other"], "--seeds", "0"]) == 0  # some runs only: the unknown one stays
+        out = capsys.readouterr().out
+        assert out.startswith(f"cancelled 1 job(s): {ids['other'][0]}\n") and "left alone: unrecorded" in out
+        assert cancel_cli.main(flags["other"]) == 0  # the whole experiment: its job of unknown run too
+        assert f"cancelled 1 job(s): {lost}\n" in capsys.readouterr().out
+        pending = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout
+        assert set(pending.split()) & {*ids["mine"], *ids["other"], *ids["other sweep"]} == set(ids["other sweep"])
+    finally:
+        held = [j for js in ids.values() for j in js]
+        if held:
+            subprocess.run(["scancel", *held], timeout=60)
+
+
+def test_a_two_task_ddp_job_on_cpu_trains_end_to_end(slurm_cluster, tmp_path, wait_until):
+    """The cluster path with torch.distributed: one run as one SLURM job of 2 tasks (2 gloo ranks on CPU),
+    through the CLI; each rank sets torch's threads to its --cpus-per-task."""
+    sweep = tmp_path / "ddp.yaml"
+    sweep.write_text(
+        "name: ddp\npaper_table: t\nrecipe: quick\nmodel: rest_lite\nseeds: [0]\noverrides: {train.epochs: 1}\n"
+        "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 4}\n"
+        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa}\n")
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablations.run", str(sweep), "--results-root", str(results), "--executor", "slurm",
+         "--tasks-per-node", "2", "--set", "train.devices=2", "--set", "data.img_size=32", "--set",
+         "data.train_limit=32", "--set", "data.val_limit=16", "--set", "train.batch_size=16", "--no-eta",
+         "--no-progress", "--wait"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    [run_dir] = store.run_dirs_in(results / "ddp")
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert store.run_state(run_dir).state == store.DONE
+        result = store.read_result(run_dir)
+        assert result["world_size"] == 2 and result["torch_threads"] == [1, 1], result
+        assert result["device"] == "cpu (1 threads)"
+        assert metric_epochs(run_dir) == [1]
+        # done once result.json is written; the job records COMPLETED a moment later, on its way out
+        wait_until(lambda: history(run_dir)[-1][1] == "COMPLETED", 120, "the job to record COMPLETED")
+        assert [state for _, state, _ in history(run_dir)] == ["SUBMITTED", "RUNNING", "COMPLETED"]
+    finally:
+        cancel(results / "ddp")
