@@ -19,7 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 aten = torch.ops.aten
 
-# Linear layers reach the dispatcher as (add)mm, convolutions as convolution, attention matmuls as bmm.
+# Linear layers reach the dispatcher as (add)mm (or, in CPU inference, oneDNN's fused linear), convolutions
+# as convolution, attention matmuls as bmm.
 CONV_LINEAR_OPS = {aten.convolution, aten.mm, aten.addmm}
 
 
@@ -31,7 +32,19 @@ def sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **
     return 2 * b * h * n * m * (d + dv)
 
 
+def onednn_linear_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    # CPU inference runs linears as oneDNN's fused linear (rest.rest.linear), which flop_counter does not know
+    n, k = weight_shape
+    rows = 1
+    for d in input_shape[:-1]:
+        rows *= d
+    return 2 * rows * k * n
+
+
 CUSTOM_FLOPS = {aten._scaled_dot_product_flash_attention_for_cpu: sdpa_cpu_flop}
+if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    CUSTOM_FLOPS[torch.ops.mkldnn._linear_pointwise] = onednn_linear_flop
+    CONV_LINEAR_OPS.add(torch.ops.mkldnn._linear_pointwise)
 
 
 def count_params(model: nn.Module) -> int:

@@ -21,7 +21,9 @@ Differences from the official code that do not change its function or its weight
   * attention without Conv-1/IN runs through ``F.scaled_dot_product_attention``;
   * token <-> map reshapes are views (a (B, N, C) tensor seen as (B, C, H, W) is channels-last), so the
     depth-wise convs never force a copy;
-  * without autograd on CPU, the MLP's GELU runs in place and fc2 writes into one buffer (see :func:`gelu_mlp`).
+  * without autograd on CPU: linear layers run as oneDNN linears with the bias (and the MLP's GELU) fused
+    (see :func:`linear`), BatchNorms are folded into the convolution before them (see :func:`conv_norm`), and
+    large MLP inputs go through in row blocks (see :class:`Mlp`).
 """
 
 import math
@@ -91,48 +93,78 @@ def resized_pos_embed(pos_embed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return pos_embed
 
 
-def gelu_mlp(
-    x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, approximate: str,
-    chunk_elements: int = 0,
-) -> torch.Tensor:
-    """fc2(gelu(fc1(x))). Without autograd on CPU (eager): GELU in place, fc2 into one output buffer.
+# oneDNN's linear (torch.ops.mkldnn._linear_pointwise, what Inductor emits for CPU linears) applies the bias
+# inside the GEMM. F.linear on CPU is MKL's sgemm after the bias has been copied into the whole output: on this
+# project's shapes (2 cores, fp32) oneDNN's call is 20-30 % faster per layer (BENCHMARKS.md). Its float
+# rounding differs from MKL's by ~1e-7 per GEMM.
+ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
-    That saves allocating, page-faulting and streaming a second hidden tensor (a stage-1 hidden tensor of a
-    224-px batch is ~100 MB). `chunk_elements` > 0 computes the rows in chunks of that many hidden values, so
-    the hidden tensor stays in cache: 3x faster for the stage-1 MLP on a quiet 2-core machine, but 2x slower
-    than one pass when the cores are oversubscribed (each chunk is three more OpenMP regions to
-    synchronize), which is this project's usual machine, hence off by default. Results are identical either
-    way. Autograd, GPUs, autocast, TorchScript and compilers take the plain path.
-    """
+
+def cpu_inference(x: torch.Tensor) -> bool:
+    """Eager fp32 CPU inference (no autograd, autocast or compiler): where the inference kernels apply."""
+    return (
+        not torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str = "") -> torch.Tensor:
+    """F.linear, then GELU (approximate=`gelu`) unless `gelu` is "". In CPU inference one oneDNN call with the
+    bias and the GELU fused into the GEMM; autograd, GPUs, autocast, TorchScript and compilers take F.linear
+    and F.gelu."""
     if torch.jit.is_scripting():
-        return F.linear(F.gelu(F.linear(x, w1, b1), approximate=approximate), w2, b2)
+        out = F.linear(x, weight, bias)
+        return F.gelu(out, approximate=gelu) if gelu != "" else out
     else:
-        fast = (
-            not torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
-        )
-        if not fast:
-            return F.linear(F.gelu(F.linear(x, w1, b1), approximate=approximate), w2, b2)
-        rows = x.reshape(-1, x.shape[-1])
-        out = rows.new_empty(rows.shape[0], w2.shape[0])
-        w1t, w2t = w1.t(), w2.t()
-        step = max(1, chunk_elements // w1.shape[0]) if chunk_elements > 0 else max(1, rows.shape[0])
-        for i in range(0, rows.shape[0], step):
-            hidden = torch.addmm(b1, rows[i : i + step], w1t)
-            hidden = torch.ops.aten.gelu_(hidden, approximate=approximate)
-            torch.addmm(b2, hidden, w2t, out=out[i : i + step])
-        return out.view(x.shape[:-1] + (-1,))
+        if ONEDNN_LINEAR and cpu_inference(x):
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu != "" else "none", [], gelu)
+        out = F.linear(x, weight, bias)
+        return F.gelu(out, approximate=gelu) if gelu != "" else out
+
+
+def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
+    """norm(conv(x)). In CPU inference with a BatchNorm in eval mode, one convolution with the BatchNorm folded
+    into its weight and bias (what torch.fx.experimental.optimization.fuse does once; here per call, from the
+    current statistics, so the state dict stays the official one): saves a pass over the map."""
+    if (
+        not isinstance(x, torch.fx.Proxy)
+        and isinstance(norm, nn.BatchNorm2d)
+        and not norm.training
+        and norm.running_var is not None
+        and norm.running_mean is not None
+        and cpu_inference(x)
+    ):
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        bias = -norm.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        if norm.bias is not None:
+            bias = bias + norm.bias
+        return conv._conv_forward(x, conv.weight * scale.view(-1, 1, 1, 1), bias)
+    return norm(conv(x))
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same state-dict keys) whose forward is :func:`linear`, optionally with a
+    GELU after it. Modules are still called as modules, so hooks on them and wrappers that replace them (LoRA
+    and the like) keep working."""
+
+    def forward(self, x: torch.Tensor, gelu: str = "") -> torch.Tensor:
+        return linear(x, self.weight, self.bias, gelu)
 
 
 # Functions with data-dependent control flow are leaves of an FX graph: for timm's FX feature extraction
 # (register_notrace_function) and for a plain torch.fx.symbolic_trace (torch.fx.wrap). They still script.
-for _fn in (instance_norm, resized_pos_embed, gelu_mlp):
+for _fn in (instance_norm, resized_pos_embed, linear):
     register_notrace_function(_fn)
 torch.fx.wrap("instance_norm")
 torch.fx.wrap("resized_pos_embed")
-torch.fx.wrap("gelu_mlp")
+torch.fx.wrap("linear")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -200,8 +232,12 @@ class RestStem(nn.Module):
         self.pos = pos
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.norm1(self.conv1(x)))
-        x = self.act(self.norm2(self.conv2(x)))
+        if torch.jit.is_scripting():
+            x = self.act(self.norm1(self.conv1(x)))
+            x = self.act(self.norm2(self.conv2(x)))
+        else:
+            x = self.act(conv_norm(x, self.conv1, self.norm1))
+            x = self.act(conv_norm(x, self.conv2, self.norm2))
         return self.pos(self.conv3(x))
 
 
@@ -217,7 +253,11 @@ class ResNetStem(nn.Module):
         self.pos = pos
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pos(self.pool(self.act(self.norm(self.conv(x)))))
+        if torch.jit.is_scripting():
+            x = self.norm(self.conv(x))
+        else:
+            x = conv_norm(x, self.conv, self.norm)
+        return self.pos(self.pool(self.act(x)))
 
 
 class PatchStem(nn.Module):
@@ -247,7 +287,11 @@ class PatchEmbed(nn.Module):
         self.pos = pos
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pos(self.norm(self.conv(x)))
+        if torch.jit.is_scripting():
+            x = self.norm(self.conv(x))
+        else:
+            x = conv_norm(x, self.conv, self.norm)
+        return self.pos(x)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -284,10 +328,10 @@ class EfficientAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.q = Linear(dim, dim, bias=qkv_bias)
+        self.kv = Linear(dim, dim * 2, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
         self.reduce = reduction != "none" and sr_ratio > 1
@@ -343,30 +387,60 @@ class EfficientAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1 -> GELU -> dropout -> fc2 -> dropout; with GELU and no dropout, one call of :func:`gelu_mlp`
-    (an FX leaf that picks the in-place inference path at run time)."""
+    """fc1 -> activation -> dropout -> fc2 -> dropout. A GELU is applied by fc1 (one fused GEMM in CPU
+    inference; `act` is then not called) as long as fc1 is this module's :class:`Linear`.
 
-    fused: Final[bool]
-    CHUNK_ELEMENTS = 0  # > 0: inference in row chunks of this many hidden values (see gelu_mlp)
+    In CPU inference, inputs of more than `chunk_elements` hidden values go through in row blocks of at most
+    that many: every temporary then stays under glibc's mmap threshold (32 MB), so it is recycled from the
+    heap instead of being mapped, page-faulted and zeroed by the kernel on every call (the hidden tensor of
+    a stage-1 MLP at 224 px, batch 32 is ~100 MB). Rows are independent, so the result is the same;
+    modules are still called (once per block). 0 turns it off.
+    """
+
+    gelu: Final[str]
+    CHUNK_ELEMENTS = 1 << 21  # 8 MB of hidden values per block
 
     def __init__(self, dim: int, hidden: int, act_layer: Callable[..., nn.Module] = nn.GELU, drop: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = act_layer()
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.drop2 = nn.Dropout(drop)
-        self.fused = isinstance(self.act, nn.GELU) and drop == 0.0
-        self.approximate = self.act.approximate if isinstance(self.act, nn.GELU) else "none"
+        self.gelu = self.act.approximate if type(self.act) is nn.GELU else ""  # "": another activation
         self.chunk_elements = self.CHUNK_ELEMENTS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:
-            return gelu_mlp(
-                x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.approximate,
-                self.chunk_elements,
-            )
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+        if torch.jit.is_scripting():
+            return self.rows(x)
+        else:
+            rows = self.chunk_elements // self.fc1.out_features
+            if (
+                not isinstance(x, torch.fx.Proxy)
+                and rows > 0
+                and x.numel() // x.shape[-1] > rows
+                and cpu_inference(x)
+            ):
+                return self.in_blocks(x, rows)
+            return self.rows(x)
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            x = self.act(self.fc1(x))
+        else:
+            if self.gelu != "" and type(self.fc1) is Linear:
+                x = self.fc1(x, gelu=self.gelu)
+            else:  # another activation, or fc1 replaced (e.g. by a LoRA wrapper)
+                x = self.act(self.fc1(x))
+        return self.drop2(self.fc2(self.drop1(x)))
+
+    @torch.jit.unused
+    def in_blocks(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        out = flat.new_empty(flat.shape[0], self.fc2.out_features)
+        for start in range(0, flat.shape[0], rows):
+            out[start : start + rows] = self.rows(flat[start : start + rows])
+        return out.view(x.shape[:-1] + (-1,))
 
 
 class Block(nn.Module):
