@@ -201,7 +201,8 @@ def test_a_crafted_checkpoint_never_runs_code(tmp_path, monkeypatch):
     for path in [*root.glob("ablations/**/*.py"), *root.glob("analysis/**/*.py"), *root.glob("rest/**/*.py")]:
         for call in re_.findall(r"torch\.load\([^)]*\)", path.read_text()):
             assert "weights_only=True" in call, f"{path}: {call}"
-        assert "import pickle" not in path.read_text(), path
+        # pickletools (reading a pickle's opcodes, never executing them) is allowed; pickle itself is not
+        assert not re_.search(r"\bimport pickle\b|\bfrom pickle\b|\bpickle\.loads?\(|Unpickler", path.read_text()), path
 
 
 def three_seed_sweep(tmp_path: Path, top5: float = 100.0) -> Path:
