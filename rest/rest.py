@@ -101,9 +101,11 @@ ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldn
 
 
 def cpu_inference(x: torch.Tensor) -> bool:
-    """Eager fp32 CPU inference (no autograd, autocast or compiler): where the inference kernels apply."""
+    """Eager fp32 CPU inference (no autograd, autocast, compiler or tracer): where the inference kernels apply.
+    A tracer (torch.jit.trace, the TorchScript-based ONNX export) records the plain ops, which it knows."""
     return (
         not torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")

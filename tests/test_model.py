@@ -688,3 +688,21 @@ def test_patch_stem_normalizes_with_layernorm_like_pvt():
     x = torch.randn(2, 3, 64, 64)
     features = model.stem.norm(model.stem.conv(x))
     assert torch.allclose(features.mean(dim=1), torch.zeros(2, 16, 16), atol=1e-5)  # per-position over channels
+
+
+def test_export_and_jit_trace_record_the_plain_ops():
+    """torch.export (dynamo) and torch.jit.trace see the plain ops, not the CPU inference kernels (which a
+    trace would freeze, row blocks and all, and which ONNX does not know); both match eager."""
+    torch.manual_seed(0)
+    model = small_model("rest_lite", num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    expected = plain_forward(model, x)
+    with torch.no_grad():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, x)
+        assert "mkldnn" not in str(traced.inlined_graph)
+        torch.testing.assert_close(traced(x), expected, rtol=1e-5, atol=1e-5)
+        exported = torch.export.export(model, (x,))
+        assert "mkldnn" not in str(exported.graph)
+        torch.testing.assert_close(exported.module()(x), expected, rtol=1e-4, atol=1e-4)
