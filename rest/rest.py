@@ -21,9 +21,11 @@ Differences from the official code that do not change its function or its weight
   * attention without Conv-1/IN runs through ``F.scaled_dot_product_attention``;
   * token <-> map reshapes are views (a (B, N, C) tensor seen as (B, C, H, W) is channels-last), so the
     depth-wise convs never force a copy;
-  * without autograd on CPU: linear layers run as oneDNN linears with the bias (and the MLP's GELU) fused
-    (see :func:`linear`), BatchNorms are folded into the convolution before them (see :func:`conv_norm`), and
-    large MLP inputs go through in row blocks (see :class:`Mlp`).
+  * in CPU inference (no autograd): linear layers run as oneDNN linears with the bias (and the MLP's GELU)
+    fused (see :func:`linear`), BatchNorms are folded into the convolution before them (see
+    :func:`conv_norm`), and large MLP inputs go through in row blocks (see :class:`Mlp`); each steps aside
+    for a hooked, replaced or subclassed module, so hooks, quantization and LoRA-style wrappers see the
+    modules as they are.
 """
 
 import math
@@ -101,43 +103,60 @@ ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldn
 
 
 def cpu_inference(x: torch.Tensor) -> bool:
-    """Eager fp32 CPU inference (no autograd, autocast, compiler or tracer): where the inference kernels apply.
-    A tracer (torch.jit.trace, the TorchScript-based ONNX export) records the plain ops, which it knows."""
+    """Eager fp32 CPU inference (no autograd, forward-mode AD, functorch transform, autocast, compiler or
+    tracer): where the inference kernels apply. Tracers (torch.jit.trace, the TorchScript-based ONNX export)
+    and transforms see the plain ops, which they know."""
     return (
-        not torch.is_grad_enabled()
+        not isinstance(x, torch.fx.Proxy)
+        and not torch.is_grad_enabled()
         and not torch.jit.is_tracing()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
+        and torch.autograd.forward_ad._current_level < 0
+        and not torch._C._are_functorch_transforms_active()
     )
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str = "") -> torch.Tensor:
-    """F.linear, then GELU (approximate=`gelu`) unless `gelu` is "". In CPU inference one oneDNN call with the
-    bias and the GELU fused into the GEMM; autograd, GPUs, autocast, TorchScript and compilers take F.linear
-    and F.gelu."""
-    if torch.jit.is_scripting():
-        out = F.linear(x, weight, bias)
-        return F.gelu(out, approximate=gelu) if gelu != "" else out
-    else:
-        if ONEDNN_LINEAR and cpu_inference(x):
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu != "" else "none", [], gelu)
-        out = F.linear(x, weight, bias)
-        return F.gelu(out, approximate=gelu) if gelu != "" else out
+def unobserved(*modules: nn.Module) -> bool:
+    """No forward hook, pre-hook or global hook would see these modules' calls: an inference kernel may then
+    compute them another way (folded, fused, in blocks) without anyone noticing."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
-def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
-    """norm(conv(x)). In CPU inference with a BatchNorm in eval mode, one convolution with the BatchNorm folded
-    into its weight and bias (what torch.fx.experimental.optimization.fuse does once; here per call, from the
-    current statistics, so the state dict stays the official one): saves a pass over the map."""
+def linear(fc: nn.Module, x: torch.Tensor, act: nn.Module | None = None) -> torch.Tensor:
+    """act(fc(x)) (act optional). In CPU inference, when fc is a plain nn.Linear and act (if any) a plain
+    nn.GELU, neither hooked, one oneDNN call with the bias and the GELU fused into the GEMM. Anything else (a
+    subclass, a quantized or LoRA-wrapped layer, another activation, a hook) is called as it is."""
     if (
-        not isinstance(x, torch.fx.Proxy)
-        and isinstance(norm, nn.BatchNorm2d)
+        ONEDNN_LINEAR
+        and type(fc) is nn.Linear
+        and (act is None or type(act) is nn.GELU)
+        and cpu_inference(x)
+        and unobserved(fc, *([] if act is None else [act]))
+    ):
+        gelu = "none" if act is None else act.approximate
+        return torch.ops.mkldnn._linear_pointwise(x, fc.weight, fc.bias, "none" if act is None else "gelu", [], gelu)
+    x = fc(x)
+    return x if act is None else act(x)
+
+
+def conv_norm(x: torch.Tensor, conv: nn.Module, norm: nn.Module) -> torch.Tensor:
+    """norm(conv(x)). In CPU inference, when they are a plain nn.Conv2d and a plain nn.BatchNorm2d in eval
+    mode, neither hooked, one convolution with the BatchNorm folded into its weight and bias (what
+    torch.fx.experimental.optimization.fuse does once; here per call, from the current statistics, so the
+    state dict stays the official one): saves a pass over the map."""
+    if (
+        type(conv) is nn.Conv2d
+        and type(norm) is nn.BatchNorm2d
         and not norm.training
         and norm.running_var is not None
         and norm.running_mean is not None
         and cpu_inference(x)
+        and unobserved(conv, norm)
     ):
         scale = torch.rsqrt(norm.running_var + norm.eps)
         if norm.weight is not None:
@@ -151,22 +170,12 @@ def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor
     return norm(conv(x))
 
 
-class Linear(nn.Linear):
-    """nn.Linear (same parameters, same state-dict keys) whose forward is :func:`linear`, optionally with a
-    GELU after it. Modules are still called as modules, so hooks on them and wrappers that replace them (LoRA
-    and the like) keep working."""
-
-    def forward(self, x: torch.Tensor, gelu: str = "") -> torch.Tensor:
-        return linear(x, self.weight, self.bias, gelu)
-
-
 # Functions with data-dependent control flow are leaves of an FX graph: for timm's FX feature extraction
 # (register_notrace_function) and for a plain torch.fx.symbolic_trace (torch.fx.wrap). They still script.
-for _fn in (instance_norm, resized_pos_embed, linear):
+for _fn in (instance_norm, resized_pos_embed):
     register_notrace_function(_fn)
 torch.fx.wrap("instance_norm")
 torch.fx.wrap("resized_pos_embed")
-torch.fx.wrap("linear")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -330,10 +339,10 @@ class EfficientAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.q = Linear(dim, dim, bias=qkv_bias)
-        self.kv = Linear(dim, dim * 2, bias=qkv_bias)
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
         self.reduce = reduction != "none" and sr_ratio > 1
@@ -357,10 +366,18 @@ class EfficientAttention(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         B, N, C = x.shape
         h, d = self.num_heads, self.head_dim
-        q = self.q(x).view(B, N, h, d).transpose(1, 2)
+        if torch.jit.is_scripting():
+            q = self.q(x)
+        else:
+            q = linear(self.q, x)
+        q = q.view(B, N, h, d).transpose(1, 2)
         if self.reduce:
             x = self.sr_norm(map_to_tokens(self.sr(tokens_to_map(x, size))))
-        k, v = self.kv(x).view(B, -1, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+        if torch.jit.is_scripting():
+            kv = self.kv(x)
+        else:
+            kv = linear(self.kv, x)
+        k, v = kv.view(B, -1, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.attn_drop if self.training else 0.0
 
         if not (self.head_conv or self.head_norm):
@@ -376,7 +393,10 @@ class EfficientAttention(nn.Module):
                 attn = F.dropout(attn, p=drop)
             out = attn @ v
         x = out.transpose(1, 2).reshape(B, N, C)
-        return self.proj_drop(self.proj(x))
+        if torch.jit.is_scripting():
+            return self.proj_drop(self.proj(x))
+        else:
+            return self.proj_drop(linear(self.proj, x))
 
     def mix_heads(self, attn: torch.Tensor) -> torch.Tensor:
         """Conv-1: a 1x1 conv over heads is a (h x h) matrix applied at every (n, m): one batched matmul."""
@@ -389,52 +409,52 @@ class EfficientAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1 -> activation -> dropout -> fc2 -> dropout. A GELU is applied by fc1 (one fused GEMM in CPU
-    inference; `act` is then not called) as long as fc1 is this module's :class:`Linear`.
+    """fc1 -> activation -> dropout -> fc2 -> dropout.
 
-    In CPU inference, inputs of more than `chunk_elements` hidden values go through in row blocks of at most
-    that many: every temporary then stays under glibc's mmap threshold (32 MB), so it is recycled from the
-    heap instead of being mapped, page-faulted and zeroed by the kernel on every call (the hidden tensor of
-    a stage-1 MLP at 224 px, batch 32 is ~100 MB). Rows are independent, so the result is the same;
-    modules are still called (once per block). 0 turns it off.
+    In CPU inference (see :func:`linear`) fc1 and a GELU are one fused oneDNN call, and inputs of more than
+    `chunk_elements` hidden values go through in row blocks of at most that many: every temporary then stays
+    under glibc's mmap threshold (32 MB), so it is recycled from the heap instead of being mapped,
+    page-faulted and zeroed by the kernel on every call (the hidden tensor of a stage-1 MLP at 224 px, batch
+    32 is ~100 MB). Rows are independent, so the result is the same. Blocks are used only when no hook
+    watches the MLP's layers and dropout is off (a hook sees whole tensors; dropout masks stay those of one
+    pass). 0 turns them off.
     """
 
-    gelu: Final[str]
     CHUNK_ELEMENTS = 1 << 21  # 8 MB of hidden values per block
 
     def __init__(self, dim: int, hidden: int, act_layer: Callable[..., nn.Module] = nn.GELU, drop: float = 0.0):
         super().__init__()
-        self.fc1 = Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
         self.act = act_layer()
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim)
         self.drop2 = nn.Dropout(drop)
-        self.gelu = self.act.approximate if type(self.act) is nn.GELU else ""  # "": another activation
         self.chunk_elements = self.CHUNK_ELEMENTS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():
-            return self.rows(x)
+            return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
         else:
-            rows = self.chunk_elements // self.fc1.out_features
-            if (
-                not isinstance(x, torch.fx.Proxy)
-                and rows > 0
-                and x.numel() // x.shape[-1] > rows
-                and cpu_inference(x)
-            ):
-                return self.in_blocks(x, rows)
+            if self.chunk_elements > 0 and cpu_inference(x) and self.blockable():
+                rows = max(1, self.chunk_elements // self.fc1.out_features)
+                if x.numel() // x.shape[-1] > rows:
+                    return self.in_blocks(x, rows)
             return self.rows(x)
 
+    @torch.jit.unused
+    def blockable(self) -> bool:
+        layers = (self.fc1, self.act, self.drop1, self.fc2, self.drop2)
+        return (
+            type(self.fc1) is nn.Linear
+            and type(self.fc2) is nn.Linear
+            and not (self.training and (self.drop1.p > 0 or self.drop2.p > 0))
+            and unobserved(*layers)
+        )
+
+    @torch.jit.unused
     def rows(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            x = self.act(self.fc1(x))
-        else:
-            if self.gelu != "" and type(self.fc1) is Linear:
-                x = self.fc1(x, gelu=self.gelu)
-            else:  # another activation, or fc1 replaced (e.g. by a LoRA wrapper)
-                x = self.act(self.fc1(x))
-        return self.drop2(self.fc2(self.drop1(x)))
+        x = linear(self.fc1, x, self.act) if type(self.act) is nn.GELU else self.act(linear(self.fc1, x))
+        return self.drop2(linear(self.fc2, self.drop1(x)))
 
     @torch.jit.unused
     def in_blocks(self, x: torch.Tensor, rows: int) -> torch.Tensor:

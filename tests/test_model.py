@@ -287,22 +287,77 @@ def test_inference_path_is_as_accurate_as_the_autograd_path(stem):
     torch.testing.assert_close(fast, slow, rtol=1e-3, atol=1e-3)
 
 
-def test_mlp_in_row_blocks_gives_the_one_pass_result_and_calls_its_modules():
+def test_mlp_in_row_blocks_gives_the_one_pass_result_and_steps_aside_for_hooks(monkeypatch):
     torch.manual_seed(0)
     mlp = rest.rest.Mlp(16, 64).eval()
     tokens = torch.randn(2, 37, 16)  # 74 rows: blocks of 8 rows leave a partial last block
-    calls = []
-    mlp.fc1.register_forward_hook(lambda m, a, out: calls.append(out.shape[0]))
+    block_rows = []
+    real_rows = mlp.rows
+    monkeypatch.setattr(mlp, "rows", lambda x: block_rows.append(x.shape[0]) or real_rows(x))
     with torch.inference_mode():
         mlp.chunk_elements = 0
         whole = mlp(tokens)
-        assert calls == [2]
-        calls.clear()
+        assert block_rows == [2]  # one call on the whole (2, 37, 16) input
+        block_rows.clear()
         mlp.chunk_elements = 8 * 64
         blocks = mlp(tokens)
-    assert calls == [8] * 9 + [2]
-    torch.testing.assert_close(blocks, whole, rtol=1e-6, atol=1e-6)
-    assert blocks.shape == whole.shape == (2, 37, 16)
+        assert block_rows == [8] * 9 + [2]
+        torch.testing.assert_close(blocks, whole, rtol=1e-6, atol=1e-6)
+        assert blocks.shape == whole.shape == (2, 37, 16)
+        # a hook on a layer sees the whole tensor, once: no blocks then
+        seen = []
+        mlp.fc1.register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape)))
+        block_rows.clear()
+        torch.testing.assert_close(mlp(tokens), whole, rtol=1e-5, atol=1e-5)
+    assert seen == [(2, 37, 64)] and block_rows == [2]
+
+
+def test_inference_kernels_step_aside_for_hooks_replaced_modules_and_transforms():
+    """Whatever observes or replaces a module sees it called as it is: hooks on fc1 see fc1's own output
+    (before GELU), a replaced activation is used in eager and TorchScript alike, a BatchNorm subclass runs
+    its own forward, dynamic quantization finds the attention and MLP linears, and forward-mode AD under
+    no_grad gives the tangents of the plain path."""
+    import torch.func
+    from timm.layers import BatchNormAct2d
+
+    torch.manual_seed(0)
+    model = small_model("rest_lite", num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    mlp = model.stage1[0].mlp
+    seen = []
+    hook = mlp.fc1.register_forward_hook(lambda m, a, out: seen.append(out.detach().min().item()))
+    with torch.inference_mode():
+        model(x)
+    hook.remove()
+    assert seen and seen[0] < -0.2  # GELU's minimum is -0.17: the hook saw fc1's output, not GELU's
+
+    for block in model.stage1:
+        block.mlp.act = torch.nn.ReLU()
+    with torch.no_grad(), torch.jit.optimized_execution(False):
+        torch.testing.assert_close(model(x), plain_forward(model, x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(script(model)(x), plain_forward(model, x), rtol=1e-5, atol=1e-5)
+
+    norm = model.patch_embed_2.norm
+    act_norm = BatchNormAct2d(norm.num_features, act_layer=torch.nn.ReLU).eval()
+    act_norm.load_state_dict(norm.state_dict())
+    model.patch_embed_2.norm = act_norm
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain_forward(model, x), rtol=1e-4, atol=1e-4)
+
+    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear})
+    assert type(quantized.stage3[0].attn.q) is not torch.nn.Linear
+    assert type(quantized.stage3[0].mlp.fc1) is not torch.nn.Linear
+    with torch.no_grad():
+        assert torch.isfinite(quantized(x)).all()
+
+    block = model.stage3[0]
+    dim = block.norm1.normalized_shape[0]
+    tokens, tangent = torch.randn(2, 16, dim), torch.randn(2, 16, dim)
+    size = (4, 4)
+    _, expected = torch.func.jvp(lambda t: block(t, size), (tokens,), (tangent,))
+    with torch.no_grad():
+        _, got = torch.func.jvp(lambda t: block(t, size), (tokens,), (tangent,))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("act", [torch.nn.GELU, functools.partial(torch.nn.GELU, approximate="tanh"), torch.nn.ReLU],
