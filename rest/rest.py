@@ -112,6 +112,7 @@ def cpu_inference(x: torch.Tensor) -> bool:
         and not torch.jit.is_tracing()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
+        and torch._C._get_mkldnn_enabled()  # torch.backends.mkldnn.flags(enabled=False) turns them off
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
         and torch.autograd.forward_ad._current_level < 0

@@ -761,3 +761,7 @@ def test_export_and_jit_trace_record_the_plain_ops():
         exported = torch.export.export(model, (x,))
         assert "mkldnn" not in str(exported.graph)
         torch.testing.assert_close(exported.module()(x), expected, rtol=1e-4, atol=1e-4)
+    with torch.backends.mkldnn.flags(enabled=False):  # the user's switch is honoured: the plain ops, exactly
+        without_onednn = plain_forward(model, x)
+        with torch.inference_mode():
+            torch.testing.assert_close(model(x), without_onednn, rtol=0, atol=0)
