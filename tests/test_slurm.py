@@ -45,6 +45,15 @@ def history(run_dir: Path) -> list[tuple]:
 
 
 # ---- settings and snapshot (no cluster) --------------------------------------------------------------------------
+def write_sweep(path: Path, name: str, slurm: str, levels: str = "{PA: pa, GL: gl}",
+                head: str = "overrides: {train.epochs: 1}\n") -> Path:
+    """A tiny PE sweep file of the quick recipe for the cluster tests: its name, the lines before `slurm:`
+    (seeds, overrides), the `slurm:` block and the levels."""
+    path.write_text(f"name: {name}\npaper_table: t\nrecipe: quick\nmodel: rest_lite\n{head}slurm: {slurm}\n"
+                    f"axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {levels}\n")
+    return path
+
+
 def test_settings_from_mapping_and_cli():
     mapping = {"partition": "gpu", "time_min": 30, "mem_gb": 16, "gpus_per_node": 8,
                "additional_parameters": {"exclusive": True}}
@@ -349,12 +358,7 @@ def test_status_of_a_run_never_submitted(sweep_dir, make_run):
 
 def test_cli_submits_one_array_waits_and_reports(slurm_cluster, tmp_path):
     """The user's path: ablations.run --executor slurm --wait, then status, relaunch and cancel."""
-    sweep = tmp_path / "tiny.yaml"
-    sweep.write_text(
-        "name: tinyslurm\npaper_table: t\nrecipe: quick\nmodel: rest_lite\noverrides: {train.epochs: 1}\n"
-        "slurm: {time_min: 30, cpus_per_task: 1, mem_gb: 2}\n"
-        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl}\n"
-    )
+    sweep = write_sweep(tmp_path / "tiny.yaml", "tinyslurm", "{time_min: 30, cpus_per_task: 1, mem_gb: 2}")
     select = ["--set", "data.img_size=32", "--set", "data.train_limit=32", "--set", "data.val_limit=16",
               "--set", "train.batch_size=16", "--results-root", str(tmp_path / "results")]  # which runs
     tiny = [*select, "--no-eta", "--no-progress"]
@@ -425,12 +429,9 @@ def test_per_level_resources_submit_one_array_per_group(slurm_cluster, tmp_path,
     from ablations import run as run_cli
     from ablations import slurm
 
-    sweep = tmp_path / "groups.yaml"
-    sweep.write_text(
-        "name: groups\npaper_table: t\nrecipe: quick\nmodel: rest_lite\noverrides: {train.epochs: 1}\n"
-        "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 2, setup: ['export GROUPS_SETUP=1'],"
-        " per_level: {GL: {time_min: 25}}}\n"
-        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl, LE: le}\n")
+    sweep = write_sweep(tmp_path / "groups.yaml", "groups",
+                        "{time_min: 20, cpus_per_task: 1, mem_gb: 2, setup: ['export GROUPS_SETUP=1'],"
+                        " per_level: {GL: {time_min: 25}}}", levels="{PA: pa, GL: gl, LE: le}")
     results = tmp_path / "results"
     try:
         code = run_cli.main([str(sweep), "--results-root", str(results), "--executor", "slurm", "--no-eta",
@@ -453,11 +454,8 @@ def test_a_refused_resource_group_leaves_no_folder_and_names_what_went_out(slurm
     from ablations import run as run_cli
     from ablations import slurm
 
-    sweep = tmp_path / "mixed.yaml"
-    sweep.write_text(
-        "name: mixed\npaper_table: t\nrecipe: quick\nmodel: rest_lite\noverrides: {train.epochs: 1}\n"
-        "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 2, per_level: {GL: {partition: nosuchpartition}}}\n"
-        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl}\n")
+    sweep = write_sweep(tmp_path / "mixed.yaml", "mixed",
+                        "{time_min: 20, cpus_per_task: 1, mem_gb: 2, per_level: {GL: {partition: nosuchpartition}}}")
     results = tmp_path / "results"
     try:
         code = run_cli.main([str(sweep), "--results-root", str(results), "--executor", "slurm", "--no-eta",
@@ -482,11 +480,8 @@ def test_jobs_whose_ids_no_file_recorded_are_found_by_the_experiments_job_name(s
     results = tmp_path / "results"
     sweeps = {}
     for name in ("orphans", "orphans2"):
-        sweeps[name] = tmp_path / f"{name}.yaml"
-        sweeps[name].write_text(
-            f"name: {name}\npaper_table: t\nrecipe: quick\nmodel: rest_lite\nseeds: [0]\n"
-            "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 1}\n"
-            "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa, GL: gl}\n")
+        sweeps[name] = write_sweep(tmp_path / f"{name}.yaml", name, "{time_min: 20, cpus_per_task: 1, mem_gb: 1}",
+                                   head="seeds: [0]\n")
     sets = {"mine": ("data.img_size=32",), "other": ("data.img_size=32", "optim.lr=0.001")}
     experiments = {"mine": resolve(sweeps["orphans"], Selection(sets=sets["mine"]), results),
                    "other": resolve(sweeps["orphans"], Selection(sets=sets["other"]), results),
@@ -541,11 +536,8 @@ def test_jobs_whose_ids_no_file_recorded_are_found_by_the_experiments_job_name(s
 def test_a_two_task_ddp_job_on_cpu_trains_end_to_end(slurm_cluster, tmp_path, wait_until):
     """The cluster path with torch.distributed: one run as one SLURM job of 2 tasks (2 gloo ranks on CPU),
     through the CLI; each rank sets torch's threads to its --cpus-per-task."""
-    sweep = tmp_path / "ddp.yaml"
-    sweep.write_text(
-        "name: ddp\npaper_table: t\nrecipe: quick\nmodel: rest_lite\nseeds: [0]\noverrides: {train.epochs: 1}\n"
-        "slurm: {time_min: 20, cpus_per_task: 1, mem_gb: 4}\n"
-        "axes:\n  - name: pe\n    key: model.pos_encoding\n    baseline: PA\n    levels: {PA: pa}\n")
+    sweep = write_sweep(tmp_path / "ddp.yaml", "ddp", "{time_min: 20, cpus_per_task: 1, mem_gb: 4}",
+                        levels="{PA: pa}", head="seeds: [0]\noverrides: {train.epochs: 1}\n")
     results = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, "-m", "ablations.run", str(sweep), "--results-root", str(results), "--executor", "slurm",
