@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check for the ResT model and harness (issue 9, point 11), about 5 minutes on one GPU:
+# GPU check for the ResT model and harness (issue 9, point 11), about 6-7 minutes on one GPU (an H100 took 375 s):
 #   1. the interleaved throughput table against rest/reference.py (python -m rest.benchmark --versus-reference)
 #      on CUDA: fp32, AMP (float16 autocast), AMP + channels_last, AMP at batch 256, AMP + torch.compile,
 #      AMP training step; MSA vs EMSA at 224/320/448 px with peak memory;
@@ -40,7 +40,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 "$PY" -c 'import torch, timm; print("torch", torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__,
 "device", torch.cuda.get_device_name())'
 
-bench() {  # seconds allowed, name, then rest.benchmark arguments (all tables: at most ~4.5 min)
+bench() {  # seconds allowed, name, then rest.benchmark arguments (all tables: at most 6 min)
     local limit=$1 name=$2; shift 2
     echo "== $name: python -m rest.benchmark $*"
     timeout "$limit" "$PY" -m rest.benchmark --device cuda --rounds 7 --warmup 5 "$@" --csv "$OUT/$name.csv" \
