@@ -2,6 +2,8 @@
 
 Takes the same selection flags as ablations.run: only the jobs of the runs they select are cancelled.
 Cancelled runs keep their checkpoints: launching the sweep again resumes them.
+A run that is already done is left alone: its job is on its way out (with --wait, ablations.run returns
+as soon as the results are written, and the job may stay in squeue a moment longer).
 
 The jobs are found from the run folders' slurm.json, the sweep's submissions log, and the experiment's job
 name (squeue): a job array whose ids no file recorded (the submitting process died right after sbatch) is

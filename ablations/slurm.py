@@ -54,6 +54,7 @@ ACTIVE_STATES = {
     "RESIZING": RUNNING, "SIGNALING": RUNNING, "STAGE_OUT": RUNNING,
     "REQUEUED": REQUEUED, "REQUEUE_HOLD": REQUEUED, "REQUEUE_FED": REQUEUED, "PREEMPTED": REQUEUED,
 }
+CANCELLABLE_STATES = set(ACTIVE_STATES) - {"COMPLETING"}  # a completing job has ended its work
 
 
 SlurmSettingsError = InputError  # one error type for every input (ablations.errors)
@@ -561,9 +562,12 @@ def cancel(sweep_dir: Path, run_dirs: list[Path] | None = None, named: NamedJobs
     # still pending (sacct only if squeue fails)
     live = _live_jobs()
     states = live if live is not None else _job_states(list(owner))
-    active = [j for j in owner if states.get(j, "") in ACTIVE_STATES]
+    # a job whose run is done, or that SLURM is already ending (COMPLETING), is exiting on its own: --wait
+    # returns when the result is written, while the job may still be in squeue for a moment
+    done = {d for d in set(owner.values()) if store.run_state(d).state == store.DONE}
+    active = [j for j in owner if states.get(j, "") in CANCELLABLE_STATES and owner[j] not in done]
     if named is not None and unknown_runs:
-        active += [j for j, state in named.unknown.items() if state in ACTIVE_STATES and j not in owner]
+        active += [j for j, state in named.unknown.items() if state in CANCELLABLE_STATES and j not in owner]
     if not active:
         return []
     subprocess.run(["scancel", *active], check=True, timeout=60)

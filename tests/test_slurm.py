@@ -410,7 +410,14 @@ def test_two_submissions_at_the_same_instant_give_one_set_of_jobs(slurm_cluster,
     assert all(r["job_ids"] == [r["job_id"]] for r in records), records
     # cancel finds every job ever submitted, also one whose run record was lost (from the submissions log)
     store.atomic_write_json(runs[1] / store.SLURM_JSON, {"history": []})
-    assert sorted(cancel(sweep_dir, runs)) == ids  # as ablations.cancel calls it: the experiment's runs
+    # a done run's job is on its way out (--wait returns once result.json is written, the job may still be in
+    # squeue for a moment): cancel leaves it alone and reports only what it cancelled
+    store.atomic_write_json(runs[0] / store.RESULT, {"final": {"top1": 50.0}, "epochs": 1})
+    store.append_jsonl(runs[0] / store.METRICS, {"epoch": 1})
+    assert store.run_state(runs[0]).state == store.DONE
+    assert cancel(sweep_dir, runs) == [j for j in ids if j != records[0]["job_id"]]  # the experiment's runs
+    (runs[0] / store.RESULT).unlink()  # not done after all: its job is cancelled like any other
+    assert cancel(sweep_dir, runs) == [records[0]["job_id"]]
 
 
 def test_an_sbatch_refusal_exits_2_and_leaves_nothing_behind(slurm_cluster, tmp_path, capsys):
