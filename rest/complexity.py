@@ -13,6 +13,8 @@ Two MAC counts, because the paper's figures and the true cost differ:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -32,13 +34,12 @@ def sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **
     return 2 * b * h * n * m * (d + dv)
 
 
-def onednn_linear_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
-    # CPU inference runs linears as oneDNN's fused linear (rest.rest.linear), which flop_counter does not know
-    n, k = weight_shape
-    rows = 1
-    for d in input_shape[:-1]:
-        rows *= d
-    return 2 * rows * k * n
+def onednn_linear_flop(input_shape, *args, out_shape=None, **kwargs) -> int:
+    # CPU inference runs linears as oneDNN's fused linear (rest.rest.linear), which flop_counter does not know.
+    # One formula serves both overloads (flop_counter keys formulas by op packet): the default one takes
+    # (input, weight, bias, ...), the residual-sum one (.binary) takes (input, other, weight, bias, attr); from
+    # the output's shape and the input's width the count needs neither.
+    return 2 * math.prod(out_shape) * input_shape[-1]
 
 
 CUSTOM_FLOPS = {aten._scaled_dot_product_flash_attention_for_cpu: sdpa_cpu_flop}

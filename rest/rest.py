@@ -21,9 +21,10 @@ Differences from the official code that do not change its function or its weight
   * attention without Conv-1/IN runs through ``F.scaled_dot_product_attention``;
   * token <-> map reshapes are views (a (B, N, C) tensor seen as (B, C, H, W) is channels-last), so the
     depth-wise convs never force a copy;
-  * in CPU inference (no autograd): linear layers run as oneDNN linears with the bias (and the MLP's GELU)
-    fused (see :func:`linear`), BatchNorms are folded into the convolution before them (see
-    :func:`conv_norm`), and large MLP inputs go through in row blocks (see :class:`Mlp`); each steps aside
+  * in CPU inference (no autograd): linear layers run as oneDNN linears with the bias (and the MLP's GELU,
+    or the block's residual sum) fused (see :func:`linear`, :meth:`Block.fused_residuals`), BatchNorms are
+    folded into the convolution before them (see :func:`conv_norm`), and large MLP inputs go through in row
+    blocks, LayerNorm included (see :class:`Mlp`); each steps aside
     for a hooked, replaced or subclassed module, so hooks, quantization and LoRA-style wrappers see the
     modules as they are.
 """
@@ -128,10 +129,29 @@ def unobserved(*modules: nn.Module) -> bool:
     return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
-def linear(fc: nn.Module, x: torch.Tensor, act: nn.Module | None = None) -> torch.Tensor:
-    """act(fc(x)) (act optional). In CPU inference, when fc is a plain nn.Linear and act (if any) a plain
-    nn.GELU, neither hooked, one oneDNN call with the bias and the GELU fused into the GEMM. Anything else (a
-    subclass, a quantized or LoRA-wrapped layer, another activation, a hook) is called as it is."""
+def passes_through(*modules: nn.Module) -> bool:
+    """Each module is, as called now, the identity: nn.Identity, or an nn.Dropout / timm DropPath in eval mode
+    or with probability 0. A fused kernel may then leave them out (an add after them may move before)."""
+    for m in modules:
+        if type(m) is nn.Identity:
+            continue
+        if type(m) is nn.Dropout and (not m.training or m.p == 0.0):
+            continue
+        if type(m) is DropPath and (not m.training or m.drop_prob == 0.0):
+            continue
+        return False
+    return True
+
+
+def linear(
+    fc: nn.Module, x: torch.Tensor, act: nn.Module | None = None, residual: torch.Tensor | None = None
+) -> torch.Tensor:
+    """act(fc(x)), or residual + fc(x) (act and residual optional, not both). In CPU inference, when fc is a
+    plain nn.Linear and act (if any) a plain nn.GELU, neither hooked, one oneDNN call with the bias and the
+    GELU, or the residual sum, fused into the GEMM (the same float operations in the same order: the result
+    is the plain one to the bit). Anything else (a subclass, a quantized or LoRA-wrapped layer, another
+    activation, a hook) is called as it is."""
+    assert act is None or residual is None, "linear() fuses an activation or a residual, not both"
     if (
         ONEDNN_LINEAR
         and type(fc) is nn.Linear
@@ -139,9 +159,13 @@ def linear(fc: nn.Module, x: torch.Tensor, act: nn.Module | None = None) -> torc
         and cpu_inference(x)
         and unobserved(fc, *([] if act is None else [act]))
     ):
+        if residual is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, fc.weight, fc.bias, "add")
         gelu = "none" if act is None else act.approximate
         return torch.ops.mkldnn._linear_pointwise(x, fc.weight, fc.bias, "none" if act is None else "gelu", [], gelu)
     x = fc(x)
+    if residual is not None:
+        return residual + x
     return x if act is None else act(x)
 
 
@@ -365,6 +389,15 @@ class EfficientAttention(nn.Module):
             self.transform_conv = nn.Conv2d(num_heads, num_heads, kernel_size=1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = self.attend(x, size)
+        if torch.jit.is_scripting():
+            return self.proj_drop(self.proj(x))
+        else:
+            return self.proj_drop(linear(self.proj, x))
+
+    def attend(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Everything before the output projection: the heads' outputs side by side, (B, N, C), for x's tokens
+        (B, N, C) laid out on a `size` grid."""
         B, N, C = x.shape
         h, d = self.num_heads, self.head_dim
         if torch.jit.is_scripting():
@@ -393,11 +426,7 @@ class EfficientAttention(nn.Module):
             if drop > 0.0:
                 attn = F.dropout(attn, p=drop)
             out = attn @ v
-        x = out.transpose(1, 2).reshape(B, N, C)
-        if torch.jit.is_scripting():
-            return self.proj_drop(self.proj(x))
-        else:
-            return self.proj_drop(linear(self.proj, x))
+        return out.transpose(1, 2).reshape(B, N, C)
 
     def mix_heads(self, attn: torch.Tensor) -> torch.Tensor:
         """Conv-1: a 1x1 conv over heads is a (h x h) matrix applied at every (n, m): one batched matmul."""
@@ -437,32 +466,44 @@ class Mlp(nn.Module):
             return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
         else:
             if self.chunk_elements > 0 and cpu_inference(x) and self.blockable():
-                rows = max(1, self.chunk_elements // self.fc1.out_features)
-                if x.numel() // x.shape[-1] > rows:
-                    return self.in_blocks(x, rows)
+                if x.numel() // x.shape[-1] > self.block_rows():
+                    return self.in_blocks(x)
             return self.rows(x)
 
     @torch.jit.unused
     def blockable(self) -> bool:
+        """Row blocks give what one pass gives: plain linears, nothing hooked, dropout off."""
         layers = (self.fc1, self.act, self.drop1, self.fc2, self.drop2)
         return (
             type(self.fc1) is nn.Linear
             and type(self.fc2) is nn.Linear
-            and not (self.training and (self.drop1.p > 0 or self.drop2.p > 0))
+            and passes_through(self.drop1, self.drop2)
             and unobserved(*layers)
         )
 
     @torch.jit.unused
-    def rows(self, x: torch.Tensor) -> torch.Tensor:
+    def block_rows(self) -> int:
+        return max(1, self.chunk_elements // self.fc1.out_features) if self.chunk_elements > 0 else 1 << 62
+
+    @torch.jit.unused
+    def rows(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """self(x), or residual + self(x) (only where drop2 passes through: the sum is fused into fc2)."""
         x = linear(self.fc1, x, self.act) if type(self.act) is nn.GELU else self.act(linear(self.fc1, x))
+        if residual is not None:
+            return linear(self.fc2, self.drop1(x), residual=residual)
         return self.drop2(linear(self.fc2, self.drop1(x)))
 
     @torch.jit.unused
-    def in_blocks(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+    def in_blocks(self, x: torch.Tensor, norm: nn.Module | None = None, residual: bool = False) -> torch.Tensor:
+        """self(x) over row blocks of block_rows(); with `norm` self(norm(x)), with `residual` x + that (a
+        Block's MLP half: each block's LayerNorm, MLP and sum while its rows are in cache). Rows are
+        independent, so the result is that of one pass."""
         flat = x.reshape(-1, x.shape[-1])
         out = flat.new_empty(flat.shape[0], self.fc2.out_features)
+        rows = self.block_rows()
         for start in range(0, flat.shape[0], rows):
-            out[start : start + rows] = self.rows(flat[start : start + rows])
+            block = flat[start : start + rows]
+            out[start : start + rows] = self.rows(block if norm is None else norm(block), block if residual else None)
         return out.view(x.shape[:-1] + (-1,))
 
 
@@ -493,8 +534,29 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if not torch.jit.is_scripting() and self.fused_residuals(x):
+            x = linear(self.attn.proj, self.attn.attend(self.norm1(x), size), residual=x)
+            return self.mlp.in_blocks(x, self.norm2, residual=True)
         x = x + self.drop_path(self.attn(self.norm1(x), size))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    @torch.jit.unused
+    def fused_residuals(self, x: torch.Tensor) -> bool:
+        """CPU inference through the block as built (the modules torch's and this file's own, unhooked, dropout
+        and drop-path off): each residual sum then happens inside the GEMM before it (attention's projection,
+        the MLP's fc2: no pass of its own over the tokens), and the MLP half (LayerNorm, MLP, sum) runs in row
+        blocks that stay in cache. The sums are the same float additions, so the output is the unfused
+        inference path's to the bit."""
+        return (
+            ONEDNN_LINEAR
+            and cpu_inference(x)
+            and type(self.attn) is EfficientAttention
+            and type(self.mlp) is Mlp
+            and type(self.norm2) is nn.LayerNorm
+            and passes_through(self.drop_path, self.attn.proj_drop)
+            and self.mlp.blockable()
+            and unobserved(self.attn, self.attn.proj_drop, self.drop_path, self.norm2, self.mlp)
+        )
 
 
 class Stage(nn.Sequential):

@@ -293,7 +293,7 @@ def test_mlp_in_row_blocks_gives_the_one_pass_result_and_steps_aside_for_hooks(m
     tokens = torch.randn(2, 37, 16)  # 74 rows: blocks of 8 rows leave a partial last block
     block_rows = []
     real_rows = mlp.rows
-    monkeypatch.setattr(mlp, "rows", lambda x: block_rows.append(x.shape[0]) or real_rows(x))
+    monkeypatch.setattr(mlp, "rows", lambda x, *more: block_rows.append(x.shape[0]) or real_rows(x, *more))
     with torch.inference_mode():
         mlp.chunk_elements = 0
         whole = mlp(tokens)
@@ -360,6 +360,72 @@ def test_inference_kernels_step_aside_for_hooks_replaced_modules_and_transforms(
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_block_sums_residuals_inside_the_gemms_and_steps_aside_for_hooks_drop_path_and_subclasses(monkeypatch):
+    """In CPU inference a Block sums each residual inside the GEMM before it (attention's projection, the MLP's
+    fc2) and runs its MLP half (LayerNorm, MLP, sum) in row blocks: the same float operations in the same
+    order, so the output is that of the unfused inference path to the bit. A hook on the attention or the
+    LayerNorm sees the plain module call (attention without the residual, LayerNorm on the whole tensor once),
+    active drop-path keeps its masks, and a subclassed attention runs its own forward."""
+    torch.manual_seed(0)
+    model = small_model("rest_lite", num_classes=5).eval()
+    block = model.stage2[0]
+    dim = block.norm1.normalized_shape[0]
+    tokens, size = torch.randn(2, 64, dim), (8, 8)
+    block.mlp.chunk_elements = 16 * block.mlp.fc1.out_features  # 128 rows: 8 blocks of 16
+    blocks = []
+    real_rows = block.mlp.rows
+    monkeypatch.setattr(block.mlp, "rows", lambda x, *more: blocks.append(x.shape[0]) or real_rows(x, *more))
+    with torch.inference_mode():
+        assert block.fused_residuals(tokens)
+        fused = block(tokens, size)
+        assert blocks == [16] * 8
+        with monkeypatch.context() as patch:
+            patch.setattr(rest.rest.Block, "fused_residuals", lambda self, x: False)
+            unfused = block(tokens, size)
+    assert torch.equal(fused, unfused)
+    torch.testing.assert_close(fused, plain_forward(block, tokens, size), rtol=1e-5, atol=1e-5)
+
+    seen = []
+    hook = block.attn.register_forward_hook(lambda m, args, out: seen.append(out.clone()))
+    with torch.inference_mode():
+        assert not block.fused_residuals(tokens)
+        assert torch.equal(block(tokens, size), unfused)
+        hook.remove()
+        attention = block.attn(block.norm1(tokens), size)
+    assert len(seen) == 1 and torch.equal(seen[0], attention)  # attention's own output, no residual in it
+    shapes = []
+    hook = block.norm2.register_forward_hook(lambda m, args, out: shapes.append(tuple(out.shape)))
+    with torch.inference_mode():
+        assert torch.equal(block(tokens, size), unfused)
+    hook.remove()
+    assert shapes == [(2, 64, dim)]
+
+    dropping = small_model("rest_lite", num_classes=5, drop_path_rate=0.5).train()
+    block = dropping.stage2[0]
+    with torch.no_grad():
+        assert not block.fused_residuals(tokens)  # drop-path is on: the sums stay after it
+        torch.manual_seed(1)
+        dropped = block(tokens, size)
+    torch.manual_seed(1)
+    torch.testing.assert_close(dropped, plain_forward(block, tokens, size), rtol=1e-5, atol=1e-5)
+    block.eval()
+    with torch.no_grad():
+        assert block.fused_residuals(tokens)  # DropPath in eval mode is the identity
+
+    class DoubledAttention(rest.rest.EfficientAttention):
+        def forward(self, x, size):
+            return 2 * super().forward(x, size)
+
+    block = model.stage2[0]
+    doubled = DoubledAttention(dim, block.attn.num_heads, sr_ratio=4).eval()
+    doubled.load_state_dict(block.attn.state_dict())
+    block.attn = doubled
+    with torch.inference_mode():
+        assert not block.fused_residuals(tokens)
+        got = block(tokens, size)
+    torch.testing.assert_close(got, plain_forward(block, tokens, size), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("act", [torch.nn.GELU, functools.partial(torch.nn.GELU, approximate="tanh"), torch.nn.ReLU],
                          ids=["gelu", "gelu-tanh", "relu"])
 def test_mlp_inference_path_keeps_its_activation(act):
@@ -379,6 +445,24 @@ def test_macs_match_official_code(variant):
     assert counts["params"] == OFFICIAL_PARAMS[variant]
     assert counts["macs_paper"] / 1e9 == pytest.approx(paper, rel=0.005)
     assert counts["macs_total"] / 1e9 == pytest.approx(total, rel=0.005)
+
+
+@pytest.mark.skipif(not rest.rest.ONEDNN_LINEAR, reason="this torch build has no oneDNN linear")
+def test_flop_formula_counts_both_onednn_linear_overloads():
+    """complexity()'s formula for the inference path's oneDNN linear (plain, and with the residual sum fused):
+    the MACs of the GEMM, whichever overload runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from rest.complexity import CUSTOM_FLOPS
+
+    x, weight, bias = torch.randn(2, 7, 16), torch.randn(24, 16), torch.randn(24)
+    residual = torch.randn(2, 7, 24)
+    for call in (lambda: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""),
+                 lambda: torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")):
+        counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOPS)
+        with torch.inference_mode(), counter:
+            call()
+        assert counter.get_total_flops() == 2 * 14 * 16 * 24
 
 
 def test_macs_of_plain_msa_include_full_attention():
