@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# GPU check for the ResT model and harness (issue 9, point 11), about 6-7 minutes on one GPU (an H100 took 375 s):
-#   1. the interleaved throughput table against rest/reference.py (python -m rest.benchmark --versus-reference)
-#      on CUDA: fp32, AMP (float16 autocast), AMP + channels_last, AMP at batch 256, AMP + torch.compile,
-#      AMP training step; MSA vs EMSA at 224/320/448 px with peak memory;
-#   2. the CUDA-only tests (fp32 equivalence with TF32 off, AMP training step, NCCL process group with one GPU);
-#   3. the harness end to end on CUDA: the main job (sweeps/pe.yaml, quick recipe, seed 0) with AMP and
-#      channels_last, then its table; each result.json must name the CUDA device.
+# GPU check for the ResT model and harness (issue 9, point 11), at most GPU_CHECK_SECONDS (default 290 s) on
+# one GPU, in this order (what the time does not cover is reported as skipped):
+#   1. the CUDA-only tests (fp32 equivalence with TF32 off, AMP training step, NCCL process group with one GPU);
+#   2. the harness end to end on CUDA: the main job (sweeps/pe.yaml, quick recipe, seed 0) with AMP and
+#      channels_last, then its table; each result.json must name the CUDA device;
+#   3. the interleaved throughput tables against rest/reference.py (python -m rest.benchmark
+#      --versus-reference) on CUDA: fp32, AMP (float16 autocast), AMP training step, MSA vs EMSA at
+#      224/320/448 px with peak memory, AMP at batch 256, AMP + channels_last, AMP + torch.compile.
 # Without a GPU it says so and exits 0, measuring nothing. Output also goes to $GPU_CHECK_OUT (default
 # gpu_check_out/): one CSV per table and log.txt; copy the card and the numbers into BENCHMARKS.md.
 #
@@ -40,30 +41,29 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 "$PY" -c 'import torch, timm; print("torch", torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__,
 "device", torch.cuda.get_device_name())'
 
-bench() {  # seconds allowed, name, then rest.benchmark arguments (all tables: at most 6 min)
-    local limit=$1 name=$2; shift 2
-    echo "== $name: python -m rest.benchmark $*"
-    timeout "$limit" "$PY" -m rest.benchmark --device cuda --rounds 7 --warmup 5 "$@" --csv "$OUT/$name.csv" \
-        || echo "gpu_check: $name did not finish (exit $?)"
-    echo "($SECONDS s since the start)"
+# The whole check is bounded: each section gets what it needs or what is left of GPU_CHECK_SECONDS (default
+# 290 s, under 5 minutes), correctness first: a table that the time does not cover is reported as skipped.
+DEADLINE=${GPU_CHECK_SECONDS:-290}
+allowed() {  # seconds a section may take: its own limit, or what is left (0: nothing left)
+    local want=$1 left=$((DEADLINE - SECONDS - 5))
+    if (( left < 10 )); then echo 0; elif (( left < want )); then echo "$left"; else echo "$want"; fi
 }
 
 status=0
-bench 40 infer_fp32 --versus-reference --iters 10
-bench 40 infer_amp --versus-reference --iters 10 --amp
-bench 40 infer_amp_channels_last --versus-reference --iters 10 --amp --channels-last
-bench 40 infer_amp_b256 --versus-reference --iters 5 --amp --batch-size 256
-bench 90 infer_amp_compile --versus-reference rest_lite --iters 10 --amp --compile
-bench 80 train_amp --versus-reference --train --iters 5 --amp
-bench 30 scaling_fp32 --scaling --batch-size 32 --iters 5
-
 echo "== CUDA-only tests"
-"$PY" -m pytest -q -rs -p no:cacheprovider tests/test_model.py -k cuda || status=1
+limit=$(allowed 90)
+if (( limit == 0 )); then
+    echo "gpu_check: no time left for the CUDA-only tests (GPU_CHECK_SECONDS=${DEADLINE})"; status=1
+else
+    timeout "$limit" "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_model.py -k cuda || status=1
+fi
+echo "($SECONDS s since the start)"
 
 echo "== the main job on CUDA (sweeps/pe.yaml, quick recipe, seed 0)"
 E2E=$(mktemp -d)
-if timeout 150 "$PY" -m ablations.run sweeps/pe.yaml --seeds 0 --results-root "$E2E" --executor local \
-        --no-progress --logger none; then
+limit=$(allowed 120)
+if (( limit > 0 )) && timeout "$limit" "$PY" -m ablations.run sweeps/pe.yaml --seeds 0 --results-root "$E2E" \
+        --executor local --no-progress --logger none; then
     "$PY" -m analysis.tables sweeps/pe.yaml --seeds 0 --results-root "$E2E" || status=1
     "$PY" - "$E2E" <<'PY' || status=1
 import json, sys
@@ -77,7 +77,29 @@ for path in results:
     assert result["device"].startswith("cuda"), f"{path}: trained on {result['device']}, not CUDA"
 PY
 else
-    echo "gpu_check: the main job did not finish on CUDA (exit $?)"; status=1
+    echo "gpu_check: the main job did not finish on CUDA within ${limit} s (exit $?)"; status=1
 fi
 rm -rf "$E2E"
+echo "($SECONDS s since the start)"
+
+bench() {  # seconds wanted, name, then rest.benchmark arguments
+    local limit name=$2
+    limit=$(allowed "$1"); shift 2
+    if (( limit == 0 )); then
+        echo "== $name: skipped, the check's ${DEADLINE} s are spent"; return
+    fi
+    echo "== $name: python -m rest.benchmark $*"
+    timeout "$limit" "$PY" -m rest.benchmark --device cuda --rounds 7 --warmup 3 "$@" --csv "$OUT/$name.csv" \
+        || echo "gpu_check: $name did not finish within ${limit} s (exit $?)"
+    echo "($SECONDS s since the start)"
+}
+
+bench 40 infer_fp32 --versus-reference --iters 10
+bench 40 infer_amp --versus-reference --iters 10 --amp
+bench 60 train_amp --versus-reference --train --iters 5 --amp
+bench 30 scaling_fp32 --scaling --batch-size 32 --iters 5
+bench 30 infer_amp_b256 --versus-reference --iters 3 --amp --batch-size 256
+bench 35 infer_amp_channels_last --versus-reference --iters 5 --amp --channels-last
+bench 60 infer_amp_compile --versus-reference rest_lite --iters 10 --amp --compile
+echo "gpu_check: done in $SECONDS s (bound: ${DEADLINE} s)"
 exit $status
