@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # GPU check for the ResT model and harness (issue 9, point 11), at most GPU_CHECK_SECONDS (default 290 s) on
-# one GPU, in this order (what the time does not cover is reported as skipped):
+# one GPU, in this order (what the time does not cover is reported as skipped; raise the bound to get all):
 #   1. the CUDA-only tests (fp32 equivalence with TF32 off, AMP training step, NCCL process group with one GPU);
-#   2. the harness end to end on CUDA: the main job (sweeps/pe.yaml, quick recipe, seed 0) with AMP and
+#   2. the interleaved throughput tables against rest/reference.py (python -m rest.benchmark
+#      --versus-reference) on CUDA: fp32, AMP (float16 autocast), AMP + channels_last, AMP + torch.compile,
+#      AMP training step;
+#   3. the harness end to end on CUDA: the main job (sweeps/pe.yaml, quick recipe, seed 0) with AMP and
 #      channels_last, then its table; each result.json must name the CUDA device;
-#   3. the interleaved throughput tables against rest/reference.py (python -m rest.benchmark
-#      --versus-reference) on CUDA: fp32, AMP (float16 autocast), AMP training step, MSA vs EMSA at
-#      224/320/448 px with peak memory, AMP at batch 256, AMP + channels_last, AMP + torch.compile.
+#   4. MSA vs EMSA at 224/320/448 px with peak memory, AMP at batch 256.
 # Without a GPU it says so and exits 0, measuring nothing. Output also goes to $GPU_CHECK_OUT (default
 # gpu_check_out/): one CSV per table and log.txt; copy the card and the numbers into BENCHMARKS.md.
 #
@@ -23,23 +24,28 @@ if ! { command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '
     echo "gpu_check: no GPU on this machine (nvidia-smi lists none): no numbers measured, no CUDA tests run."
     exit 0
 fi
-if ! "$PY" -c 'import torch, timm' 2>/dev/null; then
-    echo "gpu_check: there is a GPU, but $PY cannot import torch and timm; set PYTHON to the project's interpreter" >&2
-    exit 1
-fi
-if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-    echo "gpu_check: nvidia-smi lists a GPU but torch.cuda.is_available() is False (a CPU-only torch build?)" >&2
-    exit 1
-fi
-
 OUT=${GPU_CHECK_OUT:-gpu_check_out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
 
 echo "== card"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-"$PY" -c 'import torch, timm; print("torch", torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__,
-"device", torch.cuda.get_device_name())'
+# one interpreter start for all three questions (each start of torch costs seconds of the bounded time)
+set +e
+"$PY" -c '
+import sys
+try:
+    import timm, torch
+except ImportError as error:
+    sys.exit(f"gpu_check: there is a GPU, but {sys.executable} cannot import torch and timm ({error}); "
+             "set PYTHON to the project interpreter")
+if not torch.cuda.is_available():
+    sys.exit("gpu_check: nvidia-smi lists a GPU but torch.cuda.is_available() is False (a CPU-only torch build?)")
+print("torch", torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__, "device",
+      torch.cuda.get_device_name())'
+ready=$?
+set -e
+(( ready == 0 )) || exit 1
 
 # The whole check is bounded: each section gets what it needs or what is left of GPU_CHECK_SECONDS (default
 # 290 s, under 5 minutes), correctness first: a table that the time does not cover is reported as skipped.
@@ -59,10 +65,29 @@ else
 fi
 echo "($SECONDS s since the start)"
 
-echo "== the main job on CUDA (sweeps/pe.yaml, quick recipe, seed 0)"
+bench() {  # seconds wanted, name, then rest.benchmark arguments
+    local limit name=$2
+    limit=$(allowed "$1"); shift 2
+    if (( limit == 0 )); then
+        echo "== $name: skipped, the check's ${DEADLINE} s are spent"; return
+    fi
+    echo "== $name: python -m rest.benchmark $*"
+    timeout "$limit" "$PY" -m rest.benchmark --device cuda --rounds 7 --warmup 3 "$@" --csv "$OUT/$name.csv" \
+        || echo "gpu_check: $name did not finish within ${limit} s (exit $?)"
+    echo "($SECONDS s since the start)"
+}
+
+bench 40 infer_fp32 --versus-reference --iters 10
+bench 40 infer_amp --versus-reference --iters 10 --amp
+bench 35 infer_amp_channels_last --versus-reference --iters 5 --amp --channels-last
+bench 60 infer_amp_compile --versus-reference rest_lite --iters 10 --amp --compile
+bench 60 train_amp --versus-reference --train --iters 5 --amp
+
 E2E=$(mktemp -d)
 limit=$(allowed 120)
-if (( limit > 0 )) && timeout "$limit" "$PY" -m ablations.run sweeps/pe.yaml --seeds 0 --results-root "$E2E" \
+if (( limit == 0 )); then
+    echo "== the main job on CUDA: skipped, the check's ${DEADLINE} s are spent"
+elif echo "== the main job on CUDA (sweeps/pe.yaml, quick recipe, seed 0)" && timeout "$limit" "$PY" -m ablations.run sweeps/pe.yaml --seeds 0 --results-root "$E2E" \
         --executor local --no-progress --logger none; then
     "$PY" -m analysis.tables sweeps/pe.yaml --seeds 0 --results-root "$E2E" || status=1
     "$PY" - "$E2E" <<'PY' || status=1
@@ -82,24 +107,7 @@ fi
 rm -rf "$E2E"
 echo "($SECONDS s since the start)"
 
-bench() {  # seconds wanted, name, then rest.benchmark arguments
-    local limit name=$2
-    limit=$(allowed "$1"); shift 2
-    if (( limit == 0 )); then
-        echo "== $name: skipped, the check's ${DEADLINE} s are spent"; return
-    fi
-    echo "== $name: python -m rest.benchmark $*"
-    timeout "$limit" "$PY" -m rest.benchmark --device cuda --rounds 7 --warmup 3 "$@" --csv "$OUT/$name.csv" \
-        || echo "gpu_check: $name did not finish within ${limit} s (exit $?)"
-    echo "($SECONDS s since the start)"
-}
-
-bench 40 infer_fp32 --versus-reference --iters 10
-bench 40 infer_amp --versus-reference --iters 10 --amp
-bench 60 train_amp --versus-reference --train --iters 5 --amp
 bench 30 scaling_fp32 --scaling --batch-size 32 --iters 5
 bench 30 infer_amp_b256 --versus-reference --iters 3 --amp --batch-size 256
-bench 35 infer_amp_channels_last --versus-reference --iters 5 --amp --channels-last
-bench 60 infer_amp_compile --versus-reference rest_lite --iters 10 --amp --compile
 echo "gpu_check: done in $SECONDS s (bound: ${DEADLINE} s)"
 exit $status
