@@ -104,11 +104,12 @@ ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldn
 
 
 def cpu_inference(x: torch.Tensor) -> bool:
-    """Eager fp32 CPU inference (no autograd, forward-mode AD, functorch transform, autocast, compiler or
-    tracer): where the inference kernels apply. Tracers (torch.jit.trace, the TorchScript-based ONNX export)
-    and transforms see the plain ops, which they know."""
+    """Eager fp32 CPU inference on a plain tensor (no autograd, forward-mode AD, functorch transform, autocast,
+    compiler, tracer, fake or subclass tensor): where the inference kernels apply. Tracers (torch.jit.trace,
+    the TorchScript-based ONNX export), transforms and shape propagation with fake tensors see the plain ops,
+    which they know."""
     return (
-        not isinstance(x, torch.fx.Proxy)
+        type(x) is torch.Tensor  # not a Proxy, FakeTensor, functional or other subclass tensor
         and not torch.is_grad_enabled()
         and not torch.jit.is_tracing()
         and x.device.type == "cpu"
@@ -129,15 +130,31 @@ def unobserved(*modules: nn.Module) -> bool:
     return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
+# Each class whose calls an inference kernel may replace, with its forward as this file found it. A kernel
+# computes a module's function itself only when the module is of exactly such a class with that forward: a
+# subclass, a forward replaced on the instance or on the class (attention visualisation, injection
+# libraries), or a wrapper is called as it is. This file's own classes are added after their definitions.
+BUILT_FORWARDS: dict[type, Callable] = {
+    cls: cls.forward
+    for cls in (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.LayerNorm, nn.GELU, nn.Dropout, nn.Identity, DropPath)
+}
+
+
+def as_built(module: nn.Module, cls: type) -> bool:
+    """`module` is a `cls` as built: exactly that class, its forward the one the class had when this file was
+    imported, none set on the instance."""
+    return type(module) is cls and "forward" not in module.__dict__ and cls.forward is BUILT_FORWARDS.get(cls)
+
+
 def passes_through(*modules: nn.Module) -> bool:
     """Each module is, as called now, the identity: nn.Identity, or an nn.Dropout / timm DropPath in eval mode
     or with probability 0. A fused kernel may then leave them out (an add after them may move before)."""
     for m in modules:
-        if type(m) is nn.Identity:
+        if as_built(m, nn.Identity):
             continue
-        if type(m) is nn.Dropout and (not m.training or m.p == 0.0):
+        if as_built(m, nn.Dropout) and (not m.training or m.p == 0.0):
             continue
-        if type(m) is DropPath and (not m.training or m.drop_prob == 0.0):
+        if as_built(m, DropPath) and (not m.training or m.drop_prob == 0.0):
             continue
         return False
     return True
@@ -154,8 +171,8 @@ def linear(
     assert act is None or residual is None, "linear() fuses an activation or a residual, not both"
     if (
         ONEDNN_LINEAR
-        and type(fc) is nn.Linear
-        and (act is None or type(act) is nn.GELU)
+        and as_built(fc, nn.Linear)
+        and (act is None or as_built(act, nn.GELU))
         and cpu_inference(x)
         and unobserved(fc, *([] if act is None else [act]))
     ):
@@ -175,8 +192,8 @@ def conv_norm(x: torch.Tensor, conv: nn.Module, norm: nn.Module) -> torch.Tensor
     torch.fx.experimental.optimization.fuse does once; here per call, from the current statistics, so the
     state dict stays the official one): saves a pass over the map."""
     if (
-        type(conv) is nn.Conv2d
-        and type(norm) is nn.BatchNorm2d
+        as_built(conv, nn.Conv2d)
+        and as_built(norm, nn.BatchNorm2d)
         and not norm.training
         and norm.running_var is not None
         and norm.running_mean is not None
@@ -475,20 +492,20 @@ class Mlp(nn.Module):
         """Row blocks give what one pass gives: plain linears, nothing hooked, dropout off."""
         layers = (self.fc1, self.act, self.drop1, self.fc2, self.drop2)
         return (
-            type(self.fc1) is nn.Linear
-            and type(self.fc2) is nn.Linear
+            as_built(self.fc1, nn.Linear)
+            and as_built(self.fc2, nn.Linear)
             and passes_through(self.drop1, self.drop2)
             and unobserved(*layers)
         )
 
     @torch.jit.unused
     def block_rows(self) -> int:
-        return max(1, self.chunk_elements // self.fc1.out_features) if self.chunk_elements > 0 else 1 << 62
+        return max(1, int(self.chunk_elements) // self.fc1.out_features) if self.chunk_elements > 0 else 1 << 62
 
     @torch.jit.unused
     def rows(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """self(x), or residual + self(x) (only where drop2 passes through: the sum is fused into fc2)."""
-        x = linear(self.fc1, x, self.act) if type(self.act) is nn.GELU else self.act(linear(self.fc1, x))
+        x = linear(self.fc1, x, self.act) if as_built(self.act, nn.GELU) else self.act(linear(self.fc1, x))
         if residual is not None:
             return linear(self.fc2, self.drop1(x), residual=residual)
         return self.drop2(linear(self.fc2, self.drop1(x)))
@@ -505,6 +522,9 @@ class Mlp(nn.Module):
             block = flat[start : start + rows]
             out[start : start + rows] = self.rows(block if norm is None else norm(block), block if residual else None)
         return out.view(x.shape[:-1] + (-1,))
+
+
+BUILT_FORWARDS.update({cls: cls.forward for cls in (EfficientAttention, Mlp)})
 
 
 class Block(nn.Module):
@@ -550,9 +570,10 @@ class Block(nn.Module):
         return (
             ONEDNN_LINEAR
             and cpu_inference(x)
-            and type(self.attn) is EfficientAttention
-            and type(self.mlp) is Mlp
-            and type(self.norm2) is nn.LayerNorm
+            and as_built(self.attn, EfficientAttention)
+            and as_built(self.mlp, Mlp)
+            and as_built(self.norm2, nn.LayerNorm)
+            and len(self.norm2.normalized_shape) == 1  # row-wise: row blocks give one pass's result
             and passes_through(self.drop_path, self.attn.proj_drop)
             and self.mlp.blockable()
             and unobserved(self.attn, self.attn.proj_drop, self.drop_path, self.norm2, self.mlp)

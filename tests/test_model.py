@@ -447,6 +447,49 @@ def test_macs_match_official_code(variant):
     assert counts["macs_total"] / 1e9 == pytest.approx(total, rel=0.005)
 
 
+def test_inference_kernels_step_aside_for_replaced_forwards_fake_tensors_and_odd_norms(monkeypatch):
+    """A forward replaced on an instance or on a class (as attention-visualisation tools do) is called, not
+    bypassed by a kernel; fake tensors (shape propagation) see ops with meta kernels; a LayerNorm over more
+    than the channels and a float chunk size leave the block on a path that works."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch.manual_seed(0)
+    model = small_model("rest_lite", num_classes=5).eval()
+    block = model.stage2[0]
+    tokens, size = torch.randn(2, 60, block.norm1.normalized_shape[0]), (6, 10)
+
+    def silenced(forward):
+        return lambda *args: 0 * forward(*args)
+
+    for module in (block.attn, block.mlp, block.attn.proj, block.mlp.fc2, block.attn.proj_drop):
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "forward", silenced(module.forward))  # on the instance
+            with torch.inference_mode():
+                got = block(tokens, size)
+            torch.testing.assert_close(got, plain_forward(block, tokens, size), rtol=1e-5, atol=1e-5)
+    for cls in (rest.rest.EfficientAttention, rest.rest.Mlp, torch.nn.Linear, torch.nn.LayerNorm):
+        with monkeypatch.context() as patch:
+            patch.setattr(cls, "forward", silenced(cls.forward))  # on the class
+            with torch.inference_mode():
+                got = block(tokens, size)
+            torch.testing.assert_close(got, plain_forward(block, tokens, size), rtol=1e-5, atol=1e-5)
+
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+        assert model(torch.empty(2, 3, 64, 64)).shape == (2, 5)
+
+    wide = copy.deepcopy(block)
+    wide.norm2 = torch.nn.LayerNorm(list(tokens.shape[1:]))  # over tokens and channels: not row-wise
+    wide.mlp.chunk_elements = 1e5  # a float, as a config file may give it
+    with torch.inference_mode():
+        assert not wide.fused_residuals(tokens)
+        got = wide(tokens, size)
+    torch.testing.assert_close(got, plain_forward(wide, tokens, size), rtol=1e-5, atol=1e-5)
+    wide.norm2 = copy.deepcopy(block.norm2)
+    with torch.inference_mode():
+        assert wide.fused_residuals(tokens)
+        torch.testing.assert_close(wide(tokens, size), block(tokens, size), rtol=0, atol=0)
+
+
 @pytest.mark.skipif(not rest.rest.ONEDNN_LINEAR, reason="this torch build has no oneDNN linear")
 def test_flop_formula_counts_both_onednn_linear_overloads():
     """complexity()'s formula for the inference path's oneDNN linear (plain, and with the residual sum fused):
