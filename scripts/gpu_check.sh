@@ -102,7 +102,13 @@ for path in results:
     assert result["device"].startswith("cuda"), f"{path}: trained on {result['device']}, not CUDA"
 PY
 else
-    echo "gpu_check: the main job did not finish on CUDA within ${limit} s (exit $?)"; status=1
+    code=$?
+    if (( code == 124 && limit < 120 )); then  # cut by the check's bound, not by its own limit
+        echo "gpu_check: the main job was stopped by the check's ${DEADLINE} s bound after ${limit} s;" \
+             "not verified: rerun with a larger GPU_CHECK_SECONDS"
+    else
+        echo "gpu_check: the main job failed on CUDA (exit $code, limit ${limit} s)"; status=1
+    fi
 fi
 rm -rf "$E2E"
 echo "($SECONDS s since the start)"
