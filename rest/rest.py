@@ -165,9 +165,10 @@ def linear(
 ) -> torch.Tensor:
     """act(fc(x)), or residual + fc(x) (act and residual optional, not both). In CPU inference, when fc is a
     plain nn.Linear and act (if any) a plain nn.GELU, neither hooked, one oneDNN call with the bias and the
-    GELU, or the residual sum, fused into the GEMM (the same float operations in the same order: the result
-    is the plain one to the bit). Anything else (a subclass, a quantized or LoRA-wrapped layer, another
-    activation, a hook) is called as it is."""
+    GELU, or the residual sum, fused into the GEMM (the sum is the same float addition as one after the call,
+    so it adds no rounding of its own; oneDNN's GEMM and GELU round differently from MKL's and torch's by
+    ~1e-7). Anything else (a subclass, a quantized or LoRA-wrapped layer, another activation, a hook) is
+    called as it is."""
     assert act is None or residual is None, "linear() fuses an activation or a residual, not both"
     if (
         ONEDNN_LINEAR
