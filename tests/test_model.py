@@ -287,13 +287,18 @@ def test_inference_path_is_as_accurate_as_the_autograd_path(stem):
     torch.testing.assert_close(fast, slow, rtol=1e-3, atol=1e-3)
 
 
+def record_block_rows(monkeypatch, mlp) -> list[int]:
+    """The row count of each pass `mlp` makes through its layers (Mlp.rows), appended as they happen."""
+    rows, real_rows = [], mlp.rows
+    monkeypatch.setattr(mlp, "rows", lambda x, *more: rows.append(x.shape[0]) or real_rows(x, *more))
+    return rows
+
+
 def test_mlp_in_row_blocks_gives_the_one_pass_result_and_steps_aside_for_hooks(monkeypatch):
     torch.manual_seed(0)
     mlp = rest.rest.Mlp(16, 64).eval()
     tokens = torch.randn(2, 37, 16)  # 74 rows: blocks of 8 rows leave a partial last block
-    block_rows = []
-    real_rows = mlp.rows
-    monkeypatch.setattr(mlp, "rows", lambda x, *more: block_rows.append(x.shape[0]) or real_rows(x, *more))
+    block_rows = record_block_rows(monkeypatch, mlp)
     with torch.inference_mode():
         mlp.chunk_elements = 0
         whole = mlp(tokens)
@@ -372,9 +377,7 @@ def test_block_sums_residuals_inside_the_gemms_and_steps_aside_for_hooks_drop_pa
     dim = block.norm1.normalized_shape[0]
     tokens, size = torch.randn(2, 64, dim), (8, 8)
     block.mlp.chunk_elements = 16 * block.mlp.fc1.out_features  # 128 rows: 8 blocks of 16
-    blocks = []
-    real_rows = block.mlp.rows
-    monkeypatch.setattr(block.mlp, "rows", lambda x, *more: blocks.append(x.shape[0]) or real_rows(x, *more))
+    blocks = record_block_rows(monkeypatch, block.mlp)
     with torch.inference_mode():
         assert block.fused_residuals(tokens)
         fused = block(tokens, size)
