@@ -9,6 +9,7 @@
     python -m rest.benchmark --versus-reference                # every size against rest/reference.py,
     python -m rest.benchmark --versus-reference --train        #   interleaved, + GEMM peak (BENCHMARKS.md)
     python -m rest.benchmark --scaling                         # MSA vs EMSA at 224/320/448 px, interleaved
+    python -m rest.benchmark --kernel-bound                    # the most any exact rewrite can gain in training
 
 A model spec is a registered name, optionally followed by ``:knob=value,...``. Inference runs in eval
 mode under ``torch.inference_mode``; training runs forward, backward and an SGD step. Each timing is
@@ -23,6 +24,12 @@ machine's GEMM peak (fp32; fp16 under --amp) measured by the same script. Infere
 ``--train``: forward + backward + AdamW at 64 px, batch 64 (override with ``--img-size`` / ``--batch-size``).
 ``--scaling`` does the same for plain MSA against EMSA (ResT-Lite) at ``--sizes`` (default 224 320 448),
 with peak memory.
+
+``--kernel-bound`` profiles the official code's training step (the ``--versus-reference --train`` step: 64
+px, batch 64, AdamW) and splits its time into the kernels any implementation of the same arithmetic runs
+unchanged (the linears' GEMMs forward and backward, the AdamW update, the convolutions and GELU) and the
+rest. Whole step / shared kernels is the ceiling (Amdahl) on the speed-up of a rewrite that keeps those
+kernels, reported for GEMMs + AdamW alone and with the convolutions and GELU too.
 """
 from __future__ import annotations
 
@@ -227,6 +234,45 @@ def train_step(model: nn.Module, x: torch.Tensor, amp, device: torch.device) -> 
     return step
 
 
+# Operators whose self time a rewrite of the model keeps when it keeps the arithmetic (the same kernels on the
+# same shapes): the linears' GEMMs, then the convolutions and GELU. The AdamW update is counted whole.
+GEMM_OPS = frozenset({"aten::mm", "aten::addmm"})
+CONV_GELU_OPS = frozenset({"aten::mkldnn_convolution", "aten::convolution_backward", "aten::gelu",
+                           "aten::gelu_backward", "aten::cudnn_convolution", "aten::_convolution"})
+
+
+def kernel_bound(args: argparse.Namespace) -> list[dict]:
+    """The official training step's time in shared kernels, and the speed-up ceiling that leaves (see above)."""
+    device = torch.device(args.device)
+    amp = autocast(args, device)
+    rows = []
+    for name in args.models or list(rest.VARIANTS):
+        torch.manual_seed(0)
+        with device:
+            model = OfficialResT(**rest.VARIANTS[name])
+        x = torch.randn(args.batch_size, 3, *args.img_size, device=device)
+        step = train_step(model, x, amp, device)
+        for _ in range(max(1, args.warmup)):
+            step()
+        with torch.profiler.profile() as prof:
+            for _ in range(args.iters):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+        conv_gelu = sum(e.self_cpu_time_total for e in events if e.key in CONV_GELU_OPS)
+        adamw = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#AdamW"))
+        row = {"model": name, "img_size": "x".join(map(str, args.img_size)), "batch": args.batch_size,
+               "iters": args.iters, "step_ms": total / 1e3 / args.iters, "gemm_frac": gemm / total,
+               "adamw_frac": adamw / total, "conv_gelu_frac": conv_gelu / total,
+               "bound_gemm_adamw": total / (gemm + adamw), "bound_all_shared": total / (gemm + adamw + conv_gelu)}
+        rows.append(row)
+        print(format_table([row]), file=sys.stderr, flush=True)
+    return rows
+
+
 def autocast(args: argparse.Namespace, device: torch.device):
     """float16 autocast with --amp on CUDA (on CPU --amp is ignored, as in the plain benchmark)."""
     return torch.autocast(device.type, dtype=torch.float16) if args.amp and device.type == "cuda" else nullcontext()
@@ -377,13 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--versus-reference", action="store_true",
                    help="each size (or the given ones) against rest/reference.py, interleaved, with GEMM peak")
     p.add_argument("--scaling", action="store_true", help="MSA vs EMSA at --sizes, interleaved, with peak memory")
+    p.add_argument("--kernel-bound", action="store_true",
+                   help="profile the official training step: its time in shared kernels and the speed-up ceiling")
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 320, 448], help="--scaling input sizes")
     p.add_argument("--rounds", type=int, default=7, help="alternations for --versus-reference / --scaling")
     p.add_argument("--compile", action="store_true", help="--versus-reference: torch.compile both models")
     p.add_argument("--batch-size", "-b", type=int, default=None, help="default 32 (64 with --versus-reference --train)")
     p.add_argument("--img-size", type=parse_img_size, default=None,
                    help="N or HxW (default 224; 64 with --versus-reference --train)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="default: cuda when available (cpu with --kernel-bound)")
     p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations")
@@ -398,20 +446,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    train_defaults = args.versus_reference and args.train
+    train_defaults = (args.versus_reference and args.train) or args.kernel_bound
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() and not args.kernel_bound else "cpu"
     if args.batch_size is None:  # --scaling: MSA at 448 px has 12,544 stage-1 tokens attending to each other
         args.batch_size = 64 if train_defaults else 8 if args.scaling else 32
     args.img_size = args.img_size or ((64, 64) if train_defaults else (224, 224))
     args.models = args.models or []
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.versus_reference or args.scaling:
+    if args.versus_reference or args.scaling or args.kernel_bound:
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             parser.error("--device cuda: no CUDA device is available here; use --device cpu")
+        if args.kernel_bound and args.device != "cpu":
+            parser.error("--kernel-bound reads the profiler's CPU times: it measures the CPU only (--device cpu)")
+        mode = versus_reference if args.versus_reference else scaling if args.scaling else kernel_bound
         unknown = [m for m in args.models if m not in rest.VARIANTS]
         if unknown:
-            parser.error(f"--versus-reference takes size names ({', '.join(rest.VARIANTS)}), not {unknown}")
-        rows = versus_reference(args) if args.versus_reference else scaling(args)
+            flag = "--" + mode.__name__.replace("_", "-")
+            parser.error(f"{flag} takes size names ({', '.join(rest.VARIANTS)}), not {unknown}")
+        rows = mode(args)
         emit(rows, args)
         return 0
     if not args.models and not (args.msa_vs_emsa or args.reference):
