@@ -895,3 +895,16 @@ def test_export_and_jit_trace_record_the_plain_ops():
         without_onednn = plain_forward(model, x)
         with torch.inference_mode():
             torch.testing.assert_close(model(x), without_onednn, rtol=0, atol=0)
+
+
+def test_norm_layer_without_affine_builds_and_runs_both_paths():
+    """A norm_layer without weight and bias (timm models accept any norm_layer) initializes, and the inference
+    path (row-blocked LayerNorm inside the fused block) gives the plain path's output."""
+    torch.manual_seed(0)
+    norm = functools.partial(torch.nn.LayerNorm, elementwise_affine=False)
+    model = timm.create_model("rest_lite", depths=[1, 1, 1, 1], num_classes=5, norm_layer=norm).eval()
+    assert model.stage1[0].norm1.weight is None and model.stage1[0].norm1.bias is None
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        got = model(x)
+    torch.testing.assert_close(got, plain_forward(model, x), rtol=1e-4, atol=1e-4)
