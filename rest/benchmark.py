@@ -28,8 +28,9 @@ with peak memory.
 ``--kernel-bound`` profiles the official code's training step (the ``--versus-reference --train`` step: 64
 px, batch 64, AdamW) and splits its time into the kernels any implementation of the same arithmetic runs
 unchanged (the linears' GEMMs forward and backward, the AdamW update, the convolutions and GELU) and the
-rest. Whole step / shared kernels is the ceiling (Amdahl) on the speed-up of a rewrite that keeps those
-kernels, reported for GEMMs + AdamW alone and with the convolutions and GELU too.
+rest. The step's wall time / the shared kernels' time is the ceiling (Amdahl) on the speed-up of a rewrite
+that keeps those kernels, reported for GEMMs + AdamW alone and with the convolutions and GELU too: the median
+over ``--rounds`` profiles of ``--iters`` steps, with the range of the second.
 """
 from __future__ import annotations
 
@@ -242,32 +243,37 @@ CONV_GELU_OPS = frozenset({"aten::mkldnn_convolution", "aten::convolution_backwa
 
 
 def kernel_bound(args: argparse.Namespace) -> list[dict]:
-    """The official training step's time in shared kernels, and the speed-up ceiling that leaves (see above)."""
-    device = torch.device(args.device)
-    amp = autocast(args, device)
+    """The official training step's time in shared kernels, and the speed-up ceiling that leaves (see above):
+    --rounds profiles of --iters steps each, median and range over the rounds. The step's time is the wall
+    time of the profiled steps (Python between the ops included: a rewrite could remove that too)."""
     rows = []
     for name in args.models or list(rest.VARIANTS):
         torch.manual_seed(0)
-        with device:
-            model = OfficialResT(**rest.VARIANTS[name])
-        x = torch.randn(args.batch_size, 3, *args.img_size, device=device)
-        step = train_step(model, x, amp, device)
+        model = OfficialResT(**rest.VARIANTS[name])
+        x = torch.randn(args.batch_size, 3, *args.img_size)
+        step = train_step(model, x, nullcontext(), torch.device("cpu"))
         for _ in range(max(1, args.warmup)):
             step()
-        with torch.profiler.profile() as prof:
-            for _ in range(args.iters):
-                step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-        events = prof.key_averages()
-        total = sum(e.self_cpu_time_total for e in events)
-        gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
-        conv_gelu = sum(e.self_cpu_time_total for e in events if e.key in CONV_GELU_OPS)
-        adamw = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#AdamW"))
+        rounds = []
+        for _ in range(args.rounds):
+            with torch.profiler.profile() as prof:
+                start = time.perf_counter()
+                for _ in range(args.iters):
+                    step()
+                wall = (time.perf_counter() - start) * 1e6  # microseconds, as the profiler's times
+            events = prof.key_averages()
+            gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+            conv_gelu = sum(e.self_cpu_time_total for e in events if e.key in CONV_GELU_OPS)
+            adamw = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#AdamW"))
+            rounds.append(dict(step_ms=wall / 1e3 / args.iters, gemm_frac=gemm / wall, adamw_frac=adamw / wall,
+                               conv_gelu_frac=conv_gelu / wall, bound_gemm_adamw=wall / (gemm + adamw),
+                               bound_all_shared=wall / (gemm + adamw + conv_gelu)))
         row = {"model": name, "img_size": "x".join(map(str, args.img_size)), "batch": args.batch_size,
-               "iters": args.iters, "step_ms": total / 1e3 / args.iters, "gemm_frac": gemm / total,
-               "adamw_frac": adamw / total, "conv_gelu_frac": conv_gelu / total,
-               "bound_gemm_adamw": total / (gemm + adamw), "bound_all_shared": total / (gemm + adamw + conv_gelu)}
+               "rounds": args.rounds, "iters": args.iters}
+        for key in rounds[0]:
+            row[key] = statistics.median(r[key] for r in rounds)
+        ceilings = [r["bound_all_shared"] for r in rounds]
+        row["bound_all_min"], row["bound_all_max"] = min(ceilings), max(ceilings)
         rows.append(row)
         print(format_table([row]), file=sys.stderr, flush=True)
     return rows
@@ -420,13 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="*", default=None, help="model specs (default: rest_lite)")
     p.add_argument("--msa-vs-emsa", action="store_true", help="add the paper's MSA vs EMSA rows (Table 8)")
     p.add_argument("--reference", action="store_true", help="add a transcription of the official code as baseline")
-    p.add_argument("--versus-reference", action="store_true",
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument("--versus-reference", action="store_true",
                    help="each size (or the given ones) against rest/reference.py, interleaved, with GEMM peak")
-    p.add_argument("--scaling", action="store_true", help="MSA vs EMSA at --sizes, interleaved, with peak memory")
-    p.add_argument("--kernel-bound", action="store_true",
+    modes.add_argument("--scaling", action="store_true", help="MSA vs EMSA at --sizes, interleaved, with peak memory")
+    modes.add_argument("--kernel-bound", action="store_true",
                    help="profile the official training step: its time in shared kernels and the speed-up ceiling")
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 320, 448], help="--scaling input sizes")
-    p.add_argument("--rounds", type=int, default=7, help="alternations for --versus-reference / --scaling")
+    p.add_argument("--rounds", type=int, default=7,
+                   help="alternations for --versus-reference / --scaling, profiles for --kernel-bound")
     p.add_argument("--compile", action="store_true", help="--versus-reference: torch.compile both models")
     p.add_argument("--batch-size", "-b", type=int, default=None, help="default 32 (64 with --versus-reference --train)")
     p.add_argument("--img-size", type=parse_img_size, default=None,
@@ -460,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--device cuda: no CUDA device is available here; use --device cpu")
         if args.kernel_bound and args.device != "cpu":
             parser.error("--kernel-bound reads the profiler's CPU times: it measures the CPU only (--device cpu)")
+        if args.kernel_bound and (args.amp or args.channels_last or args.compile):
+            parser.error("--kernel-bound profiles the official code's plain fp32 step: --amp, --channels-last and "
+                         "--compile do not apply to it")
         mode = versus_reference if args.versus_reference else scaling if args.scaling else kernel_bound
         unknown = [m for m in args.models if m not in rest.VARIANTS]
         if unknown:

@@ -73,13 +73,18 @@ bench() {  # seconds wanted, name, then rest.benchmark arguments
         echo "== $name: skipped, the check's ${DEADLINE} s are spent"; return
     fi
     echo "== $name: python -m rest.benchmark $*"
+    rm -f "$OUT/$name.csv"  # a table left by an earlier check must not pass for this one's
     timeout "$limit" "$PY" -m rest.benchmark --device cuda --rounds 7 --warmup 3 "$@" --csv "$OUT/$name.csv" || {
         code=$?
-        if (( code == 124 && limit < want )); then  # cut by the check's bound, not by its own limit
+        if (( code == 124 )) && [[ -s "$OUT/$name.csv" ]]; then  # measured; only the interpreter's exit was cut
+            echo "gpu_check: $name wrote its table, then its exit was cut at ${limit} s"
+        elif (( code == 124 && limit < want )); then  # cut by the check's bound, not by its own limit
             echo "gpu_check: $name was stopped by the check's ${DEADLINE} s bound after ${limit} s;" \
                  "not measured: rerun with a larger GPU_CHECK_SECONDS"
+        elif (( code == 124 )); then
+            echo "gpu_check: $name did not finish within its own ${limit} s"; status=1
         else
-            echo "gpu_check: $name did not finish within its ${limit} s (exit $code)"
+            echo "gpu_check: $name failed (exit $code)"; status=1
         fi
     }
     echo "($SECONDS s since the start)"

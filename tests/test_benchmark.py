@@ -28,19 +28,23 @@ def test_versus_reference_times_both_codes_and_reports_spread(tmp_path):
 def test_kernel_bound_splits_the_official_training_step(tmp_path):
     out = tmp_path / "bound.csv"
     assert benchmark.main(["--kernel-bound", "rest_lite", "--img-size", "64", "--batch-size", "2",
-                           "--iters", "1", "--warmup", "1", "--csv", str(out)]) == 0
+                           "--rounds", "1", "--iters", "1", "--warmup", "1", "--csv", str(out)]) == 0
     (row,) = read_rows(out)
     gemm, adamw, conv_gelu = (float(row[k]) for k in ("gemm_frac", "adamw_frac", "conv_gelu_frac"))
-    assert row["img_size"] == "64x64" and row["batch"] == "2"
+    assert row["img_size"] == "64x64" and row["batch"] == "2" and row["rounds"] == "1"
     assert gemm > 0 and adamw > 0 and conv_gelu > 0 and gemm + adamw + conv_gelu < 1
     assert float(row["bound_gemm_adamw"]) == pytest.approx(1 / (gemm + adamw))
-    assert 1 < float(row["bound_all_shared"]) == pytest.approx(1 / (gemm + adamw + conv_gelu))
+    ceiling = float(row["bound_all_shared"])  # one round: the median is that round's figure
+    assert 1 < ceiling == pytest.approx(1 / (gemm + adamw + conv_gelu))
+    assert float(row["bound_all_min"]) == float(row["bound_all_max"]) == pytest.approx(ceiling)
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--kernel-bound", "rest_tiny"], "--kernel-bound takes size names"),
     (["--scaling", "rest_lite:head_norm=false"], "--scaling takes size names"),
     (["--kernel-bound", "--device", "cuda:0"], "no CUDA device|measures the CPU only"),
+    (["--kernel-bound", "--compile"], "do not apply to it"),
+    (["--kernel-bound", "--versus-reference"], "not allowed with argument"),
 ])
 def test_bad_arguments_are_refused_with_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
