@@ -239,7 +239,7 @@ def train_step(model: nn.Module, x: torch.Tensor, amp, device: torch.device) -> 
 # same shapes): the linears' GEMMs, then the convolutions and GELU. The AdamW update is counted whole.
 GEMM_OPS = frozenset({"aten::mm", "aten::addmm"})
 CONV_GELU_OPS = frozenset({"aten::mkldnn_convolution", "aten::convolution_backward", "aten::gelu",
-                           "aten::gelu_backward", "aten::cudnn_convolution", "aten::_convolution"})
+                           "aten::gelu_backward", "aten::_convolution"})
 
 
 def kernel_bound(args: argparse.Namespace) -> list[dict]:

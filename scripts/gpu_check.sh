@@ -97,7 +97,8 @@ bench 75 infer_amp_compile --versus-reference rest_lite --iters 10 --amp --compi
 bench 45 train_amp --versus-reference --train --iters 3 --amp
 
 E2E=$(mktemp -d)
-limit=$(allowed 60)
+want=60
+limit=$(allowed "$want")
 if (( limit == 0 )); then
     echo "== the main job on CUDA: skipped, the check's ${DEADLINE} s are spent"
 elif echo "== the main job on CUDA (sweeps/pe.yaml, quick recipe, seed 0, one epoch)" && timeout "$limit" "$PY" -m ablations.run sweeps/pe.yaml --seeds 0 --results-root "$E2E" \
@@ -116,7 +117,7 @@ for path in results:
 PY
 else
     code=$?
-    if (( code == 124 && limit < 60 )); then  # cut by the check's bound, not by its own limit
+    if (( code == 124 && limit < want )); then  # cut by the check's bound, not by its own limit
         echo "gpu_check: the main job was stopped by the check's ${DEADLINE} s bound after ${limit} s;" \
              "not verified: rerun with a larger GPU_CHECK_SECONDS"
     else
