@@ -19,14 +19,12 @@ checkpointing and pruning work on. Everything scripts (``torch.jit.script``) and
 Differences from the official code that do not change its function or its weights:
   * token-grid sizes are read from tensors, so any input of at least 32 px works (square or not);
   * attention without Conv-1/IN runs through ``F.scaled_dot_product_attention``;
+  * Conv-1 (a 1x1 conv over heads) is one batched matmul with the conv's weights;
   * token <-> map reshapes are views (a (B, N, C) tensor seen as (B, C, H, W) is channels-last), so the
-    depth-wise convs never force a copy;
-  * in CPU inference (no autograd): linear layers run as oneDNN linears with the bias (and the MLP's GELU,
-    or the block's residual sum) fused (see :func:`linear`, :meth:`Block.fused_residuals`), BatchNorms are
-    folded into the convolution before them (see :func:`conv_norm`), and large MLP inputs go through in row
-    blocks, LayerNorm included (see :class:`Mlp`); each steps aside
-    for a hooked, replaced or subclassed module, so hooks, quantization and LoRA-style wrappers see the
-    modules as they are.
+    depth-wise convs never force a copy.
+
+Plain PyTorch ops only: the same code runs eager, scripted, FX-traced and compiled, on CPU and GPU. Speed
+switches (AMP, channels-last, torch.compile) belong to the caller, as in timm.
 """
 
 import math
@@ -37,9 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm2d, create_classifier, register_notrace_function, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint
 from torch.jit import Final
 
 from rest_knobs import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS
@@ -94,123 +91,6 @@ def resized_pos_embed(pos_embed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if pos_embed.shape[-2:] != x.shape[-2:]:
         pos_embed = F.interpolate(pos_embed, size=[x.shape[-2], x.shape[-1]], mode="bicubic", align_corners=False)
     return pos_embed
-
-
-# oneDNN's linear (torch.ops.mkldnn._linear_pointwise, what Inductor emits for CPU linears) applies the bias
-# inside the GEMM. F.linear on CPU is MKL's sgemm after the bias has been copied into the whole output: on this
-# project's shapes (2 cores, fp32) oneDNN's call is 20-30 % faster per layer (BENCHMARKS.md). Its float
-# rounding differs from MKL's by ~1e-7 per GEMM.
-ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def cpu_inference(x: torch.Tensor) -> bool:
-    """Eager fp32 CPU inference on a plain tensor (no autograd, forward-mode AD, functorch transform, autocast,
-    compiler, tracer, fake or subclass tensor): where the inference kernels apply. Tracers (torch.jit.trace,
-    the TorchScript-based ONNX export), transforms and shape propagation with fake tensors see the plain ops,
-    which they know."""
-    return (
-        type(x) is torch.Tensor  # not a Proxy, FakeTensor, functional or other subclass tensor
-        and not torch.is_grad_enabled()
-        and not torch.jit.is_tracing()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and torch._C._get_mkldnn_enabled()  # torch.backends.mkldnn.flags(enabled=False) turns them off
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-        and torch.autograd.forward_ad._current_level < 0
-        and not torch._C._are_functorch_transforms_active()
-    )
-
-
-def unobserved(*modules: nn.Module) -> bool:
-    """No forward hook, pre-hook or global hook would see these modules' calls: an inference kernel may then
-    compute them another way (folded, fused, in blocks) without anyone noticing."""
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-        return False
-    return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
-
-
-# Each class whose calls an inference kernel may replace, with its forward as this file found it. A kernel
-# computes a module's function itself only when the module is of exactly such a class with that forward: a
-# subclass, a forward replaced on the instance or on the class (attention visualisation, injection
-# libraries), or a wrapper is called as it is. This file's own classes are added after their definitions.
-BUILT_FORWARDS: dict[type, Callable] = {
-    cls: cls.forward
-    for cls in (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.LayerNorm, nn.GELU, nn.Dropout, nn.Identity, DropPath)
-}
-
-
-def as_built(module: nn.Module, cls: type) -> bool:
-    """`module` is a `cls` as built: exactly that class, its forward the one the class had when this file was
-    imported, none set on the instance."""
-    return type(module) is cls and "forward" not in module.__dict__ and cls.forward is BUILT_FORWARDS.get(cls)
-
-
-def passes_through(*modules: nn.Module) -> bool:
-    """Each module is, as called now, the identity: nn.Identity, or an nn.Dropout / timm DropPath in eval mode
-    or with probability 0. A fused kernel may then leave them out (an add after them may move before)."""
-    for m in modules:
-        if as_built(m, nn.Identity):
-            continue
-        if as_built(m, nn.Dropout) and (not m.training or m.p == 0.0):
-            continue
-        if as_built(m, DropPath) and (not m.training or m.drop_prob == 0.0):
-            continue
-        return False
-    return True
-
-
-def linear(
-    fc: nn.Module, x: torch.Tensor, act: nn.Module | None = None, residual: torch.Tensor | None = None
-) -> torch.Tensor:
-    """act(fc(x)), or residual + fc(x) (act and residual optional, not both). In CPU inference, when fc is a
-    plain nn.Linear and act (if any) a plain nn.GELU, neither hooked, one oneDNN call with the bias and the
-    GELU, or the residual sum, fused into the GEMM (the sum is the same float addition as one after the call,
-    so it adds no rounding of its own; oneDNN's GEMM and GELU round differently from MKL's and torch's by
-    ~1e-7). Anything else (a subclass, a quantized or LoRA-wrapped layer, another activation, a hook) is
-    called as it is."""
-    assert act is None or residual is None, "linear() fuses an activation or a residual, not both"
-    if (
-        ONEDNN_LINEAR
-        and as_built(fc, nn.Linear)
-        and (act is None or as_built(act, nn.GELU))
-        and cpu_inference(x)
-        and unobserved(fc, *([] if act is None else [act]))
-    ):
-        if residual is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, fc.weight, fc.bias, "add")
-        gelu = "none" if act is None else act.approximate
-        return torch.ops.mkldnn._linear_pointwise(x, fc.weight, fc.bias, "none" if act is None else "gelu", [], gelu)
-    x = fc(x)
-    if residual is not None:
-        return residual + x
-    return x if act is None else act(x)
-
-
-def conv_norm(x: torch.Tensor, conv: nn.Module, norm: nn.Module) -> torch.Tensor:
-    """norm(conv(x)). In CPU inference, when they are a plain nn.Conv2d and a plain nn.BatchNorm2d in eval
-    mode, neither hooked, one convolution with the BatchNorm folded into its weight and bias (what
-    torch.fx.experimental.optimization.fuse does once; here per call, from the current statistics, so the
-    state dict stays the official one): saves a pass over the map."""
-    if (
-        as_built(conv, nn.Conv2d)
-        and as_built(norm, nn.BatchNorm2d)
-        and not norm.training
-        and norm.running_var is not None
-        and norm.running_mean is not None
-        and cpu_inference(x)
-        and unobserved(conv, norm)
-    ):
-        scale = torch.rsqrt(norm.running_var + norm.eps)
-        if norm.weight is not None:
-            scale = scale * norm.weight
-        bias = -norm.running_mean * scale
-        if conv.bias is not None:
-            bias = bias + conv.bias * scale
-        if norm.bias is not None:
-            bias = bias + norm.bias
-        return conv._conv_forward(x, conv.weight * scale.view(-1, 1, 1, 1), bias)
-    return norm(conv(x))
 
 
 # Functions with data-dependent control flow are leaves of an FX graph: for timm's FX feature extraction
@@ -286,12 +166,8 @@ class RestStem(nn.Module):
         self.pos = pos
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            x = self.act(self.norm1(self.conv1(x)))
-            x = self.act(self.norm2(self.conv2(x)))
-        else:
-            x = self.act(conv_norm(x, self.conv1, self.norm1))
-            x = self.act(conv_norm(x, self.conv2, self.norm2))
+        x = self.act(self.norm1(self.conv1(x)))
+        x = self.act(self.norm2(self.conv2(x)))
         return self.pos(self.conv3(x))
 
 
@@ -307,11 +183,7 @@ class ResNetStem(nn.Module):
         self.pos = pos
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            x = self.norm(self.conv(x))
-        else:
-            x = conv_norm(x, self.conv, self.norm)
-        return self.pos(self.pool(self.act(x)))
+        return self.pos(self.pool(self.act(self.norm(self.conv(x)))))
 
 
 class PatchStem(nn.Module):
@@ -341,11 +213,7 @@ class PatchEmbed(nn.Module):
         self.pos = pos
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            x = self.norm(self.conv(x))
-        else:
-            x = conv_norm(x, self.conv, self.norm)
-        return self.pos(x)
+        return self.pos(self.norm(self.conv(x)))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -407,28 +275,13 @@ class EfficientAttention(nn.Module):
             self.transform_conv = nn.Conv2d(num_heads, num_heads, kernel_size=1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        x = self.attend(x, size)
-        if torch.jit.is_scripting():
-            return self.proj_drop(self.proj(x))
-        else:
-            return self.proj_drop(linear(self.proj, x))
-
-    def attend(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Everything before the output projection: the heads' outputs side by side, (B, N, C), for x's tokens
-        (B, N, C) laid out on a `size` grid."""
+        """x: (B, N, C) tokens laid out on a `size` grid -> (B, N, C)."""
         B, N, C = x.shape
         h, d = self.num_heads, self.head_dim
-        if torch.jit.is_scripting():
-            q = self.q(x)
-        else:
-            q = linear(self.q, x)
-        q = q.view(B, N, h, d).transpose(1, 2)
+        q = self.q(x).view(B, N, h, d).transpose(1, 2)
         if self.reduce:
             x = self.sr_norm(map_to_tokens(self.sr(tokens_to_map(x, size))))
-        if torch.jit.is_scripting():
-            kv = self.kv(x)
-        else:
-            kv = linear(self.kv, x)
+        kv = self.kv(x)
         k, v = kv.view(B, -1, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.attn_drop if self.training else 0.0
 
@@ -444,7 +297,7 @@ class EfficientAttention(nn.Module):
             if drop > 0.0:
                 attn = F.dropout(attn, p=drop)
             out = attn @ v
-        return out.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
 
     def mix_heads(self, attn: torch.Tensor) -> torch.Tensor:
         """Conv-1: a 1x1 conv over heads is a (h x h) matrix applied at every (n, m): one batched matmul."""
@@ -457,18 +310,7 @@ class EfficientAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1 -> activation -> dropout -> fc2 -> dropout.
-
-    In CPU inference (see :func:`linear`) fc1 and a GELU are one fused oneDNN call, and inputs of more than
-    `chunk_elements` hidden values go through in row blocks of at most that many: every temporary then stays
-    under glibc's mmap threshold (32 MB), so it is recycled from the heap instead of being mapped,
-    page-faulted and zeroed by the kernel on every call (the hidden tensor of a stage-1 MLP at 224 px, batch
-    32 is ~100 MB). Rows are independent, so the result is the same. Blocks are used only when no hook
-    watches the MLP's layers and dropout is off (a hook sees whole tensors; dropout masks stay those of one
-    pass). 0 turns them off.
-    """
-
-    CHUNK_ELEMENTS = 1 << 21  # 8 MB of hidden values per block
+    """fc1 -> activation -> dropout -> fc2 -> dropout."""
 
     def __init__(self, dim: int, hidden: int, act_layer: Callable[..., nn.Module] = nn.GELU, drop: float = 0.0):
         super().__init__()
@@ -477,55 +319,9 @@ class Mlp(nn.Module):
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden, dim)
         self.drop2 = nn.Dropout(drop)
-        self.chunk_elements = self.CHUNK_ELEMENTS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
-        else:
-            if self.chunk_elements > 0 and cpu_inference(x) and self.blockable():
-                if x.numel() // x.shape[-1] > self.block_rows():
-                    return self.in_blocks(x)
-            return self.rows(x)
-
-    @torch.jit.unused
-    def blockable(self) -> bool:
-        """Row blocks give what one pass gives: plain linears, nothing hooked, dropout off."""
-        layers = (self.fc1, self.act, self.drop1, self.fc2, self.drop2)
-        return (
-            as_built(self.fc1, nn.Linear)
-            and as_built(self.fc2, nn.Linear)
-            and passes_through(self.drop1, self.drop2)
-            and unobserved(*layers)
-        )
-
-    @torch.jit.unused
-    def block_rows(self) -> int:
-        return max(1, int(self.chunk_elements) // self.fc1.out_features) if self.chunk_elements > 0 else 1 << 62
-
-    @torch.jit.unused
-    def rows(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """self(x), or residual + self(x) (only where drop2 passes through: the sum is fused into fc2)."""
-        x = linear(self.fc1, x, self.act) if as_built(self.act, nn.GELU) else self.act(linear(self.fc1, x))
-        if residual is not None:
-            return linear(self.fc2, self.drop1(x), residual=residual)
-        return self.drop2(linear(self.fc2, self.drop1(x)))
-
-    @torch.jit.unused
-    def in_blocks(self, x: torch.Tensor, norm: nn.Module | None = None, residual: bool = False) -> torch.Tensor:
-        """self(x) over row blocks of block_rows(); with `norm` self(norm(x)), with `residual` x + that (a
-        Block's MLP half: each block's LayerNorm, MLP and sum while its rows are in cache). Rows are
-        independent, so the result is that of one pass."""
-        flat = x.reshape(-1, x.shape[-1])
-        out = flat.new_empty(flat.shape[0], self.fc2.out_features)
-        rows = self.block_rows()
-        for start in range(0, flat.shape[0], rows):
-            block = flat[start : start + rows]
-            out[start : start + rows] = self.rows(block if norm is None else norm(block), block if residual else None)
-        return out.view(x.shape[:-1] + (-1,))
-
-
-BUILT_FORWARDS.update({cls: cls.forward for cls in (EfficientAttention, Mlp)})
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
 class Block(nn.Module):
@@ -555,30 +351,8 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if not torch.jit.is_scripting() and self.fused_residuals(x):
-            x = linear(self.attn.proj, self.attn.attend(self.norm1(x), size), residual=x)
-            return self.mlp.in_blocks(x, self.norm2, residual=True)
         x = x + self.drop_path(self.attn(self.norm1(x), size))
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-    @torch.jit.unused
-    def fused_residuals(self, x: torch.Tensor) -> bool:
-        """CPU inference through the block as built (the modules torch's and this file's own, unhooked, dropout
-        and drop-path off): each residual sum then happens inside the GEMM before it (attention's projection,
-        the MLP's fc2: no pass of its own over the tokens), and the MLP half (LayerNorm, MLP, sum) runs in row
-        blocks that stay in cache. The sums are the same float additions, so the output is the unfused
-        inference path's to the bit."""
-        return (
-            ONEDNN_LINEAR
-            and cpu_inference(x)
-            and as_built(self.attn, EfficientAttention)
-            and as_built(self.mlp, Mlp)
-            and as_built(self.norm2, nn.LayerNorm)
-            and len(self.norm2.normalized_shape) == 1  # row-wise: row blocks give one pass's result
-            and passes_through(self.drop_path, self.attn.proj_drop)
-            and self.mlp.blockable()
-            and unobserved(self.attn, self.attn.proj_drop, self.drop_path, self.norm2, self.mlp)
-        )
 
 
 class Stage(nn.Sequential):
