@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     launched = [d for d in run_dirs if d.is_dir()]
     never = (f"nothing to cancel: {experiment.describe()} was never launched (no run folders in "
              f"{experiment.results_dir}/)")
-    from ablations import slurm
+    from ablations.executors import slurm
 
     if not launched and not (experiment.results_dir / slurm.SUBMITIT_DIR).is_dir():
         print(never)

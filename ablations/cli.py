@@ -14,7 +14,7 @@ import functools
 import sys
 from collections.abc import Callable
 
-from ablations.errors import InputError
+from ablations.spec.errors import InputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUT_FLAGS = ("-o", "--output")  # the one name of the output flag, in every command

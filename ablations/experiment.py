@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ablations import store
-from ablations.errors import InputError
-from ablations.spec import Run, Sweep, expand, load_sweep, parse_cli_sets
+from ablations.spec.errors import InputError
+from ablations.spec.sweep import Run, Sweep, expand, load_sweep, parse_cli_sets
 
 DEFAULT_RESULTS_ROOT = Path("results")
 
@@ -40,14 +40,16 @@ class Selection:
     sets: tuple[str, ...] = ()
     seeds: tuple[int, ...] | None = None
     data_root: str | None = None
+    typed: tuple[tuple[str, Any], ...] = ()  # (dotted key, value) from flags argparse has checked (--logger)
 
     @property
     def given(self) -> bool:
-        return bool(self.recipe or self.sets or self.seeds is not None or self.data_root)
+        return bool(self.recipe or self.sets or self.seeds is not None or self.data_root or self.typed)
 
     def overrides(self) -> dict[str, Any]:
-        """The dotted overrides the flags make (--set, then --data-root), checked."""
+        """The dotted overrides the flags make (--set, the typed flags, then --data-root), checked."""
         cli = parse_cli_sets(self.sets)
+        cli.update(self.typed)
         if self.data_root:
             cli["data.root"] = self.data_root
         return cli
@@ -95,7 +97,7 @@ class ExperimentKey:
     @classmethod
     def of(cls, recipe: str, overrides: dict[str, Any]) -> ExperimentKey:
         """Keys outside the run id (train.logger, train.keep_checkpoints...) do not make another experiment."""
-        from ablations.config import NOT_IDENTITY
+        from ablations.spec.config import NOT_IDENTITY
 
         def in_identity(key: str) -> bool:
             section, _, name = key.partition(".")
@@ -122,7 +124,7 @@ class ExperimentKey:
 @dataclass
 class Experiment:
     sweep: Sweep
-    recipe: Any  # ablations.recipes.Recipe
+    recipe: Any  # ablations.spec.recipe.Recipe
     overrides: dict[str, Any]  # from the command line
     seeds: list[int]
     runs: list[Run]
@@ -154,7 +156,7 @@ class Experiment:
 def resolve(sweep_path: Path | str, selection: Selection = NO_SELECTION,
             results_root: Path | str = DEFAULT_RESULTS_ROOT) -> Experiment:
     """The experiment the sweep file and flags name; InputError for anything wrong (nothing is written)."""
-    from ablations.recipes import load_recipe
+    from ablations.spec.recipe import load_recipe
 
     sweep = load_sweep(sweep_path)
     try:
@@ -205,7 +207,7 @@ def select_in_folder(results_dir: Path, selection: Selection) -> tuple[Experimen
     if not groups:
         raise InputError(results_dir, "<folder>", "no run folders here (no */config.json)")
     if selection.given:
-        wanted = selection.overrides() if (selection.sets or selection.data_root) else {}
+        wanted = selection.overrides() if (selection.sets or selection.data_root or selection.typed) else {}
         matching = {k: v for k, v in groups.items()
                     if (selection.recipe is None or k.recipe == Path(selection.recipe).stem)
                     and k == ExperimentKey.of(k.recipe, wanted)}

@@ -8,7 +8,7 @@ before imports neither torch nor timm, and --dry-run still writes nothing under 
 
 The ETA comes from measured speeds first: the training img/s that finished runs of the same model and
 image size recorded on this machine (result.json: train_img_s, host) in the sweep's results folder. Only
-when there are none does the planner time a few training steps itself (a probe, said so on screen, with
+when there are none does the planner time a few training steps itself (a speed measurement, said so on screen, with
 its spread over repeats).
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ablations import store
-from ablations.config import RunConfig
 from ablations.experiment import Experiment
-from ablations.spec import Run
+from ablations.spec.config import RunConfig
+from ablations.spec.sweep import Run
 
 CACHE_ENV = "XDG_CACHE_HOME"
 
@@ -134,7 +134,7 @@ def dataset_sizes(config: RunConfig, cache: PlanCache) -> tuple[int, int]:
     """(training images, classes) of a run's dataset."""
 
     def compute() -> list[int]:
-        from ablations.data import build_datasets
+        from ablations.training.loaders import build_datasets
 
         train, _, num_classes = build_datasets(config)
         return [len(train), num_classes]
@@ -173,18 +173,18 @@ class Speed:
     img_per_s: float
     macs_total: int  # of the model the speed was measured on
     model: str
-    source: str  # "recorded" (finished runs here) or "probe"
-    spread: float = 0.0  # probe: relative spread (max - min) / median over repeats
+    source: str  # "recorded" (finished runs here) or "measured"
+    spread: float = 0.0  # measured: relative spread (max - min) / median over repeats
     runs: int = 0  # recorded: how many finished runs it comes from
 
     def describe(self) -> str:
         if self.source == "recorded-gpu":
             return (f"at {self.img_per_s:.0f} training img/s recorded by {self.runs} finished GPU run(s) of "
-                    f"{self.model} (SLURM runs: no probe on this login node)")
+                    f"{self.model} (SLURM runs: no measurement on this login node)")
         if self.source == "recorded":
             return (f"at {self.img_per_s:.0f} training img/s recorded by {self.runs} finished run(s) of "
                     f"{self.model} on this machine")
-        return (f"at {self.img_per_s:.0f} training img/s from a speed probe of {self.model} on this machine "
+        return (f"at {self.img_per_s:.0f} training img/s from a speed measurement of {self.model} on this machine "
                 f"(spread {100 * self.spread:.0f} % over repeats; finished runs replace it)")
 
 
@@ -228,7 +228,7 @@ def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanC
 
 def recorded_gpu_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanCache) -> Speed | None:
     """For SLURM runs: the median training speed of finished GPU runs (any host) of the same model and image
-    size in this sweep's results folder; None (no ETA) if there are none. Never a probe on the login node."""
+    size in this sweep's results folder; None (no ETA) if there are none. Never a measurement on the login node."""
     speeds = []
     for run_dir in store.run_dirs_in(plan.results_dir):
         result = store.read_result(run_dir)
@@ -245,12 +245,12 @@ def recorded_gpu_speed(plan: Plan, config: RunConfig, num_classes: int, cache: P
     return Speed(statistics.median(speeds), macs, config.model.name, "recorded-gpu", runs=len(speeds))
 
 
-def probe_speed(config: RunConfig, num_classes: int, cache: PlanCache, repeats: int = 3) -> Speed:
+def measure_speed(config: RunConfig, num_classes: int, cache: PlanCache, repeats: int = 3) -> Speed:
     """Training images/s of one model on this machine: a few forward/backward/step iterations, repeated."""
     import timm
     import torch
 
-    from rest.benchmark import time_iterations
+    from rest.complexity import time_iterations
 
     knobs = dict(config.to_dict()["model"])
     name = knobs.pop("name")
@@ -270,7 +270,7 @@ def probe_speed(config: RunConfig, num_classes: int, cache: PlanCache, repeats: 
     speeds = [batch / time_iterations(step, warmup=1 if i == 0 else 0, iters=2, device=device) for i in range(repeats)]
     median = statistics.median(speeds)
     macs = complexity_of(config, num_classes, cache)["macs_total"]
-    return Speed(median, macs, name, "probe", spread=(max(speeds) - min(speeds)) / median)
+    return Speed(median, macs, name, "measured", spread=(max(speeds) - min(speeds)) / median)
 
 
 @dataclass

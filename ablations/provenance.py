@@ -1,9 +1,8 @@
 """Which code a run ran: the git commit of the checkout and whether it had uncommitted changes.
 
-A local run asks git. A SLURM job runs from a snapshot of the packages (ablations.slurm.snapshot_code), which
-has no .git: at submission the checkout's commit and dirty state go into the job script as environment
-variables (REST_GIT_COMMIT, REST_GIT_DIRTY) and the job records those (before this, SLURM runs recorded
-`null`). No torch import here.
+A local run asks git. A SLURM job runs from a snapshot of the packages (ablations.executors.slurm.snapshot_code),
+which has no .git: at submission the checkout's commit and dirty state go into the job script as environment
+variables (REST_GIT_COMMIT, REST_GIT_DIRTY) and the job records those. No torch import here.
 """
 from __future__ import annotations
 

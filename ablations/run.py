@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
+import shutil
+import signal
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
 from ablations import store
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
-from ablations.config import KEEP_CHECKPOINTS, LOGGERS
-from ablations.errors import InputError
 from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
 from ablations.plan import (
     Plan,
@@ -32,11 +34,13 @@ from ablations.plan import (
     estimate,
     format_duration,
     make_plan,
+    measure_speed,
     pending_states,
-    probe_speed,
     recorded_gpu_speed,
     recorded_speed,
 )
+from ablations.spec.config import KEEP_CHECKPOINTS, LOGGERS
+from ablations.spec.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,12 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 def load_plan(args: argparse.Namespace) -> Plan:
     """The experiment the sweep file and flags name, with every run's state; bad input raises InputError.
 
-    --logger and --keep-checkpoints are --set's of keys outside the run id: the same runs, kept otherwise."""
-    selection = selection_from_args(args)
+    --logger and --keep-checkpoints set keys outside the run id: the same runs, kept otherwise."""
     flags = {"logger": getattr(args, "logger", None), "keep_checkpoints": getattr(args, "keep_checkpoints", None)}
-    extra = tuple(f"train.{key}={value}" for key, value in flags.items() if value)
-    if extra:
-        selection = dataclasses.replace(selection, sets=selection.sets + extra)
+    typed = tuple((f"train.{key}", value) for key, value in flags.items() if value)
+    selection = dataclasses.replace(selection_from_args(args), typed=typed)
     return make_plan(resolve(args.sweep, selection, args.results_root))
 
 
@@ -106,9 +108,16 @@ def check_datasets(plan: Plan, runs) -> None:
     batch: samples_per_device(n, devices x accumulation steps, data.repeated_aug) >= train.device_batch, which
     is n >= train.batch_size for n training images (after data.train_limit); with data.repeated_aug an epoch
     takes the images in whole multiples of 256, so n // 256 * 256 >= train.batch_size once n >= 256. Else the
-    run would end with no step at all (ablations.data raises then): refused here, before anything is written.
+    run would end with no step at all (ablations.training.loaders raises then): refused here, before anything
+    is written.
     """
-    from ablations.datasets import DatasetError, check_dataset, enough_images, train_images, updates_per_epoch
+    from ablations.spec.dataset_checks import (
+        DatasetError,
+        check_dataset,
+        enough_images,
+        train_images,
+        updates_per_epoch,
+    )
 
     checked, counts = set(), {}
     for planned in runs:
@@ -133,7 +142,7 @@ def check_datasets(plan: Plan, runs) -> None:
 
 def no_step_message(config, n: int, cell: str) -> str:
     """Why a run of `config` over `n` training images would train no step, and what to change."""
-    from ablations.datasets import RA_EPOCH, TRAIN_IMAGES
+    from ablations.spec.dataset_checks import RA_EPOCH, TRAIN_IMAGES
 
     data, batch = config.data, config.train.batch_size
     where = f"dataset {data.dataset!r}" + (f" at {data.root}" if data.root else "")
@@ -152,8 +161,8 @@ def no_step_message(config, n: int, cell: str) -> str:
             f"at most {usable:,} (--set train.batch_size=N) or train on more images.")
 
 
-def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool, on_slurm: bool = False) -> str:
-    """The plan as the user sees it. costs: compute params/MACs/ETA (something is left to run); probe: time a
+def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool, on_slurm: bool = False) -> str:
+    """The plan as the user sees it. costs: compute params/MACs/ETA (something is left to run); measure: time a
     few training steps when no finished run has recorded a speed for the model here."""
     first = plan.runs[0].run.config
     cache = PlanCache()
@@ -186,8 +195,8 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool, o
         speed = recorded_gpu_speed(plan, first, num_classes, cache)
     elif costs:
         speed = recorded_speed(plan, first, num_classes, cache)
-        if speed is None and probe:
-            speed = probe_speed(first, num_classes, cache)
+        if speed is None and measure:
+            speed = measure_speed(first, num_classes, cache)
 
     by_cell: dict[str, list] = defaultdict(list)
     for planned in plan.runs:
@@ -216,7 +225,7 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, probe: bool, o
     if costs:
         eta_text = f"ETA {format_duration(total_eta)} {speed.describe()}" if speed else \
             ("no ETA: no finished GPU run has recorded a speed for this model yet" if on_slurm else
-             "no ETA: no finished run has recorded a speed for this model here yet (a launch probes one)")
+             "no ETA: no finished run has recorded a speed for this model here yet (a launch measures one)")
         lines.append(f"  cost of what is left: {total_image_epochs:,} image-epochs; {eta_text}")
     others = describe_others(plan.experiment)
     if others:
@@ -271,10 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         check_datasets(plan, todo)
     wanted = pending_states(args.retry_failed, args.force)
-    # The ETA of SLURM runs comes from recorded runs only: a probe on the login node says nothing of the GPUs.
-    probe = bool(todo) and not args.no_eta and not args.dry_run and executor == "local"
+    # The ETA of SLURM runs comes from recorded runs only: a measurement on the login node says nothing of the GPUs.
+    measure = bool(todo) and not args.no_eta and not args.dry_run and executor == "local"
     print(format_plan(plan, wanted, f"{executor} executor ({why})", costs=bool(todo) and not args.no_eta,
-                      probe=probe, on_slurm=executor == "slurm"), flush=True)
+                      measure=measure, on_slurm=executor == "slurm"), flush=True)
     if args.dry_run:
         print("\n--dry-run: nothing was written or launched.")
         return EXIT_OK
@@ -313,7 +322,7 @@ def resolve_executor(name: str) -> tuple[str, str]:
     job = os.environ.get("SLURM_JOB_ID")
     if job:
         return "local", f"inside SLURM allocation {job}: the runs use it"
-    from ablations.slurm import controller_answers, slurm_installed
+    from ablations.executors.slurm import controller_answers, slurm_installed
 
     if not slurm_installed():
         return "local", "no SLURM client on this machine"
@@ -324,7 +333,7 @@ def resolve_executor(name: str) -> tuple[str, str]:
 
 def slurm_settings(args: argparse.Namespace, plan: Plan):
     """The sweep's slurm: block with the command line on top, checked before anything is submitted."""
-    from ablations.slurm import SlurmSettings
+    from ablations.executors.slurm import SlurmSettings
 
     # KEY=VALUE, or a bare flag (--sbatch exclusive -> #SBATCH --exclusive)
     extra = {key: value if sep else True for key, sep, value in (item.partition("=") for item in args.sbatch)}
@@ -340,14 +349,10 @@ def slurm_settings(args: argparse.Namespace, plan: Plan):
 def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int:
     """One job array per resource group (slurm.per_level gives cells their own time/memory/GPUs), under the
     sweep's submission lock. If sbatch refuses, nothing is left behind: the run folders this launch created
-    are removed (the code snapshot and submitit's files are removed by ablations.slurm.submit) and the command
+    are removed (the code snapshot and submitit's files are removed by ablations.executors.slurm.submit) and the command
     exits 2 with sbatch's message."""
-    import dataclasses
-    import json
-    import shutil
-
-    from ablations import slurm
-    from ablations.launch import write_configs
+    from ablations.executors import slurm
+    from ablations.executors.local import write_configs
 
     groups: dict[str, tuple[object, list]] = {}
     for planned in todo:
@@ -392,11 +397,9 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
 
 def wait_for_jobs(plan: Plan, args: argparse.Namespace, poll_s: float = 5.0) -> int:
     """--wait: poll the cluster and the run folders until no run of the sweep is queued or running."""
-    import time
-
     from tqdm.auto import tqdm
 
-    from ablations import slurm
+    from ablations.executors import slurm
 
     active = {"pending", "running", "requeued"}
     run_dirs = [p.run_dir for p in plan.runs]
@@ -418,9 +421,7 @@ def wait_for_jobs(plan: Plan, args: argparse.Namespace, poll_s: float = 5.0) -> 
 
 
 def launch(plan: Plan, todo, args: argparse.Namespace) -> int:
-    import signal
-
-    from ablations.launch import run_local, write_configs
+    from ablations.executors.local import run_local, write_configs
 
     write_configs(plan, todo)
     report = run_local(plan, todo, force=args.force, retry_failed=args.retry_failed,

@@ -52,10 +52,10 @@ def _number(value) -> str:
 
 
 def cluster_view(plan: Plan) -> tuple[dict, dict[str, str]]:
-    """(run id -> ablations.slurm.RunStatus for the runs submitted to SLURM, {job id: state} of the experiment's
-    live jobs whose run cannot be told). A run counts as submitted with a slurm.json, or with a live job of the
-    experiment's job name that no file recorded (the submission died before writing its ids)."""
-    from ablations import slurm
+    """(run id -> ablations.executors.slurm.RunStatus for the runs submitted to SLURM, {job id: state} of the
+    experiment's live jobs whose run cannot be told). A run counts as submitted with a slurm.json, or with a live
+    job of the experiment's job name that no file recorded (the submission died before writing its ids)."""
+    from ablations.executors import slurm
 
     submitted = [p.run_dir.absolute() for p in plan.runs if (p.run_dir / store.SLURM_JSON).is_file()]
     if not submitted and not (plan.results_dir / slurm.SUBMITIT_DIR).is_dir():  # never submitted: no squeue

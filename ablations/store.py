@@ -34,6 +34,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -97,7 +98,6 @@ def open_fd(path: Path | str, flags: int, mode: int = FILE_MODE) -> int:
             raise UnsafeFile(err.errno, "is a directory where a file belongs (remove it)", str(path)) from None
         raise
     if reading:
-        import stat
 
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
@@ -248,7 +248,7 @@ def identity_problem(run_dir: Path | str) -> str | None:
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
         return f"{path}: no 'config' mapping"
-    from ablations.config import NOT_IDENTITY  # torch-free; the same rule as RunConfig.short_hash
+    from ablations.spec.config import NOT_IDENTITY  # torch-free; the same rule as RunConfig.short_hash
 
     identity = {name: {k: v for k, v in section.items() if k not in NOT_IDENTITY.get(name, ())}
                 if isinstance(section, dict) else section for name, section in config.items()}
@@ -344,8 +344,8 @@ def run_lock(run_dir: Path, patience_s: float = LOCK_PATIENCE_S) -> Iterator[Non
     """Hold an exclusive flock on the run folder; raise RunLocked if another job has it.
 
     flock is released by the kernel when its process dies, so a killed job never leaves a stale lock. A
-    status probe (`is_locked`) holds a shared lock for microseconds: the claim retries for `patience_s`
-    before it concludes that a job holds the folder, so a probe never makes a launch skip a runnable run.
+    status check (`is_locked`) holds a shared lock for microseconds: the claim retries for `patience_s`
+    before it concludes that a job holds the folder, so a status check never makes a launch skip a runnable run.
     """
     import time as time_
 
@@ -370,7 +370,7 @@ def run_lock(run_dir: Path, patience_s: float = LOCK_PATIENCE_S) -> Iterator[Non
 
 
 def is_locked(run_dir: Path) -> bool:
-    """Whether a job holds the run folder's lock: a momentary *shared* lock probe (see run_lock); False for a
+    """Whether a job holds the run folder's lock: a momentary *shared* lock check (see run_lock); False for a
     lock file that cannot be opened (a link or a directory: run_lock refuses it when a job claims the run)."""
     try:
         fd = open_fd(Path(run_dir) / LOCK, os.O_RDONLY)
@@ -392,14 +392,14 @@ def is_locked(run_dir: Path) -> bool:
 class RunDocument:
     """config.json: the frozen config and where the run sits in its experiment (sweep, cell, seed...)."""
 
-    config: Any  # ablations.config.RunConfig
+    config: Any  # ablations.spec.config.RunConfig
     meta: dict
 
 
 def read_config(run_dir: Path) -> RunDocument:
     """Parse and check a run folder's config.json; InputError naming the file and what is wrong."""
-    from ablations.config import RunConfig
-    from ablations.errors import InputError
+    from ablations.spec.config import RunConfig
+    from ablations.spec.errors import InputError
 
     path = Path(run_dir) / CONFIG
     document, problem = read_json(path)

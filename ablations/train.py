@@ -1,8 +1,8 @@
 """python -m ablations.train RUN_DIR — train the run in that folder (reads RUN_DIR/config.json).
 
 Exit 0 done, 1 failed, 2 bad input, 3 stopped on request (checkpoint saved: run it again to resume).
-A thin wrapper over ablations.job.RunJob, the one path that claims, runs and records a run; the trainer
-itself is ablations.trainer, whose names (train_run, Preempted, request_stop...) this module also offers.
+A thin wrapper over ablations.executors.job.RunJob, the one path that claims, runs and records a run; the trainer
+itself is ablations.training.trainer, whose names (train_run, Preempted, request_stop...) this module also offers.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:
     """The trainer's names, imported on first use: --help must not pay for torch."""
     if name.startswith("__"):  # module protocol lookups (warnings, runpy...) must not import torch
         raise AttributeError(name)
-    from ablations import trainer
+    from ablations.training import trainer
 
     try:
         return getattr(trainer, name)
@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before the imports below: --help answers without torch
     from ablations import store
     from ablations.cli import print_error
-    from ablations.datasets import DatasetError
-    from ablations.errors import InputError
-    from ablations.job import FAILED_EARLIER, RunJob
-    from ablations.trainer import Preempted
+    from ablations.executors.job import FAILED_EARLIER, RunJob
+    from ablations.spec.dataset_checks import DatasetError
+    from ablations.spec.errors import InputError
+    from ablations.training.trainer import Preempted
 
     job = RunJob(args.run_dir, force=args.force, retry_failed=args.retry_failed, num_workers=args.num_workers,
                  progress=not args.no_progress)

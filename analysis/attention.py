@@ -73,10 +73,10 @@ def model_from_run(run_dir: Path) -> tuple[torch.nn.Module, int, str]:
 
 def validation_input(run_dir: Path, size: int, index: int = 0) -> tuple[torch.Tensor, np.ndarray, str]:
     """Image `index` of the run's own validation data at `size` px: (model input (1, C, S, S), the same image
-    for display (S, S, 3) in [0, 1], a description). The dataset is built as the run built it (ablations.data)
-    with data.img_size = size."""
-    from ablations.config import with_overrides
-    from ablations.data import DatasetError, build_datasets
+    for display (S, S, 3) in [0, 1], a description). The dataset is built as the run built it
+    (ablations.training.loaders) with data.img_size = size."""
+    from ablations.spec.config import with_overrides
+    from ablations.training.loaders import DatasetError, build_datasets
 
     config = with_overrides(store.read_config(run_dir).config, {"data.img_size": size})
     try:

@@ -27,9 +27,9 @@ if TYPE_CHECKING:  # pandas is imported where it is used: --help answers without
 
 from ablations import store
 from ablations.cli import OUTPUT_FLAGS
-from ablations.config import allowed_keys
 from ablations.experiment import Selection, add_selection_flags, selection_from_args
-from ablations.metrics import METRICS, from_result
+from ablations.spec.config import allowed_keys
+from ablations.spec.metrics import METRICS, from_result
 from analysis.source import InputError, cli, warn
 
 RUN_FILES = (store.CONFIG, store.METRICS, store.RESULT, store.ERROR, store.CHECKPOINT)

@@ -17,10 +17,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ablations import store  # noqa: E402
-from ablations.metrics import METRICS as REGISTRY  # noqa: E402
+from ablations.spec.metrics import METRICS as REGISTRY  # noqa: E402
 from analysis.render import SHORT  # noqa: E402
 from analysis.source import Layout  # noqa: E402
-from analysis.tables import METRICS, Table, per_seed, select_runs  # noqa: E402
+from analysis.table import METRICS, Table, build_table, per_seed, select_runs  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette: ours blue, the paper vermillion, cells in the order below
 OURS, PAPER, BASELINE = "#0072B2", "#D55E00", "#999999"
@@ -230,8 +230,6 @@ def row_summary(row) -> str:
 
 def table_figures(df: pd.DataFrame, layout: Layout, out_dir: Path) -> list[Path]:
     """Bars and curves of one experiment, written to out_dir; the same runs as its table."""
-    from analysis.tables import build_table
-
     table = build_table(df, layout)
     runs = select_runs(df, layout)
     if len(runs):

@@ -8,7 +8,7 @@
 
 table: per metric of the sweep's table, our mean ± std as bars with seeds as dots and the paper's value as a
 marker; validation top-1 against epoch for every cell. scaling: inference throughput and peak memory of
-MSA vs EMSA against input resolution (rest.benchmark's models and timing; see analysis.scaling for how
+MSA vs EMSA against input resolution (benchmarks.model's models and timing; see analysis.scaling for how
 memory is measured). attention: a trained run's attention maps, stage 4's last block by default, on an image
 of its own validation data (see analysis.attention).
 """

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 
-from ablations.metrics import METRICS as REGISTRY
-from analysis.tables import METRICS, Table
+from ablations.spec.metrics import METRICS as REGISTRY
+from analysis.table import METRICS, Table
 
 SHORT = {name: m.short for name, m in REGISTRY.items()}
 DASH = "–"
@@ -153,7 +154,6 @@ def tex(text: str) -> str:
 
 def latex_safe_note(note: str) -> str:
     """A legend line for a paper: no absolute paths, no exception text (a failure says only where it failed)."""
-    import re
 
     failed = re.match(r"(.+? seed \S+: failed(?: at epoch \S+)?):", note)
     if failed:

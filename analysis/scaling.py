@@ -1,70 +1,28 @@
 """EMSA vs MSA (the paper's Table 8 pair) across input resolutions: inference throughput and peak memory.
 
-Throughput comes from rest.benchmark (its models, its timing protocol), measured `repeats` times per point:
-the figure shows the mean with +/- one standard deviation, the EMSA/MSA ratio beside the paper's (Table 8:
-1246 vs 512 img/s at 224 px, on a GPU), and says which device it ran on. Peak memory:
-  * CUDA: torch.cuda.max_memory_allocated, as rest.benchmark reports it (weights + input + activations);
-  * CPU: torch has no allocator statistics, so one extra forward pass runs under torch.profiler with
-    profile_memory=True; its allocator events ([memory], +bytes on alloc, -bytes on free) are replayed in time
-    order and the highest running total is the activations' peak, to which the weights and input are added.
+Throughput is timed as `python -m benchmarks.model` times inference (rest.complexity.time_iterations under
+torch.inference_mode), `repeats` times per point: the figure shows the mean with +/- one standard deviation,
+the EMSA/MSA ratio beside the paper's (Table 8: 1246 vs 512 img/s at 224 px, on a GPU), and says which device
+it ran on. Peak memory is rest.complexity.peak_memory_bytes (CUDA: the allocator's peak; CPU: torch.profiler's
+allocator events replayed), weights and input included.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import math
-import os
 import sys
 
 import pandas as pd
+import timm
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from rest import benchmark
+from rest.complexity import peak_memory_bytes, time_iterations
+from rest_knobs import MSA
 
 CPU_MEMORY = "CPU: torch.profiler allocator events (weights + input + peak activations)"
 CUDA_MEMORY = "CUDA: torch.cuda.max_memory_allocated"
-
-
-def specs() -> list[benchmark.Spec]:
-    """MSA and EMSA exactly as `python -m rest.benchmark --msa-vs-emsa` defines them."""
-    return benchmark.specs_from_args(argparse.Namespace(models=[], msa_vs_emsa=True, reference=False))
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence the C++ profiler's start/stop chatter on fd 2 (it is not an error, and would look like one)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def cpu_peak_bytes(model: torch.nn.Module, x: torch.Tensor) -> float:
-    """Peak bytes held during one inference forward on CPU (see the module docstring); NaN if unavailable."""
-    from torch.profiler import ProfilerActivity, profile
-
-    model.eval()
-    with quiet_stderr(), torch.inference_mode():
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            model(x)
-    try:
-        events = prof.profiler.kineto_results.events()  # the raw allocator events (the summaries merge them)
-        allocations = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
-    except AttributeError:  # a torch without this interface: say "unavailable" rather than guess
-        return math.nan
-    live = peak = 0
-    for _, nbytes in allocations:
-        live += nbytes
-        peak = max(peak, live)
-    static = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers(), x))
-    return float(peak + static)
+MODELS = {"MSA": MSA, "EMSA": {}}  # ResT-Lite's knobs for each side of the paper's Table 8
 
 
 def measure(sizes: list[int], batch_size: int = 8, warmup: int = 1, iters: int = 3, device: str = "cpu",
@@ -77,36 +35,34 @@ def measure(sizes: list[int], batch_size: int = 8, warmup: int = 1, iters: int =
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     rows = []
-    jobs = [(spec, size) for spec in specs() for size in sizes]
+    jobs = [(label, size) for label in MODELS for size in sizes]
     models = {}
+    dev = torch.device(device)
     with tqdm(total=len(jobs) * repeats, desc="MSA vs EMSA", unit="measurement", file=sys.stderr,
               disable=None if progress is None else not progress) as bar:
-        for spec, size in jobs:
-            if spec.label not in models:
-                models[spec.label] = benchmark.build(spec)
-            model = models[spec.label]
-            args = argparse.Namespace(device=device, channels_last=False, img_size=(size, size),
-                                      batch_size=batch_size, amp=False, no_infer=False, train=False, warmup=warmup,
-                                      iters=iters)
-            speeds, row = [], {}
+        for label, size in jobs:
+            if label not in models:
+                models[label] = timm.create_model("rest_lite", **MODELS[label]).to(dev).eval()
+            model = models[label]
+            x = torch.randn(batch_size, 3, size, size, device=dev)
+
+            def infer(model=model, x=x):
+                with torch.inference_mode():
+                    model(x)
+
+            speeds = []
             for _ in range(repeats):
-                bar.set_postfix_str(f"{spec.label} {size} px")
-                row = benchmark.benchmark_model(model, args)
-                speeds.append(row["infer_img_s"])
+                bar.set_postfix_str(f"{label} {size} px")
+                speeds.append(batch_size / time_iterations(infer, warmup, iters, dev))
                 bar.update()
-            if "peak_mem_mb" in row:
-                method = CUDA_MEMORY
-            else:
-                x = torch.randn(batch_size, 3, size, size)
-                row["peak_mem_mb"] = cpu_peak_bytes(model.cpu(), x) / 2**20
-                method = CPU_MEMORY
             speed = pd.Series(speeds)
-            rows.append({"model": spec.label, "img_size": size, "batch_size": batch_size, "device": device,
+            rows.append({"model": label, "img_size": size, "batch_size": batch_size, "device": device,
                          "threads": torch.get_num_threads() if device == "cpu" else None,
                          "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
                          "infer_img_s": float(speed.mean()),
                          "infer_img_s_std": float(speed.std(ddof=1)) if repeats > 1 else math.nan,
-                         "repeats": repeats, "peak_mem_mb": row["peak_mem_mb"], "memory_method": method})
+                         "repeats": repeats, "peak_mem_mb": peak_memory_bytes(model, x) / 2**20,
+                         "memory_method": CUDA_MEMORY if dev.type == "cuda" else CPU_MEMORY})
     return pd.DataFrame(rows)
 
 

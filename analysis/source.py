@@ -8,7 +8,7 @@ known; with a bare results folder, rows and the baseline are read from each run'
 are no published numbers (unless `--sweep` names the file), and a folder holding several experiments is
 refused unless the flags pick one.
 
-Bad input raises `InputError` (ablations.errors); `cli()` turns it into one paragraph on stderr and exit
+Bad input raises `InputError` (ablations.spec.errors); `cli()` turns it into one paragraph on stderr and exit
 code 2, without a traceback.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 
 from ablations import store
 from ablations.cli import command as cli  # noqa: F401 - the analysis commands' wrapper
-from ablations.errors import InputError
 from ablations.experiment import (
     NO_SELECTION,
     Selection,
@@ -30,7 +29,8 @@ from ablations.experiment import (
     resolve,
     select_in_folder,
 )
-from ablations.metrics import DEFAULT_COLUMNS
+from ablations.spec.errors import InputError
+from ablations.spec.metrics import DEFAULT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -107,10 +107,10 @@ def read_experiment(path: Path, selection: Selection, results_root: str | Path):
 
 
 def read_sweep(path: Path):
-    """ablations.spec.load_sweep, imported here so the rest of analysis works without the sweep loader."""
+    """ablations.spec.sweep.load_sweep, imported here so the rest of analysis works without the sweep loader."""
     if not path.is_file():
         raise InputError(f"{path}: no such sweep file.")
-    from ablations.spec import load_sweep
+    from ablations.spec.sweep import load_sweep
 
     try:
         return load_sweep(path)
@@ -119,7 +119,7 @@ def read_sweep(path: Path):
 
 
 def layout_from_sweep(sweep, results_dir: Path) -> Layout:
-    """`sweep` is an ablations.spec.Sweep."""
+    """`sweep` is an ablations.spec.sweep.Sweep."""
     cells = list(sweep.cells)
     axes = tuple(cells[0].levels) if cells else ()
     return Layout(

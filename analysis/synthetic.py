@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ablations import store
-from ablations.config import RunConfig, with_overrides
+from ablations.spec.config import RunConfig, with_overrides
 
 
 def write_run(

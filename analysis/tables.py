@@ -5,252 +5,34 @@
     python -m analysis.tables results/pe                       # rows and baseline from the runs' meta
     python -m analysis.tables results/pe --sweep sweeps/pe.yaml --recipe quick
 
-Every row is compared with the baseline row: the difference with a 95 % confidence interval (paired by seed
-when the seeds match, Welch otherwise; see analysis.stats), marked "n.s." when the interval contains 0.
-Failed, running and missing cells are rows that say so. A table shows one experiment (sweep + recipe +
+Every row is compared with the baseline row (a 95 % confidence interval, see analysis.table). Failed,
+running and missing cells are rows that say so. A table shows one experiment (sweep + recipe +
 --set overrides + seeds, selected with the flags of ablations.run): runs of other recipes or overrides in
 the same folder are never mixed in, only named.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas is imported where it is used: --help answers without it
-    import pandas as pd
+    pass
 
 from ablations import store
 from ablations.cli import OUTPUT_FLAGS
 from ablations.experiment import add_selection_flags, selection_from_args
-from ablations.metrics import COMPARED, PAPER_DEVICE_CLASS, device_class
-from ablations.metrics import METRICS as REGISTRY
 from analysis.collect import collect
-from analysis.source import CellSpec, InputError, Layout, cli, load_layout, note, warn
-from analysis.stats import compare, summarize
-
-# metric -> (header, decimals), from the one registry. Accuracies are in percent, as result.json and the
-# paper give them. Only accuracies vary with the seed (COMPARED): params/FLOPs are fixed by the architecture,
-# throughput by the machine.
-METRICS = {name: (m.header, m.decimals) for name, m in REGISTRY.items()}
-NOT_DONE = (store.FAILED, store.RUNNING, store.PARTIAL, store.NEW)
-
-
-@dataclass
-class Table:
-    layout: Layout
-    title: str
-    protocol: dict[str, str]  # recipe, dataset, epochs, img_size, device, model, seeds: what "ours" means
-    baseline: str | None
-    rows: pd.DataFrame  # one row per cell; the columns are described in build_rows
-    notes: list[str] = field(default_factory=list)  # shown under the table (failures, order, legend)
-    problems: list[str] = field(default_factory=list)  # warnings for stderr
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return self.layout.columns
-
-    @property
-    def compared(self) -> tuple[str, ...]:
-        return tuple(m for m in self.columns if m in COMPARED)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Selecting the runs of one table
-# ----------------------------------------------------------------------------------------------------------
-def select_runs(df: pd.DataFrame, layout: Layout) -> pd.DataFrame:
-    """The runs of this table: the experiment's run folders (all of them when the layout does not say)."""
-    if df.empty or layout.run_dirs is None:
-        return df
-    wanted = {str(p) for p in layout.run_dirs}
-    return df[df["path"].isin(wanted)]
-
-
-def cell_specs(runs: pd.DataFrame, layout: Layout) -> tuple[list[CellSpec], list[str], list[str]]:
-    """Rows in table order: the sweep's cells, then cells found only in run folders. (specs, notes, problems)"""
-    notes, problems = [], []
-    labels_in_runs = list(dict.fromkeys(runs["cell"])) if len(runs) else []
-    if layout.cells:
-        specs = list(layout.cells)
-        known = {c.label for c in specs}
-        extra = [label for label in labels_in_runs if label not in known]
-        for label in extra:
-            specs.append(CellSpec(label, False))
-            problems.append(f"{layout.results_dir}: runs of cell {label!r}, which {layout.sweep_path} does not "
-                            f"list; shown as an extra row")
-        if extra:
-            notes.append(f"Rows {', '.join(extra)}: run folders of cells that the sweep file does not list.")
-        return specs, notes, problems
-    baseline_labels = list(dict.fromkeys(runs.loc[runs["baseline"].astype(bool), "cell"]))
-    if len(baseline_labels) > 1:
-        problems.append(f"{layout.results_dir}: several cells claim to be the baseline ({', '.join(baseline_labels)}); "
-                        f"using {baseline_labels[0]!r}")
-    baseline = baseline_labels[0] if baseline_labels else None
-    notes.append("Row order: alphabetical (no sweep file given; pass --sweep for the paper's order and numbers).")
-    return [CellSpec(label, label == baseline) for label in sorted(labels_in_runs, key=str.casefold)], notes, problems
-
-
-def per_seed(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """One run per seed: a finished one if any (the latest), else the furthest along. Duplicates are reported."""
-    problems = []
-    rank = {state: i for i, state in enumerate(store.STATE_ORDER)}  # done first, then the furthest along
-    ordered = runs.assign(_rank=runs["state"].map(rank).fillna(5)).sort_values(
-        ["_rank", "finished_at", "epochs_done"], ascending=[True, False, False], na_position="last")
-    for (cell, seed), group in ordered.groupby(["cell", "seed"], sort=False, dropna=False):
-        if len(group) > 1:
-            problems.append(f"cell {cell!r} seed {seed}: {len(group)} run folders ({', '.join(group['run_id'])}), "
-                            f"probably from different overrides; using {group['run_id'].iloc[0]} "
-                            f"({group['state'].iloc[0]}, the latest finished or furthest along)")
-    return ordered.drop_duplicates(["cell", "seed"]).drop(columns="_rank"), problems
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The table
-# ----------------------------------------------------------------------------------------------------------
-def build_table(df: pd.DataFrame, layout: Layout) -> Table:
-    """A pure function of the collected DataFrame and the layout."""
-    runs = select_runs(df, layout)
-    specs, notes, problems = cell_specs(runs, layout)
-    if not specs:
-        raise InputError(f"{layout.results_dir}: no run folder there could be read (see the warnings above), and "
-                         f"no sweep file lists the cells: nothing to tabulate.")
-    runs, duplicates = per_seed(runs) if len(runs) else (runs, [])
-    baseline = next((c.label for c in specs if c.is_baseline), None)
-    rows = build_rows(runs, specs, layout, baseline)
-    notes += failure_notes(runs)
-    if layout.published_note and layout.published:
-        notes.append(f"Paper's numbers: {layout.published_note}")
-    title = layout.paper_table or first(runs, "paper_table") or f"Sweep {layout.name}"
-    if not layout.axes and len(runs):  # no sweep file: the axis names come from the runs' meta.levels
-        layout = replace(layout, axes=tuple(json.loads(first(runs, "levels") or "{}")))
-    return Table(layout, title, protocol(runs, layout), baseline, rows, notes, problems + duplicates)
-
-
-def values_by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
-    import pandas as pd
-
-    done = runs[runs["state"] == store.DONE]
-    return {int(s): float(v) for s, v in zip(done["seed"], done[metric], strict=True) if pd.notna(s)}
-
-
-def build_rows(runs: pd.DataFrame, specs: list[CellSpec], layout: Layout, baseline: str | None) -> pd.DataFrame:
-    """Columns: cell, baseline, n, n_failed, n_running, n_partial, n_missing, seeds, status; per metric m:
-    m_mean, m_std, m_n, m_paper, m_vs_paper; per accuracy m: m_delta, m_ci_low, m_ci_high, m_ci_method,
-    m_ci_contains_zero, m_ci_note."""
-    import pandas as pd
-
-    by_cell = {label: group for label, group in runs.groupby("cell", sort=False)} if len(runs) else {}
-    empty = runs.iloc[0:0]
-    base_runs = by_cell.get(baseline, empty)
-    out = []
-    for spec in specs:
-        cell_runs = by_cell.get(spec.label, empty)
-        row = {"cell": spec.label, "baseline": spec.label == baseline, **counts(cell_runs, layout.seeds)}
-        published = layout.published.get(spec.label, {})
-        for metric in layout.columns:
-            s = summarize(list(values_by_seed(cell_runs, metric).values()))
-            paper = published.get(metric, math.nan)
-            vs_paper = s.mean - paper
-            if REGISTRY[metric].device_dependent and not same_device_class(cell_runs):
-                vs_paper = math.nan  # a CPU img/s minus a GPU img/s says nothing
-            row |= {f"{metric}_mean": s.mean, f"{metric}_std": s.std, f"{metric}_n": s.n,
-                    f"{metric}_paper": paper, f"{metric}_vs_paper": vs_paper}
-        for metric in (m for m in layout.columns if m in COMPARED):
-            if baseline is None or spec.label == baseline:
-                d = None
-            else:
-                d = compare(values_by_seed(cell_runs, metric), values_by_seed(base_runs, metric))
-            row |= {
-                f"{metric}_delta": d.delta if d else math.nan,
-                f"{metric}_ci_low": d.low if d else math.nan,
-                f"{metric}_ci_high": d.high if d else math.nan,
-                f"{metric}_ci_method": d.method if d else "",
-                f"{metric}_ci_contains_zero": d.contains_zero if d else None,
-                f"{metric}_ci_note": (d.note if d else ("baseline" if baseline else "no baseline")),
-            }
-        out.append(row)
-    return pd.DataFrame(out)
-
-
-def same_device_class(runs: pd.DataFrame) -> bool:
-    """Whether every finished run of the cell ran on the paper's device class (a GPU)."""
-    done = runs[runs["state"] == store.DONE] if len(runs) else runs
-    classes = {device_class(d) for d in done["device"]} if len(done) else set()
-    return classes == {PAPER_DEVICE_CLASS}
-
-
-def counts(runs: pd.DataFrame, expected: tuple[int, ...]) -> dict:
-    import pandas as pd
-
-    states = runs["state"].value_counts() if len(runs) else pd.Series(dtype=int)
-    seeds = sorted(int(s) for s in runs["seed"].dropna()) if len(runs) else []
-    missing = [s for s in expected if s not in seeds]
-    c = {
-        "n": int(states.get(store.DONE, 0)),
-        "n_failed": int(states.get(store.FAILED, 0)),
-        "n_running": int(states.get(store.RUNNING, 0)),
-        "n_partial": int(states.get(store.PARTIAL, 0) + states.get(store.NEW, 0)),
-        "n_missing": len(missing),
-        "seeds": " ".join(str(s) for s in seeds),
-    }
-    c["status"] = status(c)
-    return c
-
-
-def status(c: dict) -> str:
-    """The cell's state in one word, for a cell without any finished run."""
-    if c["n"]:
-        return store.DONE
-    for key, word in (("n_running", "running"), ("n_failed", "failed"), ("n_partial", "partial")):
-        if c[key]:
-            return word
-    return "missing"
-
-
-def failure_notes(runs: pd.DataFrame) -> list[str]:
-    failed = runs[runs["state"] == store.FAILED] if len(runs) else runs
-    return [f"{r.cell} seed {r.seed}: failed" + (f" at epoch {r.error_epoch:g}" if is_number(r.error_epoch) else "")
-            + f": {r.error} ({r.path})" for r in failed.itertuples()]
-
-
-def is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def first(runs: pd.DataFrame, column: str):
-    values = runs[column].dropna() if len(runs) else []
-    return values.iloc[0] if len(values) else None
-
-
-def protocol(runs: pd.DataFrame, layout: Layout) -> dict[str, str]:
-    """What our numbers are: every distinct value found, so a mixed or unusual setting cannot hide."""
-
-    def distinct(column: str, source: pd.DataFrame = runs) -> str:
-        values = source[column].dropna().unique().tolist() if len(source) else []
-        return ", ".join(str(v) for v in sorted(values, key=str)) or "n/a"
-
-    done = runs[runs["state"] == store.DONE] if len(runs) else runs
-    return {
-        "recipe": distinct("recipe"),
-        "dataset": distinct("dataset"),
-        "epochs": distinct("epochs"),
-        "img_size": distinct("img_size"),
-        "model": distinct("model"),
-        "device": distinct("device", done) if len(done) else "n/a (no finished run)",
-        "seeds": distinct("seed") if len(runs) else ", ".join(map(str, layout.seeds)) or "n/a",
-    }
+from analysis.render import to_csv, to_latex, to_long_csv, to_markdown
+from analysis.source import InputError, cli, load_layout, note, warn
+from analysis.table import METRICS, Table, build_table
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------
 def write_table(table: Table, out_dir: Path) -> list[Path]:
-    from analysis.render import to_csv, to_latex, to_long_csv, to_markdown
-
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, render in (("table.md", to_markdown), ("table.tex", to_latex), ("table.csv", to_csv),
@@ -289,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     warn(table.problems)
     note(layout)
     paths = write_table(table, args.output or layout.results_dir)
-    from analysis.render import to_markdown
-
     print(to_markdown(table), end="")
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
     return 0

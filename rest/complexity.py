@@ -1,5 +1,5 @@
 """What a model costs: parameters, multiply-accumulates (torch.utils.flop_counter), time per iteration and
-peak memory.
+peak memory. The trainer, the planner and the benchmarks all measure with these.
 
 Two MAC counts, because the paper's figures and the true cost differ:
 
@@ -12,6 +12,10 @@ Two MAC counts, because the paper's figures and the true cost differ:
 """
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -62,3 +66,49 @@ def time_iterations(step: Callable[[], None], warmup: int, iters: int, device: t
         step()
     sync()
     return (time.perf_counter() - start) / iters
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the C++ profiler's start/stop chatter on fd 2 (it is not an error, and would look like one)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_memory_bytes(model: nn.Module, x: torch.Tensor) -> float:
+    """Peak bytes held during one inference forward of `model` on `x`, weights and input included.
+
+    CUDA: the allocator's peak (torch.cuda.max_memory_allocated). CPU: torch keeps no allocator statistics, so
+    the forward runs under torch.profiler with profile_memory=True; its allocator events (+bytes on alloc,
+    -bytes on free) replayed in time order give the activations' peak, to which the weights and input are
+    added. NaN where this torch's profiler does not expose the events.
+    """
+    model.eval()
+    if x.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(x.device)
+        with torch.inference_mode():
+            model(x)
+        return float(torch.cuda.max_memory_allocated(x.device))
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr(), torch.inference_mode():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model(x)
+    try:
+        events = prof.profiler.kineto_results.events()  # the raw allocator events (the summaries merge them)
+        allocations = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    except AttributeError:  # a torch without this interface: say "unavailable" rather than guess
+        return math.nan
+    live = peak = 0
+    for _, nbytes in allocations:
+        live += nbytes
+        peak = max(peak, live)
+    static = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers(), x))
+    return float(peak + static)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# GPU check for the ResT model and harness (issue 9, point 11), at most GPU_CHECK_SECONDS (default 290 s) on
+# GPU check for the ResT model and harness, at most GPU_CHECK_SECONDS (default 290 s) on
 # one GPU, in this order (what the time does not cover is reported as skipped; raise the bound to get all):
 #   1. the CUDA-only tests (fp32 equivalence with TF32 off, AMP training step, NCCL process group with one GPU);
-#   2. the interleaved throughput tables against rest/reference.py (python -m rest.benchmark
+#   2. the interleaved throughput tables against benchmarks/official_rest.py (python -m benchmarks.model
 #      --versus-reference) on CUDA: fp32, AMP (float16 autocast), AMP + channels_last, AMP + torch.compile,
 #      AMP training step;
 #   3. the harness end to end on CUDA: the main job (sweeps/pe.yaml, quick recipe, seed 0) shortened to one
@@ -66,15 +66,15 @@ else
 fi
 echo "($SECONDS s since the start)"
 
-bench() {  # seconds wanted, name, then rest.benchmark arguments
+bench() {  # seconds wanted, name, then benchmarks.model arguments
     local limit want=$1 name=$2 code
     limit=$(allowed "$want"); shift 2
     if (( limit == 0 )); then
         echo "== $name: skipped, the check's ${DEADLINE} s are spent"; return
     fi
-    echo "== $name: python -m rest.benchmark $*"
+    echo "== $name: python -m benchmarks.model $*"
     rm -f "$OUT/$name.csv"  # a table left by an earlier check must not pass for this one's
-    timeout "$limit" "$PY" -m rest.benchmark --device cuda --rounds 7 --warmup 3 "$@" --csv "$OUT/$name.csv" || {
+    timeout "$limit" "$PY" -m benchmarks.model --device cuda --rounds 7 --warmup 3 "$@" --csv "$OUT/$name.csv" || {
         code=$?
         if (( code == 124 )) && [[ -s "$OUT/$name.csv" ]]; then  # measured; only the interpreter's exit was cut
             echo "gpu_check: $name wrote its table, then its exit was cut at ${limit} s"

@@ -19,9 +19,9 @@ import timm
 import torch
 
 import rest  # noqa: F401  (registers the models)
-from ablations import probe
-from ablations.config import RunConfig
-from ablations.data import SPLIT_SEED, _bundled, load_digits_arrays, stratified_split
+from ablations.spec.config import RunConfig
+from ablations.training import probe_dataset as probe
+from ablations.training.loaders import SPLIT_SEED, _bundled, load_digits_arrays, stratified_split
 
 
 def swapped_sets(config: RunConfig):

@@ -75,7 +75,7 @@ def sweep_dir(tmp_path):
     path.mkdir()
     yield path
     if shutil.which("scancel"):
-        from ablations import slurm
+        from ablations.executors import slurm
 
         slurm.cancel(path)
 
@@ -87,7 +87,7 @@ def make_run() -> Callable[..., Path]:
 
     `standin` (the stand-in trainer's knobs) goes to meta.standin; `overrides` are dotted config keys.
     """
-    from ablations.config import RunConfig, flatten, with_overrides
+    from ablations.spec.config import RunConfig, flatten, with_overrides
 
     def make(sweep_dir: Path, seed: int = 0, standin: dict | None = None, overrides: dict | None = None) -> Path:
         config = with_overrides(RunConfig(), {**flatten(TINY), "train.seed": seed, **(overrides or {})})

@@ -16,6 +16,7 @@ from analysis.render import to_csv, to_latex, to_markdown
 from analysis.source import InputError, load_layout
 from analysis.stats import compare, summarize
 from analysis.synthetic import write_run
+from analysis.table import Table, build_table
 
 SWEEP = """\
 name: pe
@@ -57,14 +58,14 @@ def sweep(tmp_path: Path) -> Path:
     return path
 
 
-def table_for(sweep: Path, selection: Selection = NO_SELECTION) -> tables.Table:
+def table_for(sweep: Path, selection: Selection = NO_SELECTION) -> Table:
     layout = load_layout(sweep, results_root=sweep.parent / "results", selection=selection)
     df, problems = collect(layout.results_dir)
     assert problems == []
-    return tables.build_table(df, layout)
+    return build_table(df, layout)
 
 
-def row(table: tables.Table, cell: str) -> pd.Series:
+def row(table: Table, cell: str) -> pd.Series:
     return table.rows.set_index("cell").loc[cell]
 
 
@@ -188,7 +189,7 @@ def test_cli_writes_markdown_latex_csv(sweep, capsys):
 def test_results_folder_without_sweep(sweep):
     layout = load_layout(sweep.parent / "results" / "pe")
     df, _ = collect(layout.results_dir)
-    table = tables.build_table(df, layout)
+    table = build_table(df, layout)
     assert list(table.rows["cell"]) == ["GL", "LE", "none", "PA"]  # alphabetical, said in a note
     assert table.baseline == "PA" and table.layout.axes == ("pos_encoding",)
     md = to_markdown(table)
@@ -202,7 +203,7 @@ def test_columns_of_the_main_table(tmp_path):
     write_run(results, "Lite", 0, params=10_490_000, macs_paper=1.4e9, img_s=500.0, baseline=True, axis="model")
     write_run(results, "Lite", 1, params=10_490_000, macs_paper=1.4e9, img_s=520.0, baseline=True, axis="model")
     layout = load_layout(results, columns=("params_m", "gflops", "img_s", "top1", "top5"))
-    table = tables.build_table(collect(results)[0], layout)
+    table = build_table(collect(results)[0], layout)
     lite = row(table, "Lite")
     assert (lite["params_m_mean"], lite["gflops_mean"], lite["img_s_mean"], lite["img_s_std"]) == (
         pytest.approx(10.49), pytest.approx(1.4), 510.0, pytest.approx(sample_std([500.0, 520.0])))
@@ -338,7 +339,7 @@ def test_duplicate_runs_of_a_seed_are_reported(sweep):
     assert row(table, "PA")["n"] == 3 and not any("2 run folders" in p for p in table.problems)
     assert "not in the sweep as written" in table.layout.others
     layout = load_layout(results, sweep=sweep)  # a results folder: every run of the experiment found there
-    table = tables.build_table(collect(results)[0], layout)
+    table = build_table(collect(results)[0], layout)
     assert any("cell 'PA' seed 0: 2 run folders" in p for p in table.problems)
     assert row(table, "PA")["n"] == 3
 
@@ -347,7 +348,7 @@ def test_cells_not_in_the_sweep_are_shown(sweep):
     results = sweep.parent / "results" / "pe"
     write_run(results, "old level", 0)
     layout = load_layout(results, sweep=sweep)
-    table = tables.build_table(collect(results)[0], layout)
+    table = build_table(collect(results)[0], layout)
     assert list(table.rows["cell"])[-1] == "old level"
     assert any("does not list" in p for p in table.problems)
 
@@ -382,7 +383,7 @@ def test_parquet_needs_pyarrow(sweep, tmp_path, capsys):
 
 
 def test_bench_runs(capsys):
-    from analysis import bench
+    from benchmarks import tables as bench
 
     assert bench.main(["--runs", "40", "--epochs", "3", "--repeat", "1"]) == 0
     assert "collect + table of 40 runs" in capsys.readouterr().out

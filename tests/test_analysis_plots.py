@@ -14,6 +14,8 @@ from analysis.collect import collect
 from analysis.figures import table_figures
 from analysis.source import load_layout
 from analysis.synthetic import write_run
+from rest.complexity import peak_memory_bytes
+from rest_knobs import MSA
 
 SWEEP = """\
 name: attention
@@ -110,11 +112,11 @@ def test_cpu_peak_memory_sees_a_temporary_allocation():
             big = torch.ones(25_000_000)  # 100 MB, freed before returning
             return x + big[:1]
 
-    peak = scaling.cpu_peak_bytes(Spike(), torch.zeros(1))
+    peak = peak_memory_bytes(Spike(), torch.zeros(1))
     assert 100e6 <= peak < 110e6
 
 
-@pytest.mark.parametrize("knobs", [{}, dict(reduction="avg", head_norm=False), scaling.benchmark.MSA_KNOBS])
+@pytest.mark.parametrize("knobs", [{}, dict(reduction="avg", head_norm=False), MSA])
 def test_attention_recomputation_is_exact(knobs):
     """The maps are recomputed from the hooked input with the module's weights: they must be the module's."""
     model = timm.create_model("rest_lite", num_classes=10, **knobs).eval()
@@ -183,8 +185,8 @@ def test_a_crafted_checkpoint_never_runs_code(tmp_path, monkeypatch):
     import re as re_
 
     from ablations import store
-    from ablations.config import RunConfig
-    from ablations.errors import InputError
+    from ablations.spec.config import RunConfig
+    from ablations.spec.errors import InputError
     from analysis.attention import model_from_run
 
     run_dir = tmp_path / "run"
@@ -217,7 +219,7 @@ def three_seed_sweep(tmp_path: Path, top5: float = 100.0) -> Path:
 
 def figure_of(path: Path):
     from analysis import figures
-    from analysis.tables import build_table, per_seed, select_runs
+    from analysis.table import build_table, per_seed, select_runs
 
     layout = load_layout(path, results_root=path.parent / "results")
     df = collect(layout.results_dir, run_dirs=layout.run_dirs)[0]

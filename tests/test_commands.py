@@ -15,14 +15,14 @@ import pytest
 from test_runner import ROOT, SELECT_TINY, TINY, cli, run_dirs, write_sweep
 
 from ablations import store
+from ablations.executors.job import ALREADY_DONE, TRAINED, RunJob
 from ablations.experiment import Selection, resolve
-from ablations.job import ALREADY_DONE, TRAINED, RunJob
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-LIGHT_MODULES = ("ablations.config", "ablations.datasets", "ablations.spec", "ablations.recipes", "ablations.store",
-                 "ablations.experiment", "ablations.plan", "ablations.run", "ablations.status", "ablations.cancel",
-                 "ablations.train", "ablations.job", "ablations.slurm", "analysis.source", "analysis.collect",
-                 "analysis.tables")
+LIGHT_MODULES = ("ablations.spec.config", "ablations.spec.dataset_checks", "ablations.spec.sweep",
+                 "ablations.spec.recipe", "ablations.store", "ablations.experiment", "ablations.plan", "ablations.run",
+                 "ablations.status", "ablations.cancel", "ablations.train", "ablations.executors.job",
+                 "ablations.executors.slurm", "analysis.source", "analysis.collect", "analysis.tables")
 COMMANDS = ("ablations.run", "ablations.status", "ablations.cancel", "ablations.train", "analysis.tables",
             "analysis.plots", "analysis.collect")
 
@@ -114,7 +114,7 @@ def test_the_plan_header_says_where_runs_go(tmp_path):
 
 # ---- plans -----------------------------------------------------------------------------------------------------
 def finish(experiment, speed: float | None = None) -> None:
-    """Every run of the experiment made to look finished (as ablations.benchmark does)."""
+    """Every run of the experiment made to look finished (as benchmarks.planning does)."""
     for run in experiment.runs:
         run_dir = experiment.run_dir(run)
         store.write_config(run_dir, run.config, experiment.meta(run))
@@ -177,7 +177,7 @@ def test_a_probe_says_it_is_a_probe_and_shows_its_spread(tmp_path):
     proc = cli(str(sweep), "--results-root", str(tmp_path / "results"), *SELECT_TINY, "--executor", "local",
                "--set", "train.epochs=1", "--set", "data.train_limit=16", "--set", "data.val_limit=16",
                cwd=tmp_path, check=True)
-    assert "from a speed probe of rest_lite on this machine (spread" in proc.stdout
+    assert "from a speed measurement of rest_lite on this machine (spread" in proc.stdout
     again = cli(str(sweep), "--results-root", str(tmp_path / "results"), *SELECT_TINY, "--executor", "local",
                 "--set", "train.epochs=1", "--set", "data.train_limit=16", "--set", "data.val_limit=16",
                 "--dry-run", "--set", "train.seed=0", "--seeds", "1", cwd=tmp_path, check=True)
@@ -298,7 +298,7 @@ def test_slurm_eta_comes_from_recorded_gpu_runs_or_is_omitted(tmp_path, capsys):
     store.atomic_write_json(cpu_run / store.RESULT, {**result, "train_img_s": 50.0, "host": os.uname().nodename})
     assert run_cli.main([str(sweep), *select]) == 0
     out = capsys.readouterr().out
-    assert "no ETA: no finished GPU run has recorded a speed" in out and "probe" not in out
+    assert "no ETA: no finished GPU run has recorded a speed" in out and "measurement" not in out
     store.atomic_write_json(cpu_run / store.RESULT, {**result, "train_img_s": 500.0, "device": "cuda (H100)"})
     assert run_cli.main([str(sweep), *select]) == 0
     out = capsys.readouterr().out

@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ablations.config import RunConfig, with_overrides
-from ablations.data import (
+from ablations.spec.config import RunConfig, with_overrides
+from ablations.training.loaders import (
     ENV_ROOT,
     DatasetError,
     EpochSampler,
@@ -173,7 +173,7 @@ def test_a_corrupt_image_names_its_file(tmp_path):
     root = write_imagefolder(tmp_path / "data", train=2, val=1, size=8)
     bad = root / "train" / "cat" / "1.png"
     bad.write_bytes(bad.read_bytes()[:20])  # a truncated PNG
-    from ablations.data import load_image
+    from ablations.training.loaders import load_image
 
     assert load_image(str(root / "train" / "cat" / "0.png")).mode == "RGB"
     with pytest.raises(DatasetError, match=r"cat/1\.png: not a readable image"):
@@ -213,9 +213,9 @@ def test_repeated_augmentation_is_deits_rasampler():
 
 
 def test_the_launch_check_counts_training_images_as_the_loaders_do(tmp_path):
-    """ablations.datasets counts without torch what build_datasets / build_loaders then see."""
-    from ablations.datasets import train_images, updates_per_epoch
-    from ablations.probe import TRAIN_SIZE
+    """ablations.spec.dataset_checks counts without torch what build_datasets / build_loaders then see."""
+    from ablations.spec.dataset_checks import train_images, updates_per_epoch
+    from ablations.training.probe_dataset import TRAIN_SIZE
 
     for dataset in ("digits", "probe"):
         config = cfg(data__dataset=dataset, data__img_size=32)

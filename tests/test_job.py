@@ -11,7 +11,7 @@ from conftest import standin_starts
 from submitit.helpers import DelayedSubmission
 
 from ablations import store
-from ablations.job import RunJob
+from ablations.executors.job import RunJob
 
 
 def local_executor(folder, **params) -> submitit.LocalExecutor:

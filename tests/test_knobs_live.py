@@ -25,9 +25,9 @@ import timm
 import torch
 
 import rest  # noqa: F401  (registers the ResT models with timm)
-from ablations.config import RunConfig, with_overrides
-from ablations.data import build_loaders
+from ablations.spec.config import RunConfig, with_overrides
 from ablations.train import train_run
+from ablations.training.loaders import build_loaders
 
 TINY = {"data.dataset": "digits", "data.img_size": 32, "data.train_limit": 16, "data.val_limit": 16,
         "train.epochs": 1, "train.batch_size": 8, "aug.scale_min": 1.0, "aug.hflip": 0.0}

@@ -27,7 +27,7 @@ from timm.models._features import FeatureGetterNet, FeatureHookNet
 from timm.models._features_fx import FeatureGraphNet, get_graph_node_names
 
 import rest
-from rest.reference import OfficialResT
+from benchmarks.official_rest import OfficialResT
 from rest.rest import STEM_CLASSES, EfficientAttention, make_pos_encoding
 
 REFERENCE = Path(__file__).parent / "data" / "official_rest_state_dict.txt"

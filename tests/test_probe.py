@@ -1,10 +1,11 @@
-"""The bundled probe dataset (ablations.probe) and its recipe."""
+"""The bundled probe dataset (ablations.training.probe_dataset) and its recipe."""
 import numpy as np
 import torch
 
-from ablations import probe
-from ablations.config import RunConfig, with_overrides
-from ablations.data import (
+from ablations.spec.config import RunConfig, with_overrides
+from ablations.spec.recipe import load_recipe, resolve
+from ablations.training import probe_dataset as probe
+from ablations.training.loaders import (
     SPLIT_SEED,
     build_datasets,
     check_dataset,
@@ -12,7 +13,6 @@ from ablations.data import (
     resolve_data_root,
     stratified_split,
 )
-from ablations.recipes import load_recipe, resolve
 
 
 def arrays():

@@ -1,8 +1,8 @@
 import pytest
 
-from ablations.config import RunConfig, check_value, with_overrides
-from ablations.errors import InputError
-from ablations.recipes import RECIPES_DIR, RecipeError, list_recipes, load_recipe, load_yaml_strict, resolve
+from ablations.spec.config import RunConfig, check_value, with_overrides
+from ablations.spec.errors import InputError
+from ablations.spec.recipe import RECIPES_DIR, RecipeError, list_recipes, load_recipe, load_yaml_strict, resolve
 
 SHIPPED = ["paper", "paper-ablation", "probe", "quick"]
 

@@ -193,14 +193,14 @@ def test_plan_prints_the_batch_split_and_deviations_logger_is_not_an_experiment(
 
 
 def test_data_loading_workers_default_from_the_jobs_cpus(monkeypatch):
-    from ablations.job import default_workers, job_cpus
+    from ablations.executors.job import default_workers, job_cpus
 
     assert job_cpus({"SLURM_CPUS_PER_TASK": "6"}) == 6 and default_workers({"SLURM_CPUS_PER_TASK": "6"}) == 5
     assert default_workers({"SLURM_CPUS_PER_TASK": "64"}) == 8 and default_workers({"REST_JOB_CPUS": "1"}) == 0
     assert job_cpus({}) == len(os.sched_getaffinity(0))  # locally: this machine's cores
     assert default_workers({"REST_JOB_CPUS": "3"}) == 2
-    from ablations.config import RunConfig, with_overrides
-    from ablations.job import workers_for
+    from ablations.executors.job import workers_for
+    from ablations.spec.config import RunConfig, with_overrides
 
     images = with_overrides(RunConfig(), {"data.dataset": "imagefolder", "data.root": "/data"})
     assert workers_for(images, None, {"SLURM_CPUS_PER_TASK": "10"}) == 8

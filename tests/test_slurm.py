@@ -13,17 +13,11 @@ import pytest
 from conftest import standin_starts
 
 from ablations import store
-from ablations.config import ConfigError
-from ablations.job import read_slurm_record
-from ablations.slurm import (
-    SlurmSettings,
-    SlurmSettingsError,
-    cancel,
-    make_executor,
-    snapshot_code,
-    status,
-    submit,
-)
+from ablations.executors.job import read_slurm_record
+from ablations.executors.slurm import SlurmSettings, cancel, snapshot_code, status, submit
+from ablations.executors.slurm.submit import make_executor
+from ablations.spec.config import ConfigError
+from ablations.spec.errors import InputError
 
 SETTINGS = SlurmSettings(time_min=20, cpus_per_task=1, mem_gb=3)
 ENDED = ("done", "failed", "cancelled")
@@ -77,32 +71,33 @@ def test_settings_from_mapping_and_cli():
     ({"additional_parameters": ["mail-type=END"]}, "slurm.additional_parameters", "mapping"),
 ])
 def test_settings_errors_name_source_and_key(mapping, key, words):
-    with pytest.raises(SlurmSettingsError) as info:
+    with pytest.raises(InputError) as info:
         SlurmSettings.from_mapping(mapping, "sweeps/t.yaml")
     assert isinstance(info.value, ConfigError) and info.value.key == key
     assert str(info.value).startswith(f"sweeps/t.yaml: {key}: ") and words in str(info.value)
 
 
 def test_cli_errors_name_the_command_line():
-    with pytest.raises(SlurmSettingsError, match=r"^command line: slurm.time_min: expected int"):
+    with pytest.raises(InputError, match=r"^command line: slurm.time_min: expected int"):
         SlurmSettings().with_cli(time_min=1.5)
 
 
 def test_snapshot_copies_packages_by_content(tmp_path):
     root = tmp_path / "checkout"
-    for rel, text in {"rest/__init__.py": "A = 1\n", "ablations/job.py": "B = 2\n", "analysis/x.txt": "c",
-                      "rest/__pycache__/m.cpython-311.pyc": "junk", "tests/test_x.py": "t"}.items():
+    for rel, text in {"rest/__init__.py": "A = 1\n", "ablations/executors/job.py": "B = 2\n", "analysis/x.txt": "c",
+                      "rest_knobs.py": "K = 1\n", "rest/__pycache__/m.cpython-311.pyc": "junk",
+                      "tests/test_x.py": "t", "setup.py": "s"}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     first = snapshot_code(tmp_path / "sweep", root)
     assert first.parent == tmp_path / "sweep" / ".code"
     assert sorted(str(p.relative_to(first)) for p in first.rglob("*") if p.is_file()) == [
-        "ablations/job.py", "analysis/x.txt", "rest/__init__.py"]
+        "ablations/executors/job.py", "analysis/x.txt", "rest/__init__.py", "rest_knobs.py"]
     assert snapshot_code(tmp_path / "sweep", root) == first  # same code, same snapshot
-    (root / "ablations/job.py").write_text("B = 3\n")
+    (root / "ablations/executors/job.py").write_text("B = 3\n")
     second = snapshot_code(tmp_path / "sweep", root)
-    assert second != first and (first / "ablations/job.py").read_text() == "B = 2\n"
-    assert (second / "ablations/job.py").read_text() == "B = 3\n"
+    assert second != first and (first / "ablations/executors/job.py").read_text() == "B = 2\n"
+    assert (second / "ablations/executors/job.py").read_text() == "B = 3\n"
 
 
 BAD_SETTINGS = sorted((Path(__file__).parent / "data" / "bad_slurm_settings").glob("*.yaml"))
@@ -114,10 +109,10 @@ def test_the_settings_corpus_is_large_enough():
 
 @pytest.mark.parametrize("path", BAD_SETTINGS, ids=lambda p: p.stem)
 def test_bad_slurm_settings_are_refused_before_anything_reaches_a_job_script(path):
-    from ablations.yamlio import load_yaml_strict
+    from ablations.spec.yamlio import load_yaml_strict
 
     expect = path.read_text().splitlines()[0].removeprefix("# expect: ")
-    with pytest.raises(SlurmSettingsError) as info:
+    with pytest.raises(InputError) as info:
         SlurmSettings.from_mapping(load_yaml_strict(path), str(path))
     assert expect in str(info.value) and "\n" not in str(info.value).split(": ", 2)[1]
 
@@ -147,12 +142,12 @@ def test_signal_delay_and_max_requeues_come_from_the_command_line():
     assert (settings.signal_delay_s, settings.max_num_timeout) == (300, 7)
     assert settings.additional_parameters == {"exclusive": True, "mail-type": "END"}
     args = build_parser().parse_args(["s.yaml", "--signal-delay-s", "1800"])
-    with pytest.raises(SlurmSettingsError, match="cannot fit the checkpoint signal"):
+    with pytest.raises(InputError, match="cannot fit the checkpoint signal"):
         slurm_settings(args, plan)
 
 
 def test_job_ids_from_run_files_never_become_options(sweep_dir, make_run):
-    from ablations.slurm import job_ids_of, valid_job_id
+    from ablations.executors.slurm import job_ids_of, valid_job_id
 
     assert [valid_job_id(v) for v in ("123", "123_4", "--user=alice", "1;id", "12 3", 5, None)] == [
         "123", "123_4", None, None, None, None, None]
@@ -165,7 +160,7 @@ def test_job_ids_from_run_files_never_become_options(sweep_dir, make_run):
 
 
 def test_failure_reason_is_the_exception_not_srun():
-    from ablations.slurm import failure_reason
+    from ablations.executors.slurm import failure_reason
 
     log = ("submitit INFO starting\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
            "    main()\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
@@ -211,7 +206,7 @@ def test_snapshot_is_group_readable_and_jobs_learn_the_commit(tmp_path, monkeypa
 def test_cpu_threads_follow_cpus_per_task(monkeypatch):
     import torch
 
-    from ablations.job import cpu_threads_from_slurm
+    from ablations.executors.job import cpu_threads_from_slurm
 
     before = torch.get_num_threads()
     try:
@@ -227,9 +222,9 @@ def test_the_job_name_tells_experiments_apart_and_a_job_pickle_is_never_unpickle
     import pickle
     import re
 
+    from ablations.executors.job import RunJob
+    from ablations.executors.slurm import SBATCH_VALUE, run_dir_of_job
     from ablations.experiment import Selection, resolve
-    from ablations.job import RunJob
-    from ablations.slurm import SBATCH_VALUE, run_dir_of_job
 
     def name(selection: Selection, results: Path = tmp_path / "results") -> str:
         return resolve(ROOT / "sweeps" / "pe.yaml", selection, results).job_name()
@@ -434,7 +429,7 @@ def test_an_sbatch_refusal_exits_2_and_leaves_nothing_behind(slurm_cluster, tmp_
 
 def test_per_level_resources_submit_one_array_per_group(slurm_cluster, tmp_path, capsys):
     from ablations import run as run_cli
-    from ablations import slurm
+    from ablations.executors import slurm
 
     sweep = write_sweep(tmp_path / "groups.yaml", "groups",
                         "{time_min: 20, cpus_per_task: 1, mem_gb: 2, setup: ['export GROUPS_SETUP=1'],"
@@ -459,7 +454,7 @@ def test_per_level_resources_submit_one_array_per_group(slurm_cluster, tmp_path,
 
 def test_a_refused_resource_group_leaves_no_folder_and_names_what_went_out(slurm_cluster, tmp_path, capsys):
     from ablations import run as run_cli
-    from ablations import slurm
+    from ablations.executors import slurm
 
     sweep = write_sweep(tmp_path / "mixed.yaml", "mixed",
                         "{time_min: 20, cpus_per_task: 1, mem_gb: 2, per_level: {GL: {partition: nosuchpartition}}}")

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from ablations import run as run_cli
-from ablations.config import RunConfig, with_overrides
-from ablations.recipes import load_recipe
-from ablations.spec import SweepError, expand, load_sweep, parse_cli_sets
+from ablations.spec.config import RunConfig, with_overrides
+from ablations.spec.recipe import load_recipe
+from ablations.spec.sweep import SweepError, expand, load_sweep, parse_cli_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))

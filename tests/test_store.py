@@ -105,7 +105,7 @@ CORPUS = sorted((__import__("pathlib").Path(__file__).parent / "data" / "bad_run
 
 def run_folder(parent, edit_config=None):
     """A run folder named as a sweep names it (<cell>-s<seed>-<hash>), config.json + one epoch of metrics."""
-    from ablations.config import RunConfig, with_overrides
+    from ablations.spec.config import RunConfig, with_overrides
 
     config = with_overrides(RunConfig(), {"data.img_size": 32, "train.epochs": 1})
     run_dir = parent / f"cell-s0-{config.short_hash()}"

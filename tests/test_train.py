@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-import ablations.trainer as train
+import ablations.training.trainer as train
 from ablations import store
-from ablations.config import RunConfig, with_overrides
+from ablations.spec.config import RunConfig, with_overrides
 from ablations.train import main
-from ablations.trainer import Preempted, RunFailed, request_stop, train_run
+from ablations.training.trainer import Preempted, RunFailed, request_stop, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"data.img_size": 32, "data.train_limit": 64, "data.val_limit": 32, "train.epochs": 2,

@@ -1,7 +1,7 @@
 """How long collecting + tabulating takes: 1,000 synthetic run folders in a temp dir (target: <= 3 s).
 
-    python -m analysis.bench                        # 1000 runs of 30 epochs
-    python -m analysis.bench --runs 1000 --epochs 300
+    python -m benchmarks.tables                        # 1000 runs of 30 epochs
+    python -m benchmarks.tables --runs 1000 --epochs 300
 
 The folders are complete (config.json, metrics.jsonl, result.json), spread over 10 cells; the timed part is
 exactly what `python -m analysis.tables` does: collect every folder into the DataFrame, build the table and
@@ -19,7 +19,7 @@ from analysis.collect import collect
 from analysis.render import to_csv, to_latex, to_markdown
 from analysis.source import Layout
 from analysis.synthetic import write_run
-from analysis.tables import build_table
+from analysis.table import build_table
 
 
 def make_runs(results_dir: Path, runs: int, epochs: int, cells: int = 10) -> None:
@@ -47,7 +47,7 @@ def time_table(results_dir: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.tables", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=30, help="lines of metrics.jsonl per run")

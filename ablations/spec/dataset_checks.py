@@ -2,14 +2,14 @@
 
 The bundled datasets (digits, probe) need no folder; the others are read from data.root, else from the
 environment variable REST_DATA_ROOT. The checks list folders and never decode an image, so planning a
-sweep with runs left to do stays fast; ablations.data builds the datasets themselves.
+sweep with runs left to do stays fast; ablations.training.loaders builds the datasets themselves.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from ablations.config import ENV_DATA_ROOT, RunConfig
+from ablations.spec.config import ENV_DATA_ROOT, RunConfig
 
 ENV_ROOT = ENV_DATA_ROOT  # REST_DATA_ROOT
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
@@ -19,7 +19,7 @@ CIFAR_FILES = {
 }
 BUNDLED = ("digits", "probe")  # built from files scikit-learn ships: no folder
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
-# training images of the datasets whose size is known: the bundled ones' fixed split (ablations.data, probe)
+# training images of the datasets whose size is known: the bundled ones' fixed split (ablations.training.loaders, probe)
 # and CIFAR's training batches
 TRAIN_IMAGES = {"digits": 1438, "probe": 1438, "cifar10": 50_000, "cifar100": 50_000}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
@@ -117,8 +117,8 @@ def check_dataset(config: RunConfig) -> None:
 def samples_per_device(n: int, virtual_devices: int, repeated: bool) -> int:
     """Training samples each virtual device (devices x accumulation steps) takes per epoch from `n` images:
     n // V, or with data.repeated_aug (DeiT's RASampler) n // 256 * 256 // V, falling back to n // V under
-    that. ablations.data.EpochSampler deals its epochs by this; an epoch has samples_per_device // device batch
-    updates (the last partial batch is dropped)."""
+    that. ablations.training.loaders.EpochSampler deals its epochs by this; an epoch has
+    samples_per_device // device batch updates (the last partial batch is dropped)."""
     if repeated:
         selected = n // RA_EPOCH * RA_EPOCH // virtual_devices
         return selected or n // virtual_devices  # a dataset under 256 images: one pass of its copies

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ablations.errors import InputError, bounded_repr
+from ablations.spec.errors import InputError, bounded_repr
 
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 32

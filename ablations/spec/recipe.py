@@ -1,8 +1,8 @@
-"""Recipes: training protocols as YAML files a reader can check and copy (ablations/recipes/*.yaml).
+"""Recipes: training protocols as YAML files a reader can check and copy (ablations/spec/recipes/*.yaml).
 
     description: what it is, in one paragraph
     source: where the protocol comes from, so a reader can check it
-    overrides:                      # dotted config keys -> values (ablations.config)
+    overrides:                      # dotted config keys -> values (ablations.spec.config)
       optim.lr: 0.1
     per_model:                      # optional: more overrides when model.name is that model
       rest_base: {model.drop_path_rate: 0.2}
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.config import ModelConfig, RunConfig, check_value, flatten, with_overrides
-from ablations.errors import InputError, bounded_repr
-from ablations.yamlio import YamlError, errors_located, load_yaml_strict
+from ablations.spec.config import ModelConfig, RunConfig, check_value, flatten, with_overrides
+from ablations.spec.errors import InputError, bounded_repr
+from ablations.spec.yamlio import YamlError, errors_located, load_yaml_strict
 
 __all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "list_recipes", "load_recipe", "load_yaml_strict", "resolve"]
 
@@ -28,7 +28,7 @@ TOP_KEYS = {"description": str, "source": str, "overrides": dict, "per_model": d
 REQUIRED = ("description", "source", "overrides")
 
 
-RecipeError = InputError  # one error type for every input (ablations.errors)
+RecipeError = InputError  # one error type for every input (ablations.spec.errors)
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def recipe_path(name_or_path: str | Path) -> Path:
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """A recipe by name (ablations/recipes/NAME.yaml) or path, with every key and value checked; InputError
+    """A recipe by name (ablations/spec/recipes/NAME.yaml) or path, with every key and value checked; InputError
     names the file, the key and its line."""
     path = recipe_path(name_or_path)
     with errors_located(path):

@@ -1,7 +1,7 @@
 """The trainer: one run, trained in its run folder, resumable to the bit.
 
 Its command line is `python -m ablations.train RUN_DIR` (ablations/train.py, which answers --help without
-importing torch); jobs reach it through ablations.job.RunJob.
+importing torch); jobs reach it through ablations.executors.job.RunJob.
 
 `train_run(config, run_dir)` builds everything from timm (model, optimizer with bias/norm excluded from
 weight decay, warm-up + cosine schedule stepped per update, Mixup/CutMix, label smoothing, EMA) and
@@ -11,7 +11,7 @@ after every epoch, result.json at the end, error.json if it fails.
 Exact resume. A run resumed from any checkpoint, even one saved mid-epoch, produces the same metrics as
 an uninterrupted one, to the bit (on the same device and thread count). Nothing random depends on the
 history of the process: every training step reseeds torch/numpy/random from (seed, epoch, step, rank),
-each sample's augmentation is seeded by (seed, epoch, index) (see `ablations.data`), each epoch's order
+each sample's augmentation is seeded by (seed, epoch, index) (see `ablations.training.loaders`), each epoch's order
 comes from a (seed, epoch)-seeded sampler, and the schedule is a function of the update count.
 
 Epochs are numbered from 1 in every file (metrics rows, best epoch, error.json); steps within an epoch
@@ -47,11 +47,11 @@ from tqdm import tqdm
 
 import rest
 from ablations import store
-from ablations.config import RunConfig
-from ablations.data import build_loaders, mix_seed, seed_everything
 from ablations.provenance import code_provenance
-from ablations.tracking import Tracker, open_tracker
-from rest.benchmark import time_iterations
+from ablations.spec.config import RunConfig
+from ablations.training.loaders import build_loaders, mix_seed, seed_everything
+from ablations.training.tracking import Tracker, open_tracker
+from rest.complexity import time_iterations
 
 log = logging.getLogger("ablations.train")
 
@@ -486,7 +486,7 @@ class Trainer:
 
     @torch.inference_mode()
     def throughput(self) -> float:
-        """Inference img/s at data.img_size, batch min(train.batch_size, 64), like rest.benchmark."""
+        """Inference img/s at data.img_size, batch min(train.batch_size, 64), like benchmarks.model."""
         model = self.model.eval()
         batch = min(self.config.train.batch_size, 64)
         size = self.config.data.img_size
@@ -610,7 +610,7 @@ def _log_handlers(run_dir: Path, main: bool) -> list[logging.Handler]:
 def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_workers: int = 0) -> dict:
     """Train one run in `run_dir` (resuming from its checkpoint) and return what result.json holds.
 
-    Raises Preempted after saving a checkpoint if asked to stop (request_stop; ablations.job.RunJob turns
+    Raises Preempted after saving a checkpoint if asked to stop (request_stop; ablations.executors.job.RunJob turns
     signals into that request), RunFailed if the loss diverges; any failure is recorded in error.json. In a
     torch.distributed job only rank 0 writes files.
     """

@@ -12,13 +12,14 @@ import functools
 import hashlib
 import json
 import math
+import os
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ablations.errors import InputError, bounded_repr  # noqa: F401 - bounded_repr is part of this API
+from ablations.spec.errors import InputError, bounded_repr  # noqa: F401 - bounded_repr is part of this API
 from rest_knobs import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS
 
 DATASETS = ("digits", "probe", "imagefolder", "cifar10", "cifar100")
@@ -27,7 +28,7 @@ SCHEDULES = ("cosine", "step", "constant")
 KEEP_CHECKPOINTS = ("last", "best", "none")
 LOGGERS = ("tensorboard", "wandb", "none")
 
-ConfigError = InputError  # one error type for every input (ablations.errors)
+ConfigError = InputError  # one error type for every input (ablations.spec.errors)
 
 
 def knob(default: Any = None, *, factory: Any = None, **rules: Any) -> Any:
@@ -361,7 +362,6 @@ def pin_data_root(config: RunConfig, environ: dict[str, str] | None = None) -> R
     data.root, else $REST_DATA_ROOT, made absolute (the same folder gives the same id from any directory);
     None for a bundled dataset (digits), which ignores it: --data-root does not change a digits run's id.
     """
-    import os
 
     environ = os.environ if environ is None else environ
     if config.data.dataset in BUNDLED_DATASETS:

@@ -1,7 +1,7 @@
-"""python -m ablations.benchmark — how long planning takes, and how fast the commands answer.
+"""python -m benchmarks.planning — how long planning takes, and how fast the commands answer.
 
-    python -m ablations.benchmark                # plan a 10,000-run sweep (in-process timing)
-    python -m ablations.benchmark startup        # whole-process times of --help, status, run, --dry-run
+    python -m benchmarks.planning                # plan a 10,000-run sweep (in-process timing)
+    python -m benchmarks.planning startup        # whole-process times of --help, status, run, --dry-run
 
 plan: builds a 10 x 10 x 10 grid x 10 seeds = 10,000-run sweep in a temporary folder, fills its results folder
 with run folders (half done, a quarter partial, the rest absent), then times what `ablations.run` does
@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from ablations import store
 from ablations.experiment import Selection, resolve
 from ablations.plan import make_plan
-from ablations.recipes import load_recipe
-from ablations.spec import expand, load_sweep
+from ablations.spec.recipe import load_recipe
+from ablations.spec.sweep import expand, load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("ablations.run", "ablations.status", "ablations.cancel", "ablations.train", "analysis.tables",
@@ -131,7 +131,7 @@ def startup(repeats: int, code: Path = ROOT) -> list[tuple[str, float, float, fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ablations.benchmark", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.planning", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", choices=("plan", "startup"), default="plan")
     p.add_argument("--levels", type=int, default=10, help="plan: levels per axis (3 axes)")

@@ -4,7 +4,7 @@ A sweep file is data that says which paper table it reproduces:
 
     name: pe                                    # results go to results/<name>/
     paper_table: "Table 5: positional encoding (ResT-Lite, ImageNet-1k)"
-    recipe: quick                               # training protocol, by name (ablations/recipes/)
+    recipe: quick                               # training protocol, by name (ablations/spec/recipes/)
     model: rest_lite
     overrides: {train.epochs: 4}                # fixed dotted overrides for every run (optional)
     seeds: [0]                                  # every cell is repeated per seed (optional, default [0])
@@ -19,7 +19,7 @@ A sweep file is data that says which paper table it reproduces:
           "w/o Conv-1 & IN": {model.head_conv: false, model.head_norm: false}
     published:                                  # the paper's numbers, by cell label (optional)
       PA: {top1: 72.88, top5: 90.62}
-    slurm: {...}                                # cluster resources (optional, see ablations/slurm.py)
+    slurm: {...}                                # cluster resources (optional, see ablations/executors/slurm/)
 
 Everything is checked before anything runs; a problem raises SweepError naming the file and the key.
 """
@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.config import RunConfig, check_value, pin_data_root, with_overrides
-from ablations.errors import InputError, bounded_repr
-from ablations.metrics import DEFAULT_COLUMNS, METRIC_NAMES
-from ablations.yamlio import YamlError, errors_located, load_yaml_strict
+from ablations.spec.config import RunConfig, check_value, pin_data_root, with_overrides
+from ablations.spec.errors import InputError, bounded_repr
+from ablations.spec.metrics import DEFAULT_COLUMNS, METRIC_NAMES
+from ablations.spec.yamlio import YamlError, errors_located, load_yaml_strict
 
 TOP_LEVEL_KEYS = {
     "name": "the sweep's name (results/<name>/)",
@@ -53,13 +53,13 @@ TOP_LEVEL_KEYS = {
 }
 REQUIRED_KEYS = ("name", "paper_table", "recipe", "model", "axes")
 AXIS_KEYS = {"name", "key", "baseline", "levels"}
-METRICS = METRIC_NAMES  # ablations.metrics
+METRICS = METRIC_NAMES  # ablations.spec.metrics
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # fullmatch: "$" would let "pe\n" through
 MAX_LEVEL_NAME = 64  # axis and level names: a cell's slug is part of its folder's name (255 bytes at most)
 MAX_CELL_SLUG = 200
 
 
-SweepError = InputError  # one error type for every input (ablations.errors)
+SweepError = InputError  # one error type for every input (ablations.spec.errors)
 
 
 @dataclass(frozen=True)
@@ -341,7 +341,7 @@ def parse_cli_sets(items: Iterable[str]) -> dict[str, Any]:
     """--set key=value (value parsed as the sweep file's YAML: 0.1, 1e-4, true, null); checked like the file."""
     import yaml
 
-    from ablations.yamlio import StrictLoader, shape_problem
+    from ablations.spec.yamlio import StrictLoader, shape_problem
 
     out = {}
     for item in items:
@@ -364,7 +364,7 @@ def expand(
 ) -> list[Run]:
     """Every cell x seed as a Run with its frozen config: recipe -> per-model -> sweep -> level -> CLI -> seed.
 
-    `recipe` is an ablations.recipes.Recipe. The base config is resolved once per model size; each run then
+    `recipe` is an ablations.spec.recipe.Recipe. The base config is resolved once per model size; each run then
     only applies its own overrides.
     """
     cli_overrides = cli_overrides or {}

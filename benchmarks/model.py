@@ -1,22 +1,21 @@
 """Params, MACs and throughput of ResT sizes and knob sets, following timm's benchmark protocol.
 
-    python -m rest.benchmark                                   # rest_lite, 224 px, batch 32
-    python -m rest.benchmark rest_lite rest_small --train      # add training throughput
-    python -m rest.benchmark "rest_lite:reduction=avg,head_norm=false"
-    python -m rest.benchmark --msa-vs-emsa                     # the paper's Table 8 comparison
-    python -m rest.benchmark --reference                       # against the official code's structure
+    python -m benchmarks.model                                   # rest_lite, 224 px, batch 32
+    python -m benchmarks.model rest_lite rest_small --train      # add training throughput
+    python -m benchmarks.model "rest_lite:reduction=avg,head_norm=false"
+    python -m benchmarks.model --msa-vs-emsa                     # the paper's Table 8 comparison
+    python -m benchmarks.model --reference                       # against the official code's structure
 
-    python -m rest.benchmark --versus-reference                # every size against rest/reference.py,
-    python -m rest.benchmark --versus-reference --train        #   interleaved, + GEMM peak (BENCHMARKS.md)
-    python -m rest.benchmark --scaling                         # MSA vs EMSA at 224/320/448 px, interleaved
-    python -m rest.benchmark --kernel-bound                    # the most any exact rewrite can gain in training
+    python -m benchmarks.model --versus-reference                # every size against benchmarks/official_rest.py,
+    python -m benchmarks.model --versus-reference --train        #   interleaved, + GEMM peak (BENCHMARKS.md)
+    python -m benchmarks.model --scaling                         # MSA vs EMSA at 224/320/448 px, interleaved
 
 A model spec is a registered name, optionally followed by ``:knob=value,...``. Inference runs in eval
 mode under ``torch.inference_mode``; training runs forward, backward and an SGD step. Each timing is
 ``--warmup`` untimed iterations, then ``--iters`` timed ones on a fixed random batch.
 
 ``--versus-reference`` loads the same weights into ours and into the transcription of the official code
-(rest/reference.py) and times them in one process, alternating: ``--rounds`` rounds (default 7), each
+(benchmarks/official_rest.py) and times them in one process, alternating: ``--rounds`` rounds (default 7), each
 timing both (``--iters`` iterations each, the order flipped every round), so drift and neighbours on a
 shared machine hit both alike. It reports the median and range of img/s over the rounds, the median and
 range of the per-round speed-up, and the achieved GFLOP/s (``macs_total`` x 2) as a fraction of the
@@ -24,22 +23,13 @@ machine's GEMM peak (fp32; fp16 under --amp) measured by the same script. Infere
 ``--train``: forward + backward + AdamW at 64 px, batch 64 (override with ``--img-size`` / ``--batch-size``).
 ``--scaling`` does the same for plain MSA against EMSA (ResT-Lite) at ``--sizes`` (default 224 320 448),
 with peak memory.
-
-``--kernel-bound`` profiles the official code's training step (the ``--versus-reference --train`` step: 64
-px, batch 64, AdamW) and splits its time into the kernels any implementation of the same arithmetic runs
-unchanged (the linears' GEMMs forward and backward, the AdamW update, the convolutions and GELU) and the
-rest. The step's wall time / the shared kernels' time is the ceiling (Amdahl) on the speed-up of a rewrite
-that keeps those kernels, reported for GEMMs + AdamW alone and with the convolutions and GELU too: the median
-over ``--rounds`` profiles of ``--iters`` steps, with the range of the second.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import math
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -49,15 +39,15 @@ import torch
 import torch.nn as nn
 
 import rest
-from rest.complexity import complexity
-from rest.reference import OfficialResT
+from benchmarks.official_rest import OfficialResT
+from rest.complexity import complexity, peak_memory_bytes, time_iterations
+from rest_knobs import MSA
 
 # The paper's Table 8 (ResT-Lite, 224 px, measured on a V100 GPU): params (M), GFLOPs, img/s.
 PAPER_MSA_VS_EMSA = {
     "MSA": dict(params_m=10.48, gflops=1.6, img_per_s=512),
     "EMSA": dict(params_m=10.49, gflops=1.4, img_per_s=1246),
 }
-MSA_KNOBS = dict(reduction="none", head_conv=False, head_norm=False)
 
 
 @dataclass(frozen=True)
@@ -100,19 +90,6 @@ def build(spec: Spec) -> nn.Module:
     return timm.create_model(spec.model, **spec.knobs)
 
 
-def time_iterations(step: Callable[[], None], warmup: int, iters: int, device: torch.device) -> float:
-    """Seconds per iteration over `iters` timed runs after `warmup` untimed ones."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    sync()
-    return (time.perf_counter() - start) / iters
-
-
 def benchmark_model(model: nn.Module, args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -140,7 +117,7 @@ def specs_from_args(args: argparse.Namespace) -> list[Spec]:
     specs = [parse_spec(s) for s in args.models]
     if args.msa_vs_emsa:
         specs += [
-            Spec("MSA", "rest_lite", MSA_KNOBS, PAPER_MSA_VS_EMSA["MSA"]),
+            Spec("MSA", "rest_lite", MSA, PAPER_MSA_VS_EMSA["MSA"]),
             Spec("EMSA", "rest_lite", {}, PAPER_MSA_VS_EMSA["EMSA"]),
         ]
     if args.reference:
@@ -235,50 +212,6 @@ def train_step(model: nn.Module, x: torch.Tensor, amp, device: torch.device) -> 
     return step
 
 
-# Operators whose self time a rewrite of the model keeps when it keeps the arithmetic (the same kernels on the
-# same shapes): the linears' GEMMs, then the convolutions and GELU. The AdamW update is counted whole.
-GEMM_OPS = frozenset({"aten::mm", "aten::addmm"})
-CONV_GELU_OPS = frozenset({"aten::mkldnn_convolution", "aten::convolution_backward", "aten::gelu",
-                           "aten::gelu_backward", "aten::_convolution"})
-
-
-def kernel_bound(args: argparse.Namespace) -> list[dict]:
-    """The official training step's time in shared kernels, and the speed-up ceiling that leaves (see above):
-    --rounds profiles of --iters steps each, median and range over the rounds. The step's time is the wall
-    time of the profiled steps (Python between the ops included: a rewrite could remove that too)."""
-    rows = []
-    for name in args.models or list(rest.VARIANTS):
-        torch.manual_seed(0)
-        model = OfficialResT(**rest.VARIANTS[name])
-        x = torch.randn(args.batch_size, 3, *args.img_size)
-        step = train_step(model, x, nullcontext(), torch.device("cpu"))
-        for _ in range(max(1, args.warmup)):
-            step()
-        rounds = []
-        for _ in range(args.rounds):
-            with torch.profiler.profile() as prof:
-                start = time.perf_counter()
-                for _ in range(args.iters):
-                    step()
-                wall = (time.perf_counter() - start) * 1e6  # microseconds, as the profiler's times
-            events = prof.key_averages()
-            gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
-            conv_gelu = sum(e.self_cpu_time_total for e in events if e.key in CONV_GELU_OPS)
-            adamw = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#AdamW"))
-            rounds.append(dict(step_ms=wall / 1e3 / args.iters, gemm_frac=gemm / wall, adamw_frac=adamw / wall,
-                               conv_gelu_frac=conv_gelu / wall, bound_gemm_adamw=wall / (gemm + adamw),
-                               bound_all_shared=wall / (gemm + adamw + conv_gelu)))
-        row = {"model": name, "img_size": "x".join(map(str, args.img_size)), "batch": args.batch_size,
-               "rounds": args.rounds, "iters": args.iters}
-        for key in rounds[0]:
-            row[key] = statistics.median(r[key] for r in rounds)
-        ceilings = [r["bound_all_shared"] for r in rounds]
-        row["bound_all_min"], row["bound_all_max"] = min(ceilings), max(ceilings)
-        rows.append(row)
-        print(format_table([row]), file=sys.stderr, flush=True)
-    return rows
-
-
 def autocast(args: argparse.Namespace, device: torch.device):
     """float16 autocast with --amp on CUDA (on CPU --amp is ignored, as in the plain benchmark)."""
     return torch.autocast(device.type, dtype=torch.float16) if args.amp and device.type == "cuda" else nullcontext()
@@ -293,7 +226,7 @@ def prepare(model: nn.Module, args: argparse.Namespace, device: torch.device) ->
 
 
 def versus_reference(args: argparse.Namespace) -> list[dict]:
-    """Each size against rest/reference.py with the same weights, interleaved (see the module docstring)."""
+    """Each size against benchmarks/official_rest.py with the same weights, interleaved (see the module docstring)."""
     device = torch.device(args.device)
     amp = autocast(args, device)
     gemm_dtype = torch.float32 if isinstance(amp, nullcontext) else torch.float16
@@ -341,37 +274,11 @@ def versus_reference(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def peak_memory_mb(model: nn.Module, x: torch.Tensor) -> float:
-    """Peak bytes during one inference forward: CUDA's allocator statistics, or on CPU the allocator events
-    of torch.profiler replayed in time order (activations), plus weights and input."""
-    model.eval()
-    if x.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(x.device)
-        with torch.inference_mode():
-            model(x)
-        return torch.cuda.max_memory_allocated(x.device) / 2**20
-    from torch.profiler import ProfilerActivity, profile
-
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model(x)
-    try:
-        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                        if e.name() == "[memory]")
-    except AttributeError:
-        return math.nan
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    static = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers(), x))
-    return (peak + static) / 2**20
-
-
 def scaling(args: argparse.Namespace) -> list[dict]:
     """Plain MSA against EMSA (ResT-Lite) at each of --sizes, interleaved, with peak memory."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    models = {"MSA": timm.create_model("rest_lite", **MSA_KNOBS).to(device),
+    models = {"MSA": timm.create_model("rest_lite", **MSA).to(device),
               "EMSA": timm.create_model("rest_lite").to(device)}
     amp = autocast(args, device)
     rows = []
@@ -384,7 +291,7 @@ def scaling(args: argparse.Namespace) -> list[dict]:
                **summarize("MSA", times["MSA"], args.batch_size), **summarize("EMSA", times["EMSA"], args.batch_size),
                "emsa_over_msa": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
         for name, model in models.items():
-            row[f"{name}_peak_mb"] = peak_memory_mb(model, x)
+            row[f"{name}_peak_mb"] = peak_memory_bytes(model, x) / 2**20
         row["paper_ratio_v100"] = PAPER_MSA_VS_EMSA["EMSA"]["img_per_s"] / PAPER_MSA_VS_EMSA["MSA"]["img_per_s"]
         rows.append(row)
         print(format_table([row]), file=sys.stderr, flush=True)
@@ -421,25 +328,23 @@ def parse_img_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rest.benchmark", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*", default=None, help="model specs (default: rest_lite)")
     p.add_argument("--msa-vs-emsa", action="store_true", help="add the paper's MSA vs EMSA rows (Table 8)")
     p.add_argument("--reference", action="store_true", help="add a transcription of the official code as baseline")
     modes = p.add_mutually_exclusive_group()
     modes.add_argument("--versus-reference", action="store_true",
-                   help="each size (or the given ones) against rest/reference.py, interleaved, with GEMM peak")
+                   help="each size (or the given ones) against the official code, interleaved, with GEMM peak")
     modes.add_argument("--scaling", action="store_true", help="MSA vs EMSA at --sizes, interleaved, with peak memory")
-    modes.add_argument("--kernel-bound", action="store_true",
-                   help="profile the official training step: its time in shared kernels and the speed-up ceiling")
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 320, 448], help="--scaling input sizes")
     p.add_argument("--rounds", type=int, default=7,
-                   help="alternations for --versus-reference / --scaling, profiles for --kernel-bound")
+                   help="alternations for --versus-reference / --scaling")
     p.add_argument("--compile", action="store_true", help="--versus-reference: torch.compile both models")
     p.add_argument("--batch-size", "-b", type=int, default=None, help="default 32 (64 with --versus-reference --train)")
     p.add_argument("--img-size", type=parse_img_size, default=None,
                    help="N or HxW (default 224; 64 with --versus-reference --train)")
-    p.add_argument("--device", default=None, help="default: cuda when available (cpu with --kernel-bound)")
+    p.add_argument("--device", default=None, help="default: cuda when available")
     p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations")
@@ -454,24 +359,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    train_defaults = (args.versus_reference and args.train) or args.kernel_bound
+    train_defaults = args.versus_reference and args.train
     if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() and not args.kernel_bound else "cpu"
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.batch_size is None:  # --scaling: MSA at 448 px has 12,544 stage-1 tokens attending to each other
         args.batch_size = 64 if train_defaults else 8 if args.scaling else 32
     args.img_size = args.img_size or ((64, 64) if train_defaults else (224, 224))
     args.models = args.models or []
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.versus_reference or args.scaling or args.kernel_bound:
+    if args.versus_reference or args.scaling:
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             parser.error("--device cuda: no CUDA device is available here; use --device cpu")
-        if args.kernel_bound and args.device != "cpu":
-            parser.error("--kernel-bound reads the profiler's CPU times: it measures the CPU only (--device cpu)")
-        if args.kernel_bound and (args.amp or args.channels_last or args.compile):
-            parser.error("--kernel-bound profiles the official code's plain fp32 step: --amp, --channels-last and "
-                         "--compile do not apply to it")
-        mode = versus_reference if args.versus_reference else scaling if args.scaling else kernel_bound
+        mode = versus_reference if args.versus_reference else scaling
         unknown = [m for m in args.models if m not in rest.VARIANTS]
         if unknown:
             flag = "--" + mode.__name__.replace("_", "-")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 from collections.abc import Iterable
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablations import store
-from ablations.job import ALREADY_DONE, FAILED_EARLIER, JOB_CPUS, Outcome, RunJob
+from ablations.executors.job import ALREADY_DONE, FAILED_EARLIER, JOB_CPUS, Outcome, RunJob
+from ablations.executors.signals import OnSignals
 from ablations.plan import Plan, PlannedRun
 
 log = logging.getLogger("ablations")
@@ -108,7 +110,7 @@ def _worker_init(slots, pids, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    os.environ[JOB_CPUS] = str(threads)  # the data-loading workers' default (ablations.job.default_workers)
+    os.environ[JOB_CPUS] = str(threads)  # the data-loading workers' default (ablations.executors.job.default_workers)
 
 
 def _gpu_count() -> int:
@@ -126,8 +128,6 @@ def _run_job_in_worker(job: RunJob) -> tuple[Outcome | None, BaseException | Non
 
 
 def _run_in_workers(runs, report, bar, force, retry_failed, num_workers, jobs) -> None:
-    import multiprocessing
-
     context = multiprocessing.get_context("spawn")  # CUDA and threads do not survive fork
     manager = context.Manager()
     slots, pids = manager.Queue(), manager.dict()
@@ -135,7 +135,7 @@ def _run_in_workers(runs, report, bar, force, retry_failed, num_workers, jobs) -
         slots.put(i)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pending = list(runs)
-    stop = _StopOnSignals()
+    stop = OnSignals((signal.SIGINT, signal.SIGTERM), raise_stopped)
     with stop, manager, ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
                                             initargs=(slots, pids, threads)) as pool:
         running: dict[Future, PlannedRun] = {}
@@ -153,7 +153,7 @@ def _run_in_workers(runs, report, bar, force, retry_failed, num_workers, jobs) -
                     outcome, error = future.result()
                     record(report, planned.run.run_id, planned.run_dir, outcome, error)
                     bar.update()
-        except _Stopped as stopped:
+        except Stopped as stopped:
             report.interrupted = stopped.signum
             for pid in pids.values():  # each worker saves a checkpoint and stops
                 with contextlib.suppress(ProcessLookupError):
@@ -163,22 +163,13 @@ def _run_in_workers(runs, report, bar, force, retry_failed, num_workers, jobs) -
                 record(report, planned.run.run_id, planned.run_dir, outcome, error)
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM reached the launcher while workers ran (the workers are told to stop)."""
+
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
 
 
-class _StopOnSignals:
-    """While workers run: Ctrl-C or SIGTERM to the launcher raises _Stopped in it (the workers are told)."""
-
-    def __enter__(self) -> _StopOnSignals:
-        self.previous = {sig: signal.signal(sig, self._raise) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _raise(self, signum: int, frame: object) -> None:
-        raise _Stopped(signum)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+def raise_stopped(signum: int, again: bool) -> None:
+    raise Stopped(signum)

@@ -4,7 +4,8 @@
                  80/20 split (seed 0, whatever the run seed), upsampled once to data.img_size, 3 channels.
                  Augmentation is tensor ops only: random-resized crop, flip, random erasing.
     probe        3x3 mosaics of those digits, labelled by the centre one: a task that needs absolute
-                 position (ablations.probe, docs/probe.md); the same split, upsampling and augmentation.
+                 position (ablations.training.probe_dataset, docs/probe.md); the same split, upsampling and
+                 augmentation.
     imagefolder  data.root/train/<class>/* and data.root/val/<class>/* (ImageNet-1k, Imagenette), with
                  timm's create_transform (RandAugment, random erasing, bicubic, eval crop_pct).
     cifar10/100  torchvision's CIFAR from local files under data.root; nothing is ever downloaded.
@@ -31,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from ablations.config import RunConfig
-from ablations.datasets import (  # noqa: F401 - the checks are part of this module's interface too
+from ablations.spec.config import RunConfig
+from ablations.spec.dataset_checks import (  # noqa: F401 - the checks are part of this module's interface too
     BUNDLED,
     CIFAR_FILES,
     CIFAR_FOLDERS,
@@ -124,7 +125,7 @@ def _digits(config: RunConfig) -> tuple[Dataset, Dataset]:
 
 
 def _probe(config: RunConfig) -> tuple[Dataset, Dataset]:
-    from ablations.probe import probe_arrays
+    from ablations.training.probe_dataset import probe_arrays
 
     check_rand_augment(config)
     images, labels = load_digits_arrays()
@@ -221,7 +222,7 @@ def build_datasets(config: RunConfig) -> tuple[Dataset, Dataset, int]:
         train, val = _digits(config)
         num_classes = NUM_CLASSES[dataset]
     elif dataset == "probe":
-        from ablations import probe
+        from ablations.training import probe_dataset as probe
 
         train, val = _probe(config)
         num_classes = probe.NUM_CLASSES

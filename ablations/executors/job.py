@@ -37,18 +37,19 @@ import contextlib
 import importlib
 import os
 import signal
-import threading
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ablations import store
-from ablations.config import BUNDLED_DATASETS
+from ablations.executors.signals import OnSignals
+from ablations.spec.config import BUNDLED_DATASETS
 from ablations.store import now, read_slurm_record, update_slurm_record  # noqa: F401 - part of this API
 from ablations.store import record_slurm_event as record_event
 
-TRAINER = "ablations.trainer"
+TRAINER = "ablations.training.trainer"
 
 # What RunJob did with a run folder
 TRAINED, ALREADY_DONE, FAILED_EARLIER = "trained", "done", "failed earlier"
@@ -100,51 +101,19 @@ def _share(value: str, distributed: bool) -> str:
     return shared[0]
 
 
-class _StopOnLocalSignals:
-    """In-process runs: Ctrl-C, SIGTERM and SIGUSR1 ask the trainer to stop at the next step boundary."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self, train: types.ModuleType):
-        self.train = train
-        self.received: int | None = None
-        self.previous: dict = {}
-
-    def __enter__(self) -> _StopOnLocalSignals:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
-        return self
-
-    def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now (the last checkpoint is still on disk)
-        self.received = signum
-        self.train.request_stop()
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+LOCAL_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
-class _StopOnSignal:
-    """While installed, the checkpoint signal only asks the trainer to stop at the next step boundary."""
+def stop_training(train: types.ModuleType) -> Callable[[int, bool], None]:
+    """A signal handler that asks the trainer to stop at the next step boundary; a second Ctrl-C stops at
+    once (the last checkpoint is still on disk)."""
 
-    def __init__(self, env: Any, train: types.ModuleType):
-        self.train = train
-        self.signum = env._usr_sig()
-        self.submitit_handler = signal.getsignal(self.signum)
-        self.received: int | None = None
-        signal.signal(self.signum, self._on_signal)
-        # Not restored afterwards: a signal that comes after training ended must not requeue a finished run.
+    def handle(signum: int, again: bool) -> None:
+        if again and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        train.request_stop()
 
-    def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
-        self.received = signum
-        self.train.request_stop()
-
-    def hand_over(self) -> None:
-        """Run submitit's handler for the signal received: checkpoint(), requeue and exit (rank 0)."""
-        if self.received is not None and callable(self.submitit_handler):
-            self.submitit_handler(self.received, None)
+    return handle
 
 
 def cpu_threads_from_slurm() -> int | None:
@@ -228,7 +197,7 @@ class RunJob:
             return "locked"
         state = store.run_state(run_dir)  # again, now that nobody else can change it
         if state.state == store.CORRUPT:
-            from ablations.errors import InputError
+            from ablations.spec.errors import InputError
 
             raise InputError(run_dir / store.CONFIG, "config", state.error)
         state = state.state
@@ -247,18 +216,19 @@ class RunJob:
         if slurm:
             restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
             record_event(run_dir, env.job_id, "RUNNING", restart=restarts, host=env.hostname)
-        on_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
-        guard = _StopOnSignal(env, train) if env is not None and on_main_thread else None
-        local = _StopOnLocalSignals(train) if env is None else contextlib.nullcontext()
+        if env is not None:  # submitit's checkpoint signal; its own handler is passed the signal afterwards
+            stop = OnSignals((env._usr_sig(),), stop_training(train), restore=False)  # a finished run stays done
+        else:
+            stop = OnSignals(LOCAL_STOP_SIGNALS, stop_training(train))
         try:
-            with local:
+            with stop:
                 workers = workers_for(config, self.num_workers)
                 result = train.train_run(config, run_dir, progress=self.progress, num_workers=workers)
         except train.Preempted as err:
-            if guard is not None:
-                guard.hand_over()  # rank 0: checkpoint(), requeue, exit; other ranks return here
-            if isinstance(local, _StopOnLocalSignals) and local.received is not None:
-                err.signal = local.received  # the launcher says which signal stopped the sweep
+            if env is not None:
+                stop.pass_on()  # rank 0: checkpoint(), requeue, exit; other ranks return here
+            elif stop.received is not None:
+                err.signal = stop.received  # the launcher says which signal stopped the sweep
             raise
         except Exception as err:
             if slurm:
