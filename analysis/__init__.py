@@ -1,8 +1,9 @@
 """The paper's tables and plots, regenerated from run folders.
 
-Data flows one way: run folders -> one DataFrame (:mod:`analysis.collect`) -> tables (:mod:`analysis.tables`)
-and plots (:mod:`analysis.plots`). Tables and plots are pure functions of that DataFrame and of the sweep's
-layout (:mod:`analysis.source`); nothing here writes into a run folder.
+Data flows one way: run folders -> one DataFrame (:mod:`analysis.runs`) -> a table (:mod:`analysis.table`,
+rendered by :mod:`analysis.render`) and figures (:mod:`analysis.figures`). Tables and figures are pure
+functions of that DataFrame and of the sweep's layout (:mod:`analysis.source`); nothing here writes into a
+run folder. The commands:
 
     python -m analysis.tables sweeps/pe.yaml            # results/pe/table.{md,tex,csv}
     python -m analysis.plots table sweeps/pe.yaml       # results/pe/plots/*.{png,pdf}

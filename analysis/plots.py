@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plot_table(args) -> list[Path]:
-    from analysis.collect import collect
     from analysis.figures import table_figures
+    from analysis.runs import collect
 
     layout = load_layout(args.target, args.sweep, args.results_root, selection=selection_from_args(args))
     if not layout.results_dir.is_dir():

@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # pandas is imported where it is used: --help answers without
 from ablations import store
 from ablations.cli import OUTPUT_FLAGS
 from ablations.experiment import add_selection_flags, selection_from_args
-from analysis.collect import collect
 from analysis.render import to_csv, to_latex, to_long_csv, to_markdown
+from analysis.runs import collect
 from analysis.source import InputError, cli, load_layout, note, warn
 from analysis.table import METRICS, Table, build_table
 

@@ -1,7 +1,7 @@
 """A direct transcription of the official ResT v1 model (models/rest.py of the authors' release).
 
 Kept as an oracle, not for use: tests load its random weights into :class:`rest.rest.ResT` and compare
-outputs, and ``python -m benchmarks.model --reference`` / ``--versus-reference`` time it as the speed baseline. It keeps the
+outputs, and ``python -m benchmarks.model --versus-reference`` times it as the speed baseline. It keeps the
 official code's limits on purpose (token grids computed as input // 2 per patch embedding, so inputs must
 be multiples of 32; torch's InstanceNorm2d).
 """

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from analysis.collect import collect
 from analysis.render import to_csv, to_latex, to_markdown
+from analysis.runs import collect
 from analysis.source import Layout
 from analysis.synthetic import write_run
 from analysis.table import build_table

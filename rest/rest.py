@@ -12,7 +12,7 @@ exposes every design choice the paper ablates as a constructor argument:
 The paper's plain MSA (its Table 8) is ``reduction="none", head_conv=False, head_norm=False``.
 
 The module layout is the official one (``stem``, ``patch_embed_2..4``, ``stage1..4``, ``norm``, ``head``), so
-official checkpoints load unchanged; each ``stageS`` is now a module (:class:`Stage`, a sequence of blocks
+official checkpoints load unchanged; each ``stageS`` is a module (:class:`Stage`, a sequence of blocks
 that maps a (B, C, H, W) map to a map), which is what timm's hook features, FX feature extraction, gradient
 checkpointing and pruning work on. Everything scripts (``torch.jit.script``) and traces (``torch.fx``).
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from ablations.experiment import NO_SELECTION, Selection
-from analysis import collect as collect_mod
+from analysis import collect as collect_command
 from analysis import tables
-from analysis.collect import collect, export, read_export
 from analysis.render import to_csv, to_latex, to_markdown
+from analysis.runs import COLUMNS, CURVE_COLUMNS, collect, export, read_export
 from analysis.source import InputError, load_layout
 from analysis.stats import compare, summarize
 from analysis.synthetic import write_run
@@ -358,12 +358,12 @@ def test_cells_not_in_the_sweep_are_shown(sweep):
 # ----------------------------------------------------------------------------------------------------------
 def test_collect_export_roundtrip(sweep, tmp_path, capsys):
     out = tmp_path / "runs.csv"
-    assert collect_mod.main([str(sweep.parent / "results"), "-o", str(out)]) == 0
+    assert collect_command.main([str(sweep.parent / "results"), "-o", str(out)]) == 0
     df = read_export(out)
-    assert len(df) == 9 and set(collect_mod.COLUMNS) == set(df.columns)
+    assert len(df) == 9 and set(COLUMNS) == set(df.columns)
     le = df[(df["cell"] == "LE") & (df["seed"] == 1)].iloc[0]
     assert le["top1"] == 73.0 and le["curve_top1"][-1] == pytest.approx(73.0) and len(le["curve_epoch"]) == 5
-    assert collect_mod.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
+    assert collect_command.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
     assert "9 runs" in capsys.readouterr().out
 
 
@@ -375,7 +375,7 @@ def test_parquet_needs_pyarrow(sweep, tmp_path, capsys):
         df, _ = collect(sweep.parent / "results")
         with pytest.raises(InputError, match="needs pyarrow.*runs.csv"):
             export(df, tmp_path / "runs.parquet")
-        assert collect_mod.main([str(sweep.parent / "results"), "-o", str(tmp_path / "runs.parquet")]) == 2
+        assert collect_command.main([str(sweep.parent / "results"), "-o", str(tmp_path / "runs.parquet")]) == 2
         assert "Traceback" not in capsys.readouterr().err
     else:
         export(collect(sweep.parent / "results")[0], tmp_path / "runs.parquet")
@@ -431,7 +431,7 @@ def test_a_tampered_run_folder_is_reported_by_status_tables_and_run(sweep, capsy
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Publication-ready output (issue 10, point 8)
+# Publication-ready output
 # ----------------------------------------------------------------------------------------------------------
 SPEED_SWEEP = SWEEP.replace("columns: [top1, top5]", "columns: [img_s, top1]").replace(
     "  PA: {top1: 72.88, top5: 90.62}", "  PA: {top1: 72.88, top5: 90.62, img_s: 1246}")
@@ -497,10 +497,10 @@ def test_collect_flattens_the_config_and_writes_long_curves(sweep, tmp_path, cap
     assert df.groupby("model.pos_encoding")["top1"].mean()["pa"] == pytest.approx(sum(PA) / 3)
     for suffix in (".csv", ".parquet"):
         out = tmp_path / f"runs{suffix}"
-        assert collect_mod.main([str(sweep.parent / "results"), "-o", str(out)]) == 0
+        assert collect_command.main([str(sweep.parent / "results"), "-o", str(out)]) == 0
         assert read_export(out)["optim.lr"].notna().all()
         curves = (pd.read_parquet if suffix == ".parquet" else pd.read_csv)(tmp_path / f"runs_curves{suffix}")
-        assert list(curves.columns) == list(collect_mod.CURVE_COLUMNS)
+        assert list(curves.columns) == list(CURVE_COLUMNS)
         le1 = curves[(curves["cell"] == "LE") & (curves["seed"] == 1)]
         assert sorted(set(le1["epoch"])) == [1, 2, 3, 4, 5] and {"top1", "val_loss"} <= set(le1["metric"])
         last = le1[(le1["metric"] == "top1") & (le1["epoch"] == 5)]["value"]

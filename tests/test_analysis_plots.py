@@ -10,8 +10,8 @@ import torch
 
 import rest  # noqa: F401 - registers the ResT models with timm
 from analysis import attention, plots, scaling
-from analysis.collect import collect
 from analysis.figures import table_figures
+from analysis.runs import collect
 from analysis.source import load_layout
 from analysis.synthetic import write_run
 from rest.complexity import peak_memory_bytes

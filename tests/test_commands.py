@@ -22,7 +22,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 LIGHT_MODULES = ("ablations.spec.config", "ablations.spec.dataset_checks", "ablations.spec.sweep",
                  "ablations.spec.recipe", "ablations.store", "ablations.experiment", "ablations.plan", "ablations.run",
                  "ablations.status", "ablations.cancel", "ablations.train", "ablations.executors.job",
-                 "ablations.executors.slurm", "analysis.source", "analysis.collect", "analysis.tables")
+                 "ablations.executors.slurm", "analysis.source", "analysis.runs", "analysis.collect", "analysis.tables")
 COMMANDS = ("ablations.run", "ablations.status", "ablations.cancel", "ablations.train", "analysis.tables",
             "analysis.plots", "analysis.collect")
 

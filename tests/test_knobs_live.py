@@ -1,4 +1,4 @@
-"""Every ablation knob reaches the model that is trained (issue 12, point 4).
+"""Every ablation knob reaches the model that is trained.
 
 For each value of each knob, a tiny run goes through the training code (`ablations.train.train_run`: 16
 images, 1 epoch, 32 px) and its saved weights (checkpoint.pt) are checked against

@@ -336,7 +336,7 @@ def test_drop_path_rises_linearly():
     assert max(steps) == pytest.approx(min(steps))
 
 
-# ---- the timm tooling surface (issue 9): TorchScript, FX, checkpointing, features, pooling, listing, pruning --------
+# ---- the timm tooling surface: TorchScript, FX, checkpointing, features, pooling, listing, pruning --------
 def test_configs_cover_every_pair_of_knob_values():
     for k1, k2 in itertools.combinations(KNOB_SPACE, 2):
         seen = {(knobs[k1], knobs[k2]) for _, knobs in CONFIGS}
@@ -618,7 +618,7 @@ def test_cuda_nccl_process_group_with_one_gpu(tmp_path):
         dist.destroy_process_group()
 
 
-# ---- what the dropout and stem arguments mean (issue 10, point 4) -----------------------------------------------
+# ---- what the dropout and stem arguments mean --------------------------------------------------------------------
 def test_drop_rate_is_the_official_mlp_and_projection_dropout_and_head_drop_rate_the_classifiers():
     model = small_model("rest_lite", drop_rate=0.1, head_drop_rate=0.3, attn_drop_rate=0.2)
     blocks = [block for stage in (model.stage1, model.stage2, model.stage3, model.stage4) for block in stage]

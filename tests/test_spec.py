@@ -141,7 +141,7 @@ def test_loading_a_hostile_file_is_bounded_in_time(tmp_path):
     assert time.monotonic() - started < 5
 
 
-# ---- what is in a run's identity (issue 11, point 4) ----------------------------------------------------------------
+# ---- what is in a run's identity ---------------------------------------------------------------------------------
 def _ids(recipe: str, cli: dict | None = None) -> list[str]:
     return [r.run_id for r in expand(load_sweep(ROOT / "sweeps" / "pe.yaml"), load_recipe(recipe), cli or {}, [0])]
 

@@ -1,6 +1,6 @@
 """The metrics a sweep's table can show, defined once: name, label, unit, direction, format, and how a
 finished run's result.json gives it. Sweep files (columns, published), tables, their renderings, the plots
-and analysis.collect all read this registry.
+and analysis.runs all read this registry.
 """
 from __future__ import annotations
 
