@@ -13,6 +13,8 @@ its spread over repeats).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -143,8 +145,23 @@ def dataset_sizes(config: RunConfig, cache: PlanCache) -> tuple[int, int]:
     return train_images, num_classes
 
 
+@functools.cache
+def counting_code() -> str:
+    """A digest of the model and counting code (rest/rest.py, rest/complexity.py, read as files: no torch), part
+    of every cached complexity's key, so counts cached by other code are computed again, never shown."""
+    import rest_knobs
+
+    folder = Path(rest_knobs.__file__).parent / "rest"
+    digest = hashlib.sha256()
+    for name in ("rest.py", "complexity.py"):
+        path = folder / name
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    return digest.hexdigest()[:12]
+
+
 def model_key(config: RunConfig, num_classes: int) -> dict:
-    return dict(config.to_dict()["model"], img_size=config.data.img_size, num_classes=num_classes)
+    return dict(config.to_dict()["model"], img_size=config.data.img_size, num_classes=num_classes,
+                code=counting_code())
 
 
 def complexity_of(config: RunConfig, num_classes: int, cache: PlanCache) -> dict[str, int]:

@@ -1,9 +1,9 @@
 """EMSA vs MSA (the paper's Table 8 pair) across input resolutions: inference throughput and peak memory.
 
-Throughput is timed as `python -m benchmarks.model` times inference (rest.complexity.time_iterations under
+Throughput is timed as `python -m benchmarks.model` times inference (time_iterations of rest/complexity.py under
 torch.inference_mode), `repeats` times per point: the figure shows the mean with +/- one standard deviation,
 the EMSA/MSA ratio beside the paper's (Table 8: 1246 vs 512 img/s at 224 px, on a GPU), and says which device
-it ran on. Peak memory is rest.complexity.peak_memory_bytes (CUDA: the allocator's peak; CPU: torch.profiler's
+it ran on. Peak memory is peak_memory_bytes of rest/complexity.py (CUDA: the allocator's peak; CPU: torch.profiler's
 allocator events replayed), weights and input included.
 """
 from __future__ import annotations

@@ -15,15 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pandas is imported where it is used: --help answers without it
-    pass
 
 from ablations import store
 from ablations.cli import OUTPUT_FLAGS
 from ablations.experiment import add_selection_flags, selection_from_args
-from analysis.render import to_csv, to_latex, to_long_csv, to_markdown
 from analysis.runs import collect
 from analysis.source import InputError, cli, load_layout, note, warn
 from analysis.table import METRICS, Table, build_table
@@ -33,6 +28,8 @@ from analysis.table import METRICS, Table, build_table
 # Command line
 # ----------------------------------------------------------------------------------------------------------
 def write_table(table: Table, out_dir: Path) -> list[Path]:
+    from analysis.render import to_csv, to_latex, to_long_csv, to_markdown  # pandas: not for --help
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, render in (("table.md", to_markdown), ("table.tex", to_latex), ("table.csv", to_csv),
@@ -71,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     warn(table.problems)
     note(layout)
     paths = write_table(table, args.output or layout.results_dir)
+    from analysis.render import to_markdown
+
     print(to_markdown(table), end="")
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
     return 0

@@ -11,7 +11,7 @@
     python -m benchmarks.model --scaling                         # MSA vs EMSA at 224/320/448 px, interleaved
 
 A model spec is a registered name, optionally followed by ``:knob=value,...``. Inference runs in eval
-mode under ``torch.inference_mode``; training runs forward, backward and an SGD step. Each timing is
+mode under ``torch.inference_mode``; training runs forward, backward and an AdamW step. Each timing is
 ``--warmup`` untimed iterations, then ``--iters`` timed ones on a fixed random batch.
 
 ``--versus-reference`` loads the same weights into ours and into the transcription of the official code
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations")
     p.add_argument("--iters", type=int, default=10, help="timed iterations")
-    p.add_argument("--train", action="store_true", help="also time forward + backward + SGD step")
+    p.add_argument("--train", action="store_true", help="also time forward + backward + AdamW step")
     p.add_argument("--no-infer", action="store_true", help="skip the inference timing")
     p.add_argument("--threads", type=int, default=0, help="torch threads on CPU (default: torch's choice)")
     p.add_argument("--csv", metavar="PATH", help="also write the table as CSV")

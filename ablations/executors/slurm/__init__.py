@@ -16,7 +16,7 @@
 
 Nothing cluster-specific lives here: partition, account, QoS, constraint and any other sbatch option come
 from the sweep file or the command line. The code is snapshotted at submission (a copy of the packages
-rest/, ablations/, analysis/ in <sweep_dir>/.code/<hash>/, put first on the job's PYTHONPATH), so editing
+rest/, ablations/, analysis/, rest_knobs.py in <sweep_dir>/.code/<hash>/, put first on the job's PYTHONPATH), so editing
 the checkout while jobs wait in the queue cannot change them. submitit's files and the jobs' logs are in
 <sweep_dir>/.submitit/. Each run folder's slurm.json says which job works on it (see ablations.executors.job), and
 .submitit/submissions.jsonl every job id of every submission. The job name is the experiment's
