@@ -24,3 +24,55 @@ VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
     "rest_base": dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 6, 2)),
     "rest_large": dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 18, 2)),
 }
+NUM_HEADS = (1, 2, 4, 8)  # attention heads per stage, every size
+SR_RATIOS = (8, 4, 2, 1)  # key/value reduction per stage: kernel sr + 1, stride sr, padding sr // 2
+
+
+# ---- the token and key maps a ResT computes on, from the input size alone ----------------------------------------
+def _conv(n: int, kernel: int, stride: int, padding: int) -> int:
+    return (n + 2 * padding - kernel) // stride + 1
+
+
+def token_grids(img_size: int, stem: str = "rest") -> list[int]:
+    """The side of each stage's token map for a square input (the convolutions' arithmetic of rest/rest.py)."""
+    if stem == "rest":  # conv3x3 s2, conv3x3, conv3x3 s2
+        side = _conv(_conv(_conv(img_size, 3, 2, 1), 3, 1, 1), 3, 2, 1)
+    elif stem == "resnet":  # conv7x7 s2, max-pool 3x3 s2
+        side = _conv(_conv(img_size, 7, 2, 3), 3, 2, 1)
+    else:  # patch: conv4x4 s4
+        side = _conv(img_size, 4, 4, 0)
+    sides = [side]
+    for _ in range(3):  # patch embeddings: conv3x3 s2
+        sides.append(_conv(sides[-1], 3, 2, 1))
+    return sides
+
+
+def key_grids(img_size: int, stem: str = "rest", reduction: str = "dwconv") -> list[int]:
+    """The side of each stage's key/value map: the token map, reduced where the stage reduces (pools and the
+    depth-wise conv share kernel, stride and padding)."""
+    return [_conv(side, sr + 1, sr, sr // 2) if reduction != "none" and sr > 1 else side
+            for side, sr in zip(token_grids(img_size, stem), SR_RATIOS, strict=True)]
+
+
+def inert_attention(img_size: int, stem: str = "rest", reduction: str = "dwconv") -> list[str]:
+    """Why the attention knobs cannot act at this input size (empty: attention is alive in every stage).
+
+    A 1x1 key map leaves every query one key: softmax gives it weight 1, Conv-1 has nothing to mix, IN of a
+    one-element map is 0 (the stage's attention outputs nothing), positional encodings cannot tell tokens
+    apart through attention. A reduction that leaves the map as it is makes the reduction knob inert."""
+    tokens, keys = token_grids(img_size, stem), key_grids(img_size, stem, reduction)
+    one_key = [str(i) for i, k in enumerate(keys, 1) if k <= 1]
+    unreduced = [f"{i} ({t}x{t})" for i, (t, k, sr) in enumerate(zip(tokens, keys, SR_RATIOS, strict=True), 1)
+                 if k > 1 and reduction != "none" and sr > 1 and k == t]
+    problems = []
+    if one_key:
+        problems.append(f"1x1 key map in stage{'s' if len(one_key) > 1 else ''} {', '.join(one_key)}")
+    if unreduced:
+        problems.append(f"the reduction leaves the map unchanged in stage{'s' if len(unreduced) > 1 else ''} "
+                        f"{', '.join(unreduced)}")
+    return problems
+
+
+def smallest_live_size(stem: str = "rest", reduction: str = "dwconv") -> int:
+    """The smallest square input at which attention is alive in every stage (no inert_attention)."""
+    return next(n for n in range(32, 4097) if not inert_attention(n, stem, reduction))

@@ -41,6 +41,7 @@ from ablations.plan import (
 )
 from ablations.spec.config import KEEP_CHECKPOINTS, LOGGERS
 from ablations.spec.errors import InputError
+from rest_knobs import inert_attention, smallest_live_size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "tensorboard: event files in each run folder; wandb: also Weights & Biases; none)")
     launch.add_argument("--keep-checkpoints", choices=KEEP_CHECKPOINTS, help="what a finished run keeps (sets "
                         "train.keep_checkpoints; default last: checkpoint.pt without optimizer state + best.pt)")
+    launch.add_argument("--allow-inert-attention", action="store_true",
+                        help="run cells whose input size leaves the attention knobs without effect (a 1x1 key map "
+                             "in some stage); refused otherwise. The plan and the tables say so")
     launch.add_argument("--no-progress", action="store_true", help="no progress bars")
     launch.add_argument("--no-eta", action="store_true", help="no speed measurement behind the ETA")
     cluster = p.add_argument_group("SLURM (override the sweep file's slurm: block)")
@@ -138,6 +142,32 @@ def check_datasets(plan: Plan, runs) -> None:
         n = counts[size_key]
         if updates_per_epoch(config, n) < 1:
             raise InputError(plan.sweep.path, "train.batch_size", no_step_message(config, n, planned.run.cell.label))
+
+
+def inert_attention_cells(plan: Plan) -> dict[str, str]:
+    """Cell label -> why the attention knobs cannot act at its runs' input size (rest_knobs.inert_attention),
+    for the cells where they cannot."""
+    out = {}
+    for planned in plan.runs:
+        config = planned.run.config
+        problems = inert_attention(config.data.img_size, config.model.stem, config.model.reduction)
+        if problems and planned.run.cell.label not in out:
+            size = smallest_live_size(config.model.stem, config.model.reduction)
+            out[planned.run.cell.label] = (f"at {config.data.img_size} px, {'; '.join(problems)}; attention is "
+                                           f"alive in every stage from {size} px (--set data.img_size={size})")
+    return out
+
+
+def check_live_attention(plan: Plan, allow: bool) -> None:
+    """A knob that cannot act is an error, not a result: refuse the first cell whose attention is inert
+    (InputError, exit 2), unless `allow`."""
+    inert = inert_attention_cells(plan)
+    if inert and not allow:
+        label, why = next(iter(inert.items()))
+        raise InputError(plan.sweep.path, "data.img_size",
+                         f"cell {label!r}: {why}; at a 1x1 key map softmax gives the one key weight 1, Conv-1 has "
+                         f"nothing to mix and IN outputs 0, so the table would compare nothing. "
+                         f"--allow-inert-attention runs it anyway")
 
 
 def no_step_message(config, n: int, cell: str) -> str:
@@ -232,6 +262,8 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
         lines.append(f"  note: {others}")
     for problem in plan.problems:
         lines.append(f"  warning: {problem}")
+    for label, why in inert_attention_cells(plan).items():
+        lines.append(f"  WARNING (--allow-inert-attention): cell {label!r}: {why}")
     return "\n".join(lines)
 
 
@@ -277,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = plan.pending(retry_failed=args.retry_failed, force=args.force)
     if executor == "local":
         check_jobs(args.jobs)
+    check_live_attention(plan, args.allow_inert_attention)
     if todo:
         check_datasets(plan, todo)
     wanted = pending_states(args.retry_failed, args.force)

@@ -40,7 +40,8 @@ def save(fig: Figure, base: Path) -> list[Path]:
 
 def short_protocol(table: Table) -> str:
     p = table.protocol
-    return f"ours: recipe {p['recipe']}, {p['dataset']}, {p['epochs']} epochs, {p['img_size']} px, device {p['device']}"
+    text = f"ours: recipe {p['recipe']}, {p['dataset']}, {p['epochs']} epochs, {p['img_size']} px, device {p['device']}"
+    return text + ("; ATTENTION INERT (1x1 key maps): its knobs cannot act" if p.get("inert") else "")
 
 
 def grid(count: int, panel_w: float, panel_h: float = 3.4) -> tuple[Figure, list]:

@@ -98,9 +98,15 @@ def caption(table: Table) -> str:
     p = table.protocol
     text = (f"Ours: recipe {p['recipe']}, dataset {p['dataset']}, {p['epochs']} epochs, {p['img_size']} px, "
             f"model {p['model']}, device {p['device']}, seeds {p['seeds']}.")
-    if not p["recipe"].startswith(("paper", "n/a")):  # the paper's protocols are named paper, paper-ablation
-        text += (f" Recipe {p['recipe']} is not the paper's training protocol: compare rankings and differences "
-                 f"between rows, not absolute numbers with the paper's.")
+    published = table.layout.published_recipe
+    if has_paper(table) and p["recipe"] != published:
+        text += (f" Recipe {p['recipe']} is not {published}, the protocol of the published numbers: compare "
+                 f"rankings and differences between rows, not absolute numbers with the paper's." if published else
+                 " The sweep file does not say which recipe matches the published numbers' protocol "
+                 "(published_recipe): compare rankings and differences, not absolute numbers.")
+    if p.get("inert"):
+        text += (f" WARNING: attention cannot act in these cells, run with --allow-inert-attention: {p['inert']};"
+                 f" their knobs are compared without effect.")
     if has_paper(table):
         text += " Paper: the published numbers (the paper's own protocol and hardware)."
     else:

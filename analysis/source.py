@@ -56,6 +56,7 @@ class Layout:
     experiment: str | None = None  # "recipe quick with train.epochs=1"
     others: str | None = None  # one line naming the other experiments' runs in the same folder
     published_note: str | None = None  # the sweep's note on the paper's numbers, printed under the table
+    published_recipe: str | None = None  # the recipe whose protocol the published numbers come from
 
     @property
     def source(self) -> str:
@@ -127,6 +128,7 @@ def layout_from_sweep(sweep, results_dir: Path) -> Layout:
         results_dir=results_dir,
         paper_table=sweep.paper_table,
         published_note=getattr(sweep, "published_note", None) or None,
+        published_recipe=getattr(sweep, "published_recipe", None) or None,
         cells=tuple(CellSpec(c.label, bool(c.is_baseline)) for c in cells),
         axes=axes,
         seeds=tuple(sweep.seeds),

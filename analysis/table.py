@@ -20,6 +20,7 @@ from ablations.spec.metrics import COMPARED, PAPER_DEVICE_CLASS, device_class
 from ablations.spec.metrics import METRICS as REGISTRY
 from analysis.source import CellSpec, InputError, Layout
 from analysis.stats import compare, summarize
+from rest_knobs import REDUCTIONS, STEMS, inert_attention
 
 # metric -> (header, decimals), from the one registry. Accuracies are in percent, as result.json and the
 # paper give them. Only accuracies vary with the seed (COMPARED): params/FLOPs are fixed by the architecture,
@@ -230,4 +231,19 @@ def protocol(runs: pd.DataFrame, layout: Layout) -> dict[str, str]:
         "model": distinct("model"),
         "device": distinct("device", done) if len(done) else "n/a (no finished run)",
         "seeds": distinct("seed") if len(runs) else ", ".join(map(str, layout.seeds)) or "n/a",
+        "inert": inert_cells(runs),
     }
+
+
+def inert_cells(runs: pd.DataFrame) -> str:
+    """The cells whose runs' input size leaves the attention knobs without effect (ablations.run refuses them
+    unless --allow-inert-attention), with why; "" when attention is alive in every run."""
+    found: dict[str, str] = {}
+    for _, run in runs.iterrows() if len(runs) and "model.stem" in runs else ():
+        size, stem, reduction = run.get("img_size"), run.get("model.stem"), run.get("model.reduction")
+        if not (isinstance(size, int | float) and stem in STEMS and reduction in REDUCTIONS) or math.isnan(size):
+            continue
+        problems = inert_attention(int(size), stem, reduction)
+        if problems and run["cell"] not in found:
+            found[run["cell"]] = f"{run['cell']} ({int(size)} px: {'; '.join(problems)})"
+    return ", ".join(found.values())

@@ -30,7 +30,7 @@ def pytest_configure(config) -> None:
     import tempfile
 
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="rest-ablations-test-cache-")
-TINY = {"data": {"img_size": 32, "train_limit": 64, "val_limit": 32}, "train": {"batch_size": 16, "epochs": 1}}
+TINY = {"data": {"img_size": 33, "train_limit": 64, "val_limit": 32}, "train": {"batch_size": 16, "epochs": 1}}
 PACKAGES_FAILED = 3  # start.sh's exit status when apt-get cannot install the Debian packages
 
 

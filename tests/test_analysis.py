@@ -31,6 +31,7 @@ axes:
     key: model.pos_encoding
     baseline: PA
     levels: {none: none, LE: le, GL: gl, PA: pa}
+published_recipe: paper-ablation
 published:
   none: {top1: 71.54, top5: 89.82}
   LE: {top1: 71.98, top5: 90.32}
@@ -169,9 +170,39 @@ def test_caption_names_recipe_dataset_epochs_device(sweep):
     table = table_for(sweep)
     for text in (to_markdown(table), to_latex(table)):
         assert "recipe quick" in text and "dataset digits" in text and "5 epochs" in text
-        assert "device cpu" in text and "not the paper's training protocol" in text
+        assert "device cpu" in text and "Recipe quick is not paper-ablation, the protocol of the published" in text
     csv = pd.read_csv(pd.io.common.StringIO(to_csv(table)))
     assert set(csv["recipe"]) == {"quick"} and set(csv["device"]) == {"cpu"} and len(csv) == 4
+
+
+@pytest.mark.parametrize("recipe, warned", [("paper", True), ("paper-ablation", False), ("quick", True)])
+def test_caption_warns_whenever_the_recipe_is_not_the_published_numbers_one(tmp_path, recipe, warned):
+    """A 300-epoch `paper` table beside 100-epoch ablation numbers says so; only the sweep's published_recipe
+    is compared without a word."""
+    path = tmp_path / "pe.yaml"
+    path.write_text(SWEEP)
+    for cell in ("LE", "PA"):
+        write_run(tmp_path / "results" / "pe", cell, 0, recipe=recipe, sweep_file=path,
+                  sets={"data.root": str(tmp_path)})
+    layout = load_layout(path, results_root=tmp_path / "results",
+                         selection=Selection(recipe=recipe, sets=(f"data.root={tmp_path}",)))
+    text = to_markdown(build_table(collect(layout.results_dir)[0], layout))
+    assert f"Ours: recipe {recipe}, " in text
+    assert (f"Recipe {recipe} is not paper-ablation, the protocol of the published numbers" in text) == warned
+    assert "WARNING: attention cannot act" not in text
+
+
+def test_caption_says_when_attention_could_not_act(tmp_path):
+    """Runs made with --allow-inert-attention (32 px: 1x1 key maps) are marked in the caption, cell by cell."""
+    path = tmp_path / "pe.yaml"
+    path.write_text(SWEEP)
+    for cell in ("LE", "PA"):
+        write_run(tmp_path / "results" / "pe", cell, 0, sweep_file=path, sets={"data.img_size": 32})
+    layout = load_layout(path, results_root=tmp_path / "results",
+                         selection=Selection(sets=("data.img_size=32",)))
+    text = " ".join(to_markdown(build_table(collect(layout.results_dir)[0], layout)).split())
+    assert "WARNING: attention cannot act in these cells, run with --allow-inert-attention:" in text
+    assert "LE (32 px: 1x1 key map in stages 1, 2, 3, 4)" in text and "PA (32 px:" in text
 
 
 def test_cli_writes_markdown_latex_csv(sweep, capsys):

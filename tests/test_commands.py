@@ -297,8 +297,8 @@ def test_slurm_eta_comes_from_recorded_gpu_runs_or_is_omitted(tmp_path, capsys):
 
     sweep = write_sweep(tmp_path / "tiny.yaml")
     results = tmp_path / "results"
-    select = ["--results-root", str(results), "--set", "data.img_size=32", "--executor", "slurm", "--dry-run"]
-    cpu_run = write_run(results / "tiny", "PA", 0, sweep_file=sweep, sets={"data.img_size": 32}, device="cpu")
+    select = ["--results-root", str(results), "--set", "data.img_size=33", "--executor", "slurm", "--dry-run"]
+    cpu_run = write_run(results / "tiny", "PA", 0, sweep_file=sweep, sets={"data.img_size": 33}, device="cpu")
     result = json.loads((cpu_run / store.RESULT).read_text())
     store.atomic_write_json(cpu_run / store.RESULT, {**result, "train_img_s": 50.0, "host": os.uname().nodename})
     assert run_cli.main([str(sweep), *select]) == 0

@@ -1,7 +1,8 @@
 """Every ablation knob reaches the model that is trained.
 
 For each value of each knob, a tiny run goes through the training code (`ablations.train.train_run`: 16
-images, 1 epoch, 32 px) and its saved weights (checkpoint.pt) are checked against
+images, 1 epoch, 33 px: the smallest input at which attention is alive in every stage) and its saved weights
+(checkpoint.pt) are checked against
 `timm.create_model(name, **knobs)` for that value (with the run's num_classes and img_size, which the
 trainer passes too; LE's embedding is sized by img_size):
 
@@ -29,7 +30,7 @@ from ablations.spec.config import RunConfig, with_overrides
 from ablations.train import train_run
 from ablations.training.loaders import build_loaders
 
-TINY = {"data.dataset": "digits", "data.img_size": 32, "data.train_limit": 16, "data.val_limit": 16,
+TINY = {"data.dataset": "digits", "data.img_size": 33, "data.train_limit": 16, "data.val_limit": 16,
         "train.epochs": 1, "train.batch_size": 8, "aug.scale_min": 1.0, "aug.hflip": 0.0}
 DEFAULTS = {"pos_encoding": "pa", "reduction": "dwconv", "head_conv": True, "head_norm": True, "stem": "rest"}
 VALUES = {

@@ -13,6 +13,7 @@ from ablations.training.loaders import (
     resolve_data_root,
     stratified_split,
 )
+from rest_knobs import inert_attention
 
 
 def arrays():
@@ -75,4 +76,4 @@ def test_probe_recipe():
     # nothing that moves or hides a cell: no crops, flips or erasing
     assert (config.aug.scale_min, config.aug.hflip, config.aug.reprob) == (1.0, 0.0, 0.0)
     assert config.aug.mixup == 0 and config.aug.cutmix == 0 and config.aug.rand_augment is None
-    assert config.data.img_size == 32
+    assert config.data.img_size == 64 and not inert_attention(64)  # 2x2 key maps: attention is alive

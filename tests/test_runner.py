@@ -16,7 +16,7 @@ from ablations.experiment import Selection, resolve
 from ablations.plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
-SELECT_TINY = ["--set", "data.img_size=32", "--set", "data.train_limit=64", "--set", "data.val_limit=32",
+SELECT_TINY = ["--set", "data.img_size=33", "--set", "data.train_limit=64", "--set", "data.val_limit=32",
                "--set", "train.batch_size=16"]  # the selection flags: status, tables... take these too
 TINY = [*SELECT_TINY, "--executor", "local", "--no-eta"]
 
@@ -58,7 +58,7 @@ def test_end_to_end_tiny_sweep(tmp_path):
             assert (run_dir / name).exists(), f"{run_dir.name} lacks {name}"
         document = json.loads((run_dir / store.CONFIG).read_text())
         assert document["meta"]["run_id"] == run_dir.name and document["meta"]["recipe"] == "quick"
-        assert document["config"]["data"]["img_size"] == 32
+        assert document["config"]["data"]["img_size"] == 33
         assert len(store.read_metrics(run_dir / store.METRICS).rows) == 1
     # everything done: a relaunch submits nothing, and status shows it
     again = cli(str(sweep), "--results-root", str(results), *TINY, cwd=tmp_path, check=True)

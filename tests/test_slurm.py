@@ -354,7 +354,7 @@ def test_status_of_a_run_never_submitted(sweep_dir, make_run):
 def test_cli_submits_one_array_waits_and_reports(slurm_cluster, tmp_path):
     """The user's path: ablations.run --executor slurm --wait, then status, relaunch and cancel."""
     sweep = write_sweep(tmp_path / "tiny.yaml", "tinyslurm", "{time_min: 30, cpus_per_task: 1, mem_gb: 2}")
-    select = ["--set", "data.img_size=32", "--set", "data.train_limit=32", "--set", "data.val_limit=16",
+    select = ["--set", "data.img_size=33", "--set", "data.train_limit=32", "--set", "data.val_limit=16",
               "--set", "train.batch_size=16", "--results-root", str(tmp_path / "results")]  # which runs
     tiny = [*select, "--no-eta", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -420,7 +420,7 @@ def test_an_sbatch_refusal_exits_2_and_leaves_nothing_behind(slurm_cluster, tmp_
 
     results = tmp_path / "results"
     code = run_cli.main([str(ROOT / "sweeps" / "pe.yaml"), "--results-root", str(results), "--executor", "slurm",
-                         "--partition", "nosuchpartition", "--no-eta", "--set", "data.img_size=32"])
+                         "--partition", "nosuchpartition", "--no-eta", "--set", "data.img_size=33"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
     assert "invalid partition" in err.lower() and err.startswith("error: sbatch:")
@@ -437,7 +437,7 @@ def test_per_level_resources_submit_one_array_per_group(slurm_cluster, tmp_path,
     results = tmp_path / "results"
     try:
         code = run_cli.main([str(sweep), "--results-root", str(results), "--executor", "slurm", "--no-eta",
-                             "--no-progress", "--set", "data.img_size=32", "--sbatch", "requeue"])
+                             "--no-progress", "--set", "data.img_size=33", "--sbatch", "requeue"])
         out = capsys.readouterr().out
         assert code == 0 and "3 run(s) as 2 job arrays (one per resource group)" in out, out
         arrays = {store.read_meta(d)["cell"]: read_slurm_record(d)["array_job_id"]
@@ -461,7 +461,7 @@ def test_a_refused_resource_group_leaves_no_folder_and_names_what_went_out(slurm
     results = tmp_path / "results"
     try:
         code = run_cli.main([str(sweep), "--results-root", str(results), "--executor", "slurm", "--no-eta",
-                             "--no-progress", "--set", "data.img_size=32"])
+                             "--no-progress", "--set", "data.img_size=33"])
         err = capsys.readouterr().err
         assert code == 2 and "invalid partition" in err.lower() and "1 run(s) of other resource groups" in err
         left = {store.read_meta(d)["cell"] for d in store.run_dirs_in(results / "mixed")}
@@ -484,7 +484,7 @@ def test_jobs_whose_ids_no_file_recorded_are_found_by_the_experiments_job_name(s
     for name in ("orphans", "orphans2"):
         sweeps[name] = write_sweep(tmp_path / f"{name}.yaml", name, "{time_min: 20, cpus_per_task: 1, mem_gb: 1}",
                                    head="seeds: [0]\n")
-    sets = {"mine": ("data.img_size=32",), "other": ("data.img_size=32", "optim.lr=0.001")}
+    sets = {"mine": ("data.img_size=33",), "other": ("data.img_size=33", "optim.lr=0.001")}
     experiments = {"mine": resolve(sweeps["orphans"], Selection(sets=sets["mine"]), results),
                    "other": resolve(sweeps["orphans"], Selection(sets=sets["other"]), results),
                    "other sweep": resolve(sweeps["orphans2"], Selection(sets=sets["mine"]), results)}
@@ -543,7 +543,7 @@ def test_a_two_task_ddp_job_on_cpu_trains_end_to_end(slurm_cluster, tmp_path, wa
     results = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, "-m", "ablations.run", str(sweep), "--results-root", str(results), "--executor", "slurm",
-         "--tasks-per-node", "2", "--set", "train.devices=2", "--set", "data.img_size=32", "--set",
+         "--tasks-per-node", "2", "--set", "train.devices=2", "--set", "data.img_size=33", "--set",
          "data.train_limit=32", "--set", "data.val_limit=16", "--set", "train.batch_size=16", "--no-eta",
          "--no-progress", "--wait"],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
@@ -553,7 +553,7 @@ def test_a_two_task_ddp_job_on_cpu_trains_end_to_end(slurm_cluster, tmp_path, wa
         assert store.run_state(run_dir).state == store.DONE
         result = store.read_result(run_dir)
         assert result["world_size"] == 2 and result["torch_threads"] == [1, 1], result
-        assert result["device"] == "cpu (1 threads)"
+        assert result["device"] == "cpu (1 thread)"
         assert metric_epochs(run_dir) == [1]
         # done once result.json is written; the job records COMPLETED a moment later, on its way out
         wait_until(lambda: history(run_dir)[-1][1] == "COMPLETED", 120, "the job to record COMPLETED")

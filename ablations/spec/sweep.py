@@ -35,6 +35,7 @@ from typing import Any
 from ablations.spec.config import RunConfig, check_value, pin_data_root, with_overrides
 from ablations.spec.errors import InputError, bounded_repr
 from ablations.spec.metrics import DEFAULT_COLUMNS, METRIC_NAMES
+from ablations.spec.recipe import list_recipes
 from ablations.spec.yamlio import YamlError, errors_located, load_yaml_strict
 
 TOP_LEVEL_KEYS = {
@@ -49,6 +50,7 @@ TOP_LEVEL_KEYS = {
     "axes": "the ablation axes",
     "published": "the paper's numbers by cell label",
     "published_note": "what a reader must know about the paper's numbers (printed under the table)",
+    "published_recipe": "the recipe that matches the protocol of the published numbers (tables warn otherwise)",
     "slurm": "cluster resources",
 }
 REQUIRED_KEYS = ("name", "paper_table", "recipe", "model", "axes")
@@ -100,6 +102,7 @@ class Sweep:
     published: dict[str, dict[str, float]] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
     published_note: str = ""
+    published_recipe: str = ""  # the recipe of the paper's protocol for `published`; "" = not said
 
     @property
     def cells(self) -> list[Cell]:
@@ -193,6 +196,7 @@ def _load_sweep(path: Path) -> Sweep:
         axes=axes,
         slurm=expect(path, "slurm", raw.get("slurm") or {}, dict),
         published_note=expect(path, "published_note", raw.get("published_note", ""), str),
+        published_recipe=parse_published_recipe(path, raw.get("published_recipe", "")),
     )
     check_cells(path, sweep)
     published = parse_published(path, raw.get("published") or {}, {c.label for c in sweep.cells})
@@ -335,6 +339,15 @@ def check_axis_conflicts(path: Path, sweep: Sweep) -> None:
             if key in owner and owner[key] != axis.name:
                 raise SweepError(path, f"axes.{axis.name}", f"sets {key}, which axis {owner[key]!r} sets too")
             owner[key] = axis.name
+
+
+def parse_published_recipe(path: Path, value: Any) -> str:
+    """A shipped recipe's name, or "" (not said)."""
+    name = expect(path, "published_recipe", value, str)
+    if name and name not in list_recipes():
+        raise SweepError(path, "published_recipe", f"{bounded_repr(name)} is not a recipe; the recipes are "
+                                                   f"{', '.join(list_recipes())}")
+    return name
 
 
 def parse_cli_sets(items: Iterable[str]) -> dict[str, Any]:

@@ -571,7 +571,8 @@ def has_unused_parameters(model: nn.Module, img_size: int, device: torch.device)
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def git_commit() -> str | None:
