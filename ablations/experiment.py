@@ -183,22 +183,40 @@ def experiments_in(results_dir: Path, exclude: set[str] = frozenset()) -> dict[E
     return dict(sorted(groups.items()))
 
 
+MAX_GROUPS_NAMED = 3  # "other runs here" names a few experiments, then counts the rest
+
+
+def seeds_in(dirs: list[Path]) -> list[int]:
+    return sorted({seed for d in dirs if isinstance(seed := (store.read_meta(d) or {}).get("seed"), int)})
+
+
 def describe_groups(groups: dict[ExperimentKey, list[Path]], same: ExperimentKey | None = None) -> str:
     parts = []
-    for key, dirs in groups.items():
+    for key, dirs in list(groups.items())[:MAX_GROUPS_NAMED]:
         what = ("not in the sweep as written (an earlier version of the file, or other seeds)" if key == same
                 else key.describe())
         parts.append(f"{len(dirs)} run{'s' if len(dirs) != 1 else ''} {what}")
+    rest = list(groups.values())[MAX_GROUPS_NAMED:]
+    if rest:
+        runs = sum(map(len, rest))
+        parts.append(f"and {runs} run{'s' if runs != 1 else ''} of {len(rest)} more "
+                     f"experiment{'s' if len(rest) > 1 else ''}")
     return "; ".join(parts)
 
 
 def describe_others(experiment: Experiment) -> str | None:
-    """One line naming the run folders beside the experiment's that belong to other experiments, or None."""
+    """One line naming the run folders beside the experiment's that belong to other experiments (or to other
+    seeds of this one), with the flags that select the first of them, or None."""
     others = experiments_in(experiment.results_dir, exclude={r.run_id for r in experiment.runs})
     if not others:
         return None
+    key, dirs = next(iter(others.items()))
+    seeds = seeds_in(dirs)
+    if key == experiment.key:  # the same experiment, other seeds: the flags that add them
+        seeds = sorted(set(seeds) | set(experiment.seeds))
+    hint = key.flags() + (f" --seeds {','.join(map(str, seeds))}" if seeds and seeds != experiment.seeds else "")
     return (f"other runs in {experiment.results_dir}/: {describe_groups(others, experiment.key)} "
-            f"(select them with the flags they were launched with, e.g. {next(iter(others)).flags()})")
+            f"(select them with the flags they were launched with, e.g. {hint})")
 
 
 def select_in_folder(results_dir: Path, selection: Selection) -> tuple[ExperimentKey, list[Path]]:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -25,7 +26,13 @@ from pathlib import Path
 
 from ablations import store
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
-from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
+from ablations.experiment import (
+    DEFAULT_RESULTS_ROOT,
+    add_selection_flags,
+    describe_others,
+    resolve,
+    selection_from_args,
+)
 from ablations.plan import (
     Plan,
     PlanCache,
@@ -421,8 +428,7 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
     arrays = sorted({j.split("_")[0] for j in job_ids})
     how = "one job array" if len(arrays) == 1 else f"{len(arrays)} job arrays (one per resource group)"
     print(f"submitted {len(job_ids)} run(s) as {how}: {', '.join(arrays)} (logs: {plan.results_dir}/.submitit/)")
-    print(f"status: python -m ablations.status {plan.sweep.path}   cancel: python -m ablations.cancel "
-          f"{plan.sweep.path}")
+    print(f"status: {follow_up('ablations.status', plan, args)}\ncancel: {follow_up('ablations.cancel', plan, args)}")
     if not args.wait:
         return EXIT_OK
     return wait_for_jobs(plan, args)
@@ -469,8 +475,19 @@ def launch(plan: Plan, todo, args: argparse.Namespace) -> int:
         print(f"  failed  {run_id}: {reason}")
     for run_id, why in report.skipped.items():
         print(f"  skipped {run_id}: {why}")
-    print(f"results: {plan.results_dir}/   status: python -m ablations.status {plan.sweep.path}")
+    print(f"results: {plan.results_dir}/\nstatus: {follow_up('ablations.status', plan, args)}\n"
+          f"tables: {follow_up('analysis.tables', plan, args)}")
     return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def follow_up(module: str, plan: Plan, args: argparse.Namespace) -> str:
+    """The command line of `module` that is about the same runs: the sweep and every selection flag given."""
+    flags = [*(["--recipe", args.recipe] if args.recipe else []), *(x for s in args.sets for x in ("--set", s)),
+             *(["--seeds", args.seeds] if args.seeds else []), *(["--data-root", args.data_root] if args.data_root
+                                                                   else [])]
+    if Path(args.results_root) != Path(DEFAULT_RESULTS_ROOT):
+        flags += ["--results-root", str(args.results_root)]
+    return shlex.join(["python", "-m", module, str(plan.sweep.path), *flags])
 
 
 if __name__ == "__main__":

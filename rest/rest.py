@@ -39,7 +39,7 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs,
 from timm.models._features import feature_take_indices
 from torch.jit import Final
 
-from rest_knobs import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS
+from rest_knobs import NUM_HEADS, POS_ENCODINGS, REDUCTIONS, SR_RATIOS, STEMS, VARIANTS
 
 __all__ = [
     "ResT", "Stage", "Block", "EfficientAttention", "Mlp", "POS_ENCODINGS", "POOL_TYPES", "REDUCTIONS", "STEMS",
@@ -392,8 +392,8 @@ class ResT(nn.Module):
         global_pool: str = "avg",
         embed_dims: tuple[int, ...] = (64, 128, 256, 512),
         depths: tuple[int, ...] = (2, 2, 2, 2),
-        num_heads: tuple[int, ...] = (1, 2, 4, 8),
-        sr_ratios: tuple[int, ...] = (8, 4, 2, 1),
+        num_heads: tuple[int, ...] = NUM_HEADS,
+        sr_ratios: tuple[int, ...] = SR_RATIOS,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         drop_rate: float = 0.0,  # MLP and attention-projection dropout, as the official code's drop_rate

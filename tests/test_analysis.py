@@ -261,10 +261,25 @@ def test_mixing_recipes_is_refused(sweep, capsys):
     captured = capsys.readouterr()
     assert "| PA | 3 |" in captured.out
     assert "note: other runs in" in captured.err and "1 run recipe paper-ablation" in captured.err
+    assert "e.g. --recipe paper-ablation --seeds 0," not in captured.err  # the sweep's own seeds need no flag
     only = table_for(sweep, Selection(recipe="paper-ablation"))
     assert row(only, "PA")["top1_mean"] == 72.5 and row(only, "LE")["status"] == "missing"
     picked = load_layout(results, selection=Selection(recipe="paper-ablation"))
     assert len(picked.run_dirs) == 1 and picked.experiment == "recipe paper-ablation"
+
+
+def test_the_other_runs_note_suggests_the_seeds_that_select_them_and_stays_short(sweep, capsys):
+    """Runs of the sweep's own experiment with seeds the flags did not pick: the hint adds them with --seeds;
+    beyond a few experiments the note counts the rest."""
+    results = sweep.parent / "results"
+    assert tables.main([str(sweep), "--results-root", str(results), "--seeds", "0"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "(select them with the flags they were launched with, e.g. --recipe quick --seeds 0,1,2)" in err
+    for lr in (0.1, 0.2, 0.3, 0.4):
+        write_run(results / "pe", "PA", 0, sweep_file=sweep, sets={"optim.lr": lr})
+    assert tables.main([str(sweep), "--results-root", str(results)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "and 1 run of 1 more experiment" in err and err.count("optim.lr=") <= 4
 
 
 def test_override_sets_are_separate_experiments(sweep, capsys):

@@ -61,6 +61,10 @@ def test_end_to_end_tiny_sweep(tmp_path):
         assert document["config"]["data"]["img_size"] == 33
         assert len(store.read_metrics(run_dir / store.METRICS).rows) == 1
     # everything done: a relaunch submits nothing, and status shows it
+    # its closing lines name the commands about these runs, with every selection flag given
+    assert f"status: python -m ablations.status {sweep} --set data.img_size=33" in proc.stdout
+    assert f"tables: python -m analysis.tables {sweep} --set data.img_size=33" in proc.stdout
+    assert f"--results-root {results}" in proc.stdout.splitlines()[-1]
     again = cli(str(sweep), "--results-root", str(results), *TINY, cwd=tmp_path, check=True)
     assert "nothing to run" in again.stdout
     status = subprocess.run([sys.executable, "-m", "ablations.status", str(sweep), "--results-root", str(results),
