@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,17 @@ class ExperimentKey:
     def flags(self) -> str:
         """The selection flags that pick this experiment."""
         return " ".join([f"--recipe {self.recipe}", *(f"--set {k}={v}" for k, v in self.overrides)])
+
+    def folder_name(self, seeds: Iterable[int]) -> str:
+        """The name of the folder that holds this experiment's tables and plots for these seeds: the recipe,
+        every override and the seeds, readable when short; cut and completed by a hash when long (every
+        character counts: two experiments never share a folder)."""
+        text = "+".join([self.recipe, *(f"{k}={v}" for k, v in self.overrides)])
+        text += "_seeds-" + "-".join(map(str, sorted(seeds)))
+        safe = re.sub(r"[^A-Za-z0-9_.,=+-]", "~", text)
+        if safe != text or len(safe) > 120:
+            safe = f"{safe[:100]}~{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+        return safe
 
 
 # ---- an experiment from a sweep file ---------------------------------------------------------------------------------

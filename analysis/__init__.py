@@ -5,7 +5,7 @@ rendered by :mod:`analysis.render`) and figures (:mod:`analysis.figures`). Table
 functions of that DataFrame and of the sweep's layout (:mod:`analysis.source`); nothing here writes into a
 run folder. The commands:
 
-    python -m analysis.tables sweeps/pe.yaml            # results/pe/table.{md,tex,csv}
-    python -m analysis.plots table sweeps/pe.yaml       # results/pe/plots/*.{png,pdf}
+    python -m analysis.tables sweeps/pe.yaml            # results/pe/reports/quick_seeds-0/table.{md,tex,csv}
+    python -m analysis.plots table sweeps/pe.yaml       # results/pe/reports/quick_seeds-0/*.{png,pdf}
     python -m analysis.collect results -o runs.csv      # every run, for a notebook
 """

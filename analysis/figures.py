@@ -40,7 +40,8 @@ def save(fig: Figure, base: Path) -> list[Path]:
 
 def short_protocol(table: Table) -> str:
     p = table.protocol
-    text = f"ours: recipe {p['recipe']}, {p['dataset']}, {p['epochs']} epochs, {p['img_size']} px, device {p['device']}"
+    text = (f"ours: {p['dataset']}, recipe {p['recipe']}" + (f" with {p['overrides']}" if p.get("overrides") else "")
+            + f", {p['epochs']} epochs, {p['img_size']} px, seeds {p['seeds']}, device {p['device']}")
     return text + ("; ATTENTION INERT (1x1 key maps): its knobs cannot act" if p.get("inert") else "")
 
 
@@ -102,7 +103,7 @@ def bars(table: Table, runs: pd.DataFrame) -> Figure:
         ax.set_title(SHORT[metric])
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best", framealpha=0.8)
-    fig.suptitle(f"{table.title}\n{short_protocol(table)}", fontsize=10)
+    fig.suptitle(f"paper: {table.title}\n{short_protocol(table)}", fontsize=10)
     return fig
 
 
@@ -217,7 +218,7 @@ def curves(table: Table, runs: pd.DataFrame) -> Figure:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     ax_top1.legend(fontsize=7, title="cell (runs)", title_fontsize=7)
-    fig.suptitle(f"{table.title}\n{short_protocol(table)}; mean over seeds, band = ± 1 std over seeds, "
+    fig.suptitle(f"paper: {table.title}\n{short_protocol(table)}; mean over seeds, band = ± 1 std over seeds, "
                  f"x = failed", fontsize=9)
     return fig
 

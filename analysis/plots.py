@@ -1,6 +1,6 @@
 """Plots, as PNG and PDF (matplotlib, Agg backend).
 
-    python -m analysis.plots table sweeps/pe.yaml          # results/pe/plots/{bars,curves}.{png,pdf}
+    python -m analysis.plots table sweeps/pe.yaml          # results/pe/reports/quick_seeds-0/{bars,curves}.{png,pdf}
     python -m analysis.plots table results/pe --recipe quick --set train.epochs=1
     python -m analysis.plots scaling --sizes 112,160,224   # results/plots/scaling.{png,pdf,csv}: MSA vs EMSA
     python -m analysis.plots attention --run results/pe/pa-s0-83da6d5ced   # on the run's own validation image
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ablations.cli import OUTPUT_FLAGS
 from ablations.experiment import add_selection_flags, selection_from_args
-from analysis.source import InputError, cli, load_layout, note, warn
+from analysis.source import InputError, cli, load_layout, note, output_dir, warn
 
 
 def sizes(text: str) -> list[int]:
@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("target", type=Path, help="a sweep file or a sweep's results folder")
     t.add_argument("--sweep", type=Path, help="with a results folder: the sweep file")
     add_selection_flags(t)
-    t.add_argument(*OUTPUT_FLAGS, type=Path, help="output folder (default: <results>/<sweep>/plots)")
+    t.add_argument(*OUTPUT_FLAGS, type=Path, help="output folder (default: the experiment's own folder, "
+                                                               "<results>/<sweep>/reports/<recipe+overrides_seeds>/)")
 
     s = sub.add_parser("scaling", help="MSA vs EMSA throughput and peak memory against resolution")
     s.add_argument("--sizes", type=sizes, default=[112, 160, 224], help="input resolutions (default 112,160,224)")
@@ -81,7 +82,7 @@ def plot_table(args) -> list[Path]:
     df, problems = collect(layout.results_dir, run_dirs=layout.run_dirs)
     warn(problems)
     note(layout)
-    return table_figures(df, layout, args.output or layout.results_dir / "plots")
+    return table_figures(df, layout, args.output or output_dir(layout))
 
 
 def plot_scaling(args) -> list[Path]:

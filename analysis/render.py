@@ -98,6 +98,8 @@ def caption(table: Table) -> str:
     p = table.protocol
     text = (f"Ours: recipe {p['recipe']}, dataset {p['dataset']}, {p['epochs']} epochs, {p['img_size']} px, "
             f"model {p['model']}, device {p['device']}, seeds {p['seeds']}.")
+    if p.get("overrides"):
+        text += f" Overrides of the recipe: {p['overrides']}."
     published = table.layout.published_recipe
     if has_paper(table) and p["recipe"] != published:
         text += (f" Recipe {p['recipe']} is not {published}, the protocol of the published numbers: compare "

@@ -27,6 +27,7 @@ from ablations.experiment import (
     describe_others,
     experiments_in,
     resolve,
+    seeds_in,
     select_in_folder,
 )
 from ablations.spec.errors import InputError
@@ -57,6 +58,8 @@ class Layout:
     others: str | None = None  # one line naming the other experiments' runs in the same folder
     published_note: str | None = None  # the sweep's note on the paper's numbers, printed under the table
     published_recipe: str | None = None  # the recipe whose protocol the published numbers come from
+    output_name: str | None = None  # the experiment's own folder under <results>/reports/ (tables, plots)
+    overrides: str = ""  # the experiment's command-line overrides, "k=v, ..." ("" = the recipe as written)
 
     @property
     def source(self) -> str:
@@ -85,20 +88,35 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
         layout = layout_from_sweep(experiment.sweep, experiment.results_dir)
         layout = Layout(**{**layout.__dict__, "seeds": tuple(experiment.seeds),
                            "run_dirs": tuple(experiment.run_dir(r) for r in experiment.runs),
-                           "experiment": experiment.key.describe(), "others": describe_others(experiment)})
+                           "experiment": experiment.key.describe(), "others": describe_others(experiment),
+                           "output_name": experiment.key.folder_name(experiment.seeds),
+                           "overrides": overrides_text(experiment.key)})
     else:
         check_results_folder(target)
         key, dirs = select_in_folder(target, selection)
         others = experiments_in(target, exclude={d.name for d in dirs})
         base = layout_from_sweep(read_sweep(Path(sweep)), target) if sweep is not None else \
             Layout(name=target.resolve().name, results_dir=target)
+        seeds = selection.seeds if selection.seeds is not None else seeds_in(dirs)
         layout = Layout(**{**base.__dict__, "run_dirs": tuple(dirs), "experiment": key.describe(),
-                           "others": f"other runs in {target}/: {describe_groups(others)}" if others else None})
+                           "others": f"other runs in {target}/: {describe_groups(others)}" if others else None,
+                           "output_name": key.folder_name(seeds), "overrides": overrides_text(key)})
         if selection.seeds is not None:
             layout = Layout(**{**layout.__dict__, "seeds": tuple(selection.seeds)})
     if columns:
         layout = Layout(**{**layout.__dict__, "columns": tuple(columns)})
     return layout
+
+
+def overrides_text(key) -> str:
+    """An ExperimentKey's overrides as "k=v, ..." (values as given on the command line)."""
+    return ", ".join(f"{k}={v}" for k, v in key.overrides)
+
+
+def output_dir(layout: Layout) -> Path:
+    """Where an experiment's tables and plots go by default: a folder of its own, named from its identity
+    (recipe, overrides, seeds), so another experiment's outputs are never overwritten."""
+    return layout.results_dir / "reports" / (layout.output_name or "all-runs")
 
 
 def read_experiment(path: Path, selection: Selection, results_root: str | Path):

@@ -231,6 +231,7 @@ def protocol(runs: pd.DataFrame, layout: Layout) -> dict[str, str]:
         "model": distinct("model"),
         "device": distinct("device", done) if len(done) else "n/a (no finished run)",
         "seeds": distinct("seed") if len(runs) else ", ".join(map(str, layout.seeds)) or "n/a",
+        "overrides": layout.overrides,
         "inert": inert_cells(runs),
     }
 

@@ -1,6 +1,6 @@
 """A sweep's table as in the paper: one row per cell, ours (mean ± std over seeds) beside the published value.
 
-    python -m analysis.tables sweeps/pe.yaml                   # -> results/pe/table.{md,tex,csv}
+    python -m analysis.tables sweeps/pe.yaml                   # -> results/pe/reports/quick_seeds-0/table.*
     python -m analysis.tables sweeps/pe.yaml --set train.epochs=1   # the runs launched with that override
     python -m analysis.tables results/pe                       # rows and baseline from the runs' meta
     python -m analysis.tables results/pe --sweep sweeps/pe.yaml --recipe quick
@@ -20,7 +20,7 @@ from ablations import store
 from ablations.cli import OUTPUT_FLAGS
 from ablations.experiment import add_selection_flags, selection_from_args
 from analysis.runs import collect
-from analysis.source import InputError, cli, load_layout, note, warn
+from analysis.source import InputError, cli, load_layout, note, output_dir, warn
 from analysis.table import METRICS, Table, build_table
 
 
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", type=lambda s: tuple(filter(None, s.split(","))),
                    help=f"metrics to show, comma-separated, among {','.join(METRICS)} (default: the sweep's)")
     p.add_argument(*OUTPUT_FLAGS, type=Path,
-                   help="folder for table.{md,tex,csv} and table_long.csv (default: the results folder)")
+                   help="folder for table.{md,tex,csv} and table_long.csv (default: the experiment's own "
+                        "folder, <results>/<sweep>/reports/<recipe+overrides_seeds>/)")
     return p
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     table = build_table(df, layout)
     warn(table.problems)
     note(layout)
-    paths = write_table(table, args.output or layout.results_dir)
+    paths = write_table(table, args.output or output_dir(layout))
     from analysis.render import to_markdown
 
     print(to_markdown(table), end="")

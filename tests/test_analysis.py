@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ablations.experiment import NO_SELECTION, Selection
+from ablations.experiment import NO_SELECTION, ExperimentKey, Selection
 from analysis import collect as collect_command
 from analysis import tables
 from analysis.render import to_csv, to_latex, to_markdown
@@ -207,7 +207,7 @@ def test_caption_says_when_attention_could_not_act(tmp_path):
 
 def test_cli_writes_markdown_latex_csv(sweep, capsys):
     assert tables.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
-    out_dir = sweep.parent / "results" / "pe"
+    out_dir = sweep.parent / "results" / "pe" / "reports" / "quick_seeds-0-1-2"  # the experiment's own folder
     md = (out_dir / "table.md").read_text()
     assert md == capsys.readouterr().out
     tex = (out_dir / "table.tex").read_text()
@@ -215,6 +215,29 @@ def test_cli_writes_markdown_latex_csv(sweep, capsys):
     csv = pd.read_csv(out_dir / "table.csv")
     assert list(csv["cell"]) == ["none", "LE", "GL", "PA"]
     assert csv.set_index("cell").loc["LE", "top1_ci_low"] == pytest.approx(-2.086826, abs=1e-5)
+
+
+def test_each_experiment_writes_to_a_folder_of_its_own_and_says_what_it_is(sweep, capsys):
+    """Another experiment's table never overwrites this one's, and its caption names what differs."""
+    results = sweep.parent / "results"
+    for seed in (0, 1):
+        write_run(results / "pe", "PA", seed, sweep_file=sweep, sets={"optim.lr": 0.001, "train.epochs": 1})
+    assert tables.main([str(sweep), "--results-root", str(results)]) == 0
+    assert tables.main([str(sweep), "--results-root", str(results), "--set", "optim.lr=0.001",
+                        "--set", "train.epochs=1", "--seeds", "0,1"]) == 0
+    assert tables.main([str(sweep), "--results-root", str(results), "--seeds", "0"]) == 0
+    capsys.readouterr()
+    reports = results / "pe" / "reports"
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "quick+optim.lr=0.001+train.epochs=1_seeds-0-1", "quick_seeds-0", "quick_seeds-0-1-2"]
+    three = (reports / "quick_seeds-0-1-2" / "table.md").read_text()
+    other = " ".join((reports / "quick+optim.lr=0.001+train.epochs=1_seeds-0-1" / "table.md").read_text().split())
+    assert "| PA | 3 |" in three and "Overrides" not in three
+    assert "Overrides of the recipe: optim.lr=0.001, train.epochs=1." in other and "seeds 0, 1" in other
+    # names that cannot be folder names are kept apart by a hash
+    long = [ExperimentKey.of("quick", {"data.root": f"/data/{name}", "optim.lr": 0.1}).folder_name([0])
+            for name in ("a" * 90, "a" * 90 + "b")]
+    assert long[0] != long[1] and all("/" not in n and len(n) <= 120 for n in long)
 
 
 def test_results_folder_without_sweep(sweep):
@@ -516,7 +539,8 @@ def test_long_csv_has_one_row_per_cell_and_metric(sweep, capsys):
     assert le["mean"] == pytest.approx(sum(LE) / 3) and le["paper"] == 71.98 and le["n"] == 3
     assert le["ci_low"] == pytest.approx(-2.086826, abs=1e-5) and le["unit"] == "%"
     assert tables.main([str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
-    assert (sweep.parent / "results" / "pe" / "table_long.csv").read_text() == to_long_csv(table_for(sweep))
+    written = sweep.parent / "results" / "pe" / "reports" / "quick_seeds-0-1-2" / "table_long.csv"
+    assert written.read_text() == to_long_csv(table_for(sweep))
 
 
 def test_published_note_is_printed_under_the_table(tmp_path):

@@ -61,7 +61,8 @@ def sweep(tmp_path: Path) -> Path:
 
 def test_table_plots_cli(sweep, capsys):
     assert plots.main(["table", str(sweep), "--results-root", str(sweep.parent / "results")]) == 0
-    out = sweep.parent / "results" / "attention" / "plots"
+    (out,) = (sweep.parent / "results" / "attention" / "reports").iterdir()  # the experiment's own folder
+    assert out.name.startswith("quick_seeds-")
     assert_written(sorted(out.iterdir()), ".png", ".pdf")
     assert sorted(p.stem for p in out.iterdir()) == ["bars", "bars", "curves", "curves"]
     assert "Traceback" not in capsys.readouterr().err
