@@ -125,7 +125,11 @@ class ExperimentKey:
         """The name of the folder that holds this experiment's tables and plots for these seeds: the recipe,
         every override and the seeds, readable when short; cut and completed by a hash when long (every
         character counts: two experiments never share a folder)."""
-        text = "+".join([self.recipe, *(f"{k}={v}" for k, v in self.overrides)])
+        def plain(value: str) -> str:  # the JSON of a string without its quotes
+            loaded = json.loads(value)
+            return loaded if isinstance(loaded, str) else value
+
+        text = "+".join([self.recipe, *(f"{k}={plain(v)}" for k, v in self.overrides)])
         text += "_seeds-" + "-".join(map(str, sorted(seeds)))
         safe = re.sub(r"[^A-Za-z0-9_.,=+-]", "~", text)
         if safe != text or len(safe) > 120:

@@ -238,6 +238,8 @@ def test_each_experiment_writes_to_a_folder_of_its_own_and_says_what_it_is(sweep
     long = [ExperimentKey.of("quick", {"data.root": f"/data/{name}", "optim.lr": 0.1}).folder_name([0])
             for name in ("a" * 90, "a" * 90 + "b")]
     assert long[0] != long[1] and all("/" not in n and len(n) <= 120 for n in long)
+    avg = ExperimentKey.of("quick", {"model.reduction": "avg"})
+    assert avg.folder_name([1, 0]) == "quick+model.reduction=avg_seeds-0-1"
 
 
 def test_results_folder_without_sweep(sweep):
