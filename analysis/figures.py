@@ -24,6 +24,11 @@ from analysis.table import METRICS, Table, build_table, per_seed, select_runs  #
 
 # Okabe & Ito's colour-blind-safe palette: ours blue, the paper vermillion, cells in the order below
 OURS, PAPER, BASELINE = "#0072B2", "#D55E00", "#999999"
+# Curves of many cells stay apart in grey print and for colour-blind readers: each cell also has its own line
+# style and marker. Bands are light, so that overlapping ones leave the lines readable.
+CELL_STYLES = ("-", "-.", ":", (0, (6, 2)), (0, (3, 1, 1, 1, 1, 1)))
+CELL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+BAND_ALPHA = 0.12
 CELL_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 SATURATED = 99.95  # a percentage metric whose every value is at least this is "saturated" (top-5 at 100 %)
 PANEL_COLUMNS = 3
@@ -189,6 +194,7 @@ def curves(table: Table, runs: pd.DataFrame) -> Figure:
     fig, (ax_top1, ax_loss) = grid(2, panel_w=5.2, panel_h=3.8)
     for i, row in table.rows.iterrows():
         color = CELL_COLORS[i % len(CELL_COLORS)]
+        style, marker = CELL_STYLES[i % len(CELL_STYLES)], CELL_MARKERS[i % len(CELL_MARKERS)]
         cell_runs = runs[runs["cell"] == row["cell"]] if len(runs) else runs
         label = f"{row['cell']} ({row_summary(row)})"
         for ax, column in ((ax_top1, "curve_top1"), (ax_loss, "curve_val_loss")):
@@ -202,15 +208,17 @@ def curves(table: Table, runs: pd.DataFrame) -> Figure:
                 by_epoch = pd.concat(series, axis=1)
                 epochs = by_epoch.index.to_numpy()  # the trainer numbers epochs from 1
                 mean = by_epoch.mean(axis=1)
-                ax.plot(epochs, mean, color=color, lw=2, label=label, marker="o" if len(epochs) < 8 else None, ms=3)
+                ax.plot(epochs, mean, color=color, ls=style, lw=1.8, label=label, marker=marker, ms=4,
+                        markevery=max(1, len(epochs) // 8))
                 if by_epoch.shape[1] > 1:
                     std = by_epoch.std(axis=1, ddof=1)
-                    ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+                    ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=BAND_ALPHA, lw=0)
             else:
-                ax.plot([], [], color=color, lw=2, label=label if with_curve else f"{label}: no epochs")
+                ax.plot([], [], color=color, ls=style, marker=marker, lw=1.8,
+                        label=label if with_curve else f"{label}: no epochs")
             for r in with_curve:
                 if r.state == store.FAILED:
-                    ax.plot(r.curve_epoch, getattr(r, column), color=color, ls="--", lw=1)
+                    ax.plot(r.curve_epoch, getattr(r, column), color=color, ls="--", lw=0.8, alpha=0.7)
                     ax.plot(r.curve_epoch[-1], getattr(r, column)[-1], marker="x", color=color, ms=8)
     for ax, ylabel in ((ax_top1, "validation top-1 (%)"), (ax_loss, "validation loss")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -99,7 +99,7 @@ def test_scaling_plot_and_csv(tmp_path):
     assert set(df["memory_method"]) == {scaling.CPU_MEMORY}
     assert (df["repeats"] == 2).all() and df["infer_img_s_std"].notna().all()  # repeated: error bars
     fig = scaling.figure(df)
-    assert "measured on CPU (1 thread), not on a GPU" in fig._suptitle.get_text()
+    assert "measured on CPU (1 thread), not on a GPU" in fig.get_suptitle()
     ratio_ax = fig.axes[1]
     assert any(line.get_ydata()[0] == pytest.approx(1246 / 512) for line in ratio_ax.get_lines())  # the paper's
     ratios = scaling.ratios(df).set_index("img_size")
@@ -167,7 +167,7 @@ def test_attention_plot_from_a_run(tmp_path, capsys):
     assert len(images) == 1 + 1 + 8  # input, mean of heads, 8 heads
     assert len({im.get_clim() for im in images[1:]}) == 1 and images[1].get_cmap().name == "viridis"
     assert len(fig.axes) == 10 + 1  # ten panels and the colour bar
-    assert "stage 4, block 1 (of 2) = last" in fig._suptitle.get_text()
+    assert "stage 4, block 1 (of 2) = last" in fig.get_suptitle()
     assert plots.main(["attention", "--run", str(run), "--stage", "3", "--output", str(tmp_path / "v")]) == 0
     assert_written(sorted((tmp_path / "v").iterdir()), ".png", ".pdf")
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
@@ -269,3 +269,25 @@ def test_bars_of_many_metrics_and_cells_stay_readable(tmp_path):
     _, fig, _ = figure_of(path)
     top5 = next(ax for ax in fig.axes if ax.get_title() == "Top-5")
     assert not any("saturated" in t.get_text() for t in top5.texts) and top5.patches
+
+
+def test_learning_curves_of_many_cells_stay_apart(tmp_path):
+    """Four or more cells: each curve has its own colour, line style and marker, and the ± std bands are light
+    enough for the lines under them to be read."""
+    from analysis import figures
+    from analysis.table import build_table, per_seed, select_runs
+
+    results = tmp_path / "pe"
+    for i, cell in enumerate(("none", "LE", "GL", "PA", "PA2")):
+        for seed in (0, 1):
+            write_run(results, cell, seed, top1=90.0 + i + seed, baseline=cell == "PA")
+    layout = load_layout(results)
+    df = collect(results)[0]
+    runs, _ = per_seed(select_runs(df, layout))
+    fig = figures.curves(build_table(df, layout), runs)
+    lines = [line for line in fig.axes[0].get_lines() if line.get_label() and not line.get_label().startswith("_")]
+    assert len(lines) == 5
+    looks = {(line.get_color(), line.get_linestyle(), line.get_marker()) for line in lines}
+    assert len({style for _, style, _ in looks}) >= 4 and len({marker for _, _, marker in looks}) == 5
+    assert all(band.get_alpha() <= 0.15 for band in fig.axes[0].collections)
+    assert "seeds 0, 1" in fig.get_suptitle() and "ours: digits" in fig.get_suptitle()
