@@ -66,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--index", type=int, default=0, help="which validation image (default 0)")
     a.add_argument("--stage", type=int, choices=(1, 2, 3, 4), default=4, help="stage (default 4)")
     a.add_argument("--block", type=int, default=-1, help="block within the stage (default -1: the last)")
-    a.add_argument("--img-size", type=int, help="input size (default: the run's training size, or 224 where that "
-                                                "leaves the stage fewer than 4x4 keys)")
+    a.add_argument("--img-size", type=int, help="input size (default: the run's training size)")
     a.add_argument(*OUTPUT_FLAGS, type=Path, default=Path("results/plots"), help="output folder")
     return p
 
@@ -140,13 +139,9 @@ def plot_attention(args) -> list[Path]:
         probs, grid = attention.block_attention(model, x, args.stage, block)
         return image, probs, grid, source
 
-    size = args.img_size or trained_size
+    size = args.img_size or trained_size  # by default what the model saw in training, however few keys
     image, probs, grid, source = draw(size)
-    note = ""
-    if args.img_size is None and grid[0] * grid[1] < 16 and size < 224:  # e.g. 48 px digits: 1 key in stage 4
-        note = f" (upsampled from the run's {size} px: there stage {args.stage} has {grid[0]}x{grid[1]} keys)"
-        size = 224
-        image, probs, grid, source = draw(size)
+    note = " (the run's own input size)" if size == trained_size and args.run is not None else ""
     label = f"block {block} (of {blocks})" + (" = last" if block == blocks - 1 else "")
     return save(attention.figure(image, probs, grid, f"{title}; {source}, {size} px{note}", args.stage, label),
                 args.output / name)

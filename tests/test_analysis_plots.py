@@ -170,6 +170,14 @@ def test_attention_plot_from_a_run(tmp_path, capsys):
     assert "stage 4, block 1 (of 2) = last" in fig.get_suptitle()
     assert plots.main(["attention", "--run", str(run), "--stage", "3", "--output", str(tmp_path / "v")]) == 0
     assert_written(sorted((tmp_path / "v").iterdir()), ".png", ".pdf")
+    # by default at the run's own input size (64 px: stage 4 attends over 2x2 keys), never upsampled
+    drawn = []
+    real_figure = attention.figure
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(attention, "figure", lambda image, probs, grid, *a: drawn.append((image.shape, grid))
+                      or real_figure(image, probs, grid, *a))
+        assert plots.main(["attention", "--run", str(run), "--output", str(tmp_path / "w")]) == 0
+    assert drawn == [((64, 64, 3), (2, 2))]
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert plots.main(["attention", "--run", str(run), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
