@@ -198,7 +198,8 @@ def no_step_message(config, n: int, cell: str) -> str:
             f"at most {usable:,} (--set train.batch_size=N) or train on more images.")
 
 
-def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool, on_slurm: bool = False) -> str:
+def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool, on_slurm: bool = False,
+                settings=None) -> str:
     """The plan as the user sees it. costs: compute params/MACs/ETA (something is left to run); measure: time a
     few training steps when no finished run has recorded a speed for the model here."""
     first = plan.runs[0].run.config
@@ -218,12 +219,15 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
     lines.append(f"  global batch {first.train.batch_size} = {devices} device{'s' if devices != 1 else ''} x "
                  f"{device_batch} per device x {accum} accumulation step{'s' if accum != 1 else ''}"
                  + ("" if devices > 1 else "  (--set train.devices=N for N GPUs)"))
+    lines += protocol_lines(first)
     if overrides:
         lines.append(f"  command-line overrides: {overrides}")
     deviations = recipe_deviations(plan)
     if deviations:
         lines.append(f"  DEVIATION from recipe {plan.recipe}: {deviations}")
     lines.append(f"  runs go to: {where}")
+    if on_slurm and settings is not None:
+        lines += slurm_request_lines(plan, settings)
     if plan.recipe == "quick":
         lines.append("  NOTE: the quick recipe is the same experiment, smaller (bundled digits): its numbers are "
                      "not comparable to the paper's. Use --recipe paper-ablation --data-root PATH for the protocol.")
@@ -272,6 +276,64 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
     for label, why in inert_attention_cells(plan).items():
         lines.append(f"  WARNING (--allow-inert-attention): cell {label!r}: {why}")
     return "\n".join(lines)
+
+
+def protocol_lines(config) -> list[str]:
+    """The whole training protocol of a run, as the plan shows it: optimizer (the lr scaling as arithmetic),
+    schedule with its milestones, augmentation."""
+    optim, sched, aug = config.optim, config.sched, config.aug
+    lr = (f"{optim.lr:g} x {config.train.batch_size} / {optim.lr_base_batch} = {config.lr:g}" if optim.lr_base_batch
+          else f"{config.lr:g}")
+    optimizer = f"  optimizer {optim.name}: lr {lr}, weight decay {optim.weight_decay:g}"
+    if optim.name == "sgd":
+        optimizer += f", momentum {optim.momentum:g}"
+    if optim.clip_grad:
+        optimizer += f", gradient clipping at norm {optim.clip_grad:g}"
+    schedule = f"  schedule {sched.name} over {config.train.epochs} epochs"
+    if sched.warmup_epochs:
+        schedule += f", warm-up {sched.warmup_epochs} epochs from {config.warmup_lr:g}"
+    if sched.name == "cosine":
+        schedule += f", down to {config.min_lr:g}"
+    elif sched.name == "step":
+        every = config.step_decay_epochs
+        milestones = list(range(every, config.train.epochs, every))
+        schedule += f", lr x 0.1 after epochs {', '.join(map(str, milestones)) or '(none within the run)'}"
+    schedule += ", stepped per epoch" if sched.per_epoch else ", stepped per update"
+    if config.train.ema:
+        schedule += f"; weight EMA (decay {config.train.ema_decay:g})"
+    augmentation = (f"  augmentation: crop scale ({aug.scale_min:g}, 1), flip {aug.hflip:g}, RandAugment "
+                    f"{aug.rand_augment or 'off'}, mixup {aug.mixup:g}, cutmix {aug.cutmix:g}, label smoothing "
+                    f"{aug.label_smoothing:g}, erasing {aug.reprob:g}"
+                    + (", repeated augmentation" if config.data.repeated_aug else ""))
+    return [optimizer, schedule, augmentation]
+
+
+def resource_groups(runs, settings) -> list[tuple]:
+    """The runs by resource group: (SLURM settings with the cells' per_level applied, their runs), one job
+    array each."""
+    groups: dict[str, tuple] = {}
+    for planned in runs:
+        cell_settings = settings.for_levels(list(planned.run.cell.levels.values()))
+        key = json.dumps(dataclasses.asdict(cell_settings), sort_keys=True, default=str)
+        groups.setdefault(key, (cell_settings, []))[1].append(planned)
+    return list(groups.values())
+
+
+def slurm_request_lines(plan: Plan, settings) -> list[str]:
+    """What each job array will ask SLURM for: one line per resource group."""
+    lines = []
+    for group, runs in resource_groups(plan.runs, settings):
+        labels = [planned.run.cell.label for planned in runs]
+        asks = [f"{group.nodes} node{'s' if group.nodes > 1 else ''} x {group.tasks_per_node} task"
+                f"{'s' if group.tasks_per_node > 1 else ''}", f"{group.gpus_per_node} GPU/node",
+                f"{group.time_min} min"]
+        asks += [f"{name} {value}" for name, value in (
+            ("cpus/task", group.cpus_per_task), ("mem", f"{group.mem_gb:g} GB" if group.mem_gb else None),
+            ("partition", group.partition), ("account", group.account), ("qos", group.qos),
+            ("constraint", group.constraint)) if value]
+        cells = ", ".join(dict.fromkeys(labels))
+        lines.append(f"  SLURM array for {cells}: {', '.join(asks)}; at most {group.array_parallelism} at once")
+    return lines
 
 
 # keys that say what hardware runs the protocol, not what the protocol is
@@ -323,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     # The ETA of SLURM runs comes from recorded runs only: a measurement on the login node says nothing of the GPUs.
     measure = bool(todo) and not args.no_eta and not args.dry_run and executor == "local"
     print(format_plan(plan, wanted, f"{executor} executor ({why})", costs=bool(todo) and not args.no_eta,
-                      measure=measure, on_slurm=executor == "slurm"), flush=True)
+                      measure=measure, on_slurm=executor == "slurm", settings=settings), flush=True)
     if args.dry_run:
         print("\n--dry-run: nothing was written or launched.")
         return EXIT_OK
@@ -394,11 +456,7 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
     from ablations.executors import slurm
     from ablations.executors.local import write_configs
 
-    groups: dict[str, tuple[object, list]] = {}
-    for planned in todo:
-        cell_settings = settings.for_levels(list(planned.run.cell.levels.values()))
-        key = json.dumps(dataclasses.asdict(cell_settings), sort_keys=True, default=str)
-        groups.setdefault(key, (cell_settings, []))[1].append(planned)
+    groups = resource_groups(todo, settings)
     created = plan.results_dir.absolute()  # the topmost folder this launch creates, if any
     while not created.parent.exists():
         created = created.parent
@@ -407,7 +465,7 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
     job_ids: list[str] = []
     try:
         write_configs(plan, todo)
-        for group_settings, planned_runs in groups.values():
+        for group_settings, planned_runs in groups:
             job_ids += slurm.submit(plan.results_dir, [p.run_dir for p in planned_runs], group_settings,
                                     plan.experiment.job_name(), retry_failed=args.retry_failed, force=args.force,
                                     num_workers=args.workers)

@@ -308,3 +308,24 @@ def test_slurm_eta_comes_from_recorded_gpu_runs_or_is_omitted(tmp_path, capsys):
     assert run_cli.main([str(sweep), *select]) == 0
     out = capsys.readouterr().out
     assert "at 500 training img/s recorded by 1 finished GPU run(s)" in out
+
+
+def test_the_plan_shows_the_whole_protocol_and_what_each_slurm_array_requests(tmp_path, capsys):
+    from ablations import run as run_cli
+
+    sweep = write_sweep(tmp_path / "tiny.yaml", key="model.name", levels="{Lite: rest_lite, Small: rest_small}",
+                        baseline="Lite")
+    sweep.write_text(sweep.read_text() + "slurm:\n  time_min: 30\n  mem_gb: 2\n"
+                     "  per_level: {Small: {time_min: 600, gpus_per_node: 4, partition: big}}\n")
+    flags = ["--results-root", str(tmp_path / "r"), "--dry-run", "--no-eta", "--set", "optim.lr_base_batch=512",
+             "--set", "sched.name=step", "--set", "train.epochs=10", "--set", "sched.warmup_epochs=2"]
+    assert run_cli.main([str(sweep), *flags, "--executor", "local"]) == 0
+    out = capsys.readouterr().out
+    assert "  optimizer adamw: lr 0.0005 x 32 / 512 = 3.125e-05, weight decay 0.05" in out
+    assert "  schedule step over 10 epochs, warm-up 2 epochs from 1e-06, lr x 0.1 after epochs 3, 6, 9" in out
+    assert "  augmentation: crop scale (1, 1), flip 0, RandAugment off, mixup 0, cutmix 0, label smoothing 0.1" in out
+    assert "SLURM array" not in out
+    assert run_cli.main([str(sweep), *flags, "--executor", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "  SLURM array for Lite: 1 node x 1 task, 0 GPU/node, 30 min, mem 2 GB; at most 64 at once" in out
+    assert "  SLURM array for Small: 1 node x 1 task, 4 GPU/node, 600 min, mem 2 GB, partition big" in out

@@ -25,6 +25,7 @@ from rest_knobs import POS_ENCODINGS, REDUCTIONS, STEMS, VARIANTS
 DATASETS = ("digits", "probe", "imagefolder", "cifar10", "cifar100")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
+STEP_DECAY_FRACTION = 0.3  # sched.name "step" without sched.decay_epochs: lr x 0.1 every 30 % of the epochs
 KEEP_CHECKPOINTS = ("last", "best", "none")
 LOGGERS = ("tensorboard", "wandb", "none")
 
@@ -209,6 +210,12 @@ class RunConfig:
     @property
     def min_lr(self) -> float:
         return self.sched.min_lr * (self.batch_scale if self.sched.scale_with_batch else 1.0)
+
+    @property
+    def step_decay_epochs(self) -> int:
+        """sched.name "step": the lr is multiplied by 0.1 every this many epochs (30 % of them by default:
+        30/60/90 of 100)."""
+        return self.sched.decay_epochs or max(1, round(STEP_DECAY_FRACTION * self.train.epochs))
 
     def identity_dict(self) -> dict[str, dict[str, Any]]:
         """to_dict() without the identity=False fields: what the run computes (its id, its checkpoint's check)."""

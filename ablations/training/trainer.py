@@ -57,7 +57,6 @@ log = logging.getLogger("ablations.train")
 
 # the config's optimizer names -> timm's ("sgd" in timm is Nesterov; the paper's protocol is plain momentum)
 TIMM_OPTIMIZERS = {"adamw": "adamw", "sgd": "momentum"}
-STEP_DECAY_FRACTION = 0.3  # sched.name "step": lr x 0.1 every 30 % of the epochs (30/60/90 of 100)
 
 
 class Preempted(Exception):
@@ -177,7 +176,7 @@ class Trainer:
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer, sched=c.sched.name, num_epochs=c.train.epochs, warmup_epochs=c.sched.warmup_epochs,
             warmup_lr=c.warmup_lr, min_lr=c.min_lr,
-            decay_epochs=c.sched.decay_epochs or max(1, round(STEP_DECAY_FRACTION * c.train.epochs)), decay_rate=0.1,
+            decay_epochs=c.step_decay_epochs, decay_rate=0.1,
             step_on_epochs=c.sched.per_epoch, updates_per_epoch=self.steps_per_epoch,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
