@@ -55,22 +55,13 @@ def key_grids(img_size: int, stem: str = "rest", reduction: str = "dwconv") -> l
 
 
 def inert_attention(img_size: int, stem: str = "rest", reduction: str = "dwconv") -> list[str]:
-    """Why the attention knobs cannot act at this input size (empty: attention is alive in every stage).
+    """Why attention cannot act at this input size (empty: alive in every stage).
 
-    A 1x1 key map leaves every query one key: softmax gives it weight 1, Conv-1 has nothing to mix, IN of a
-    one-element map is 0 (the stage's attention outputs nothing), positional encodings cannot tell tokens
-    apart through attention. A reduction that leaves the map as it is makes the reduction knob inert."""
-    tokens, keys = token_grids(img_size, stem), key_grids(img_size, stem, reduction)
-    one_key = [str(i) for i, k in enumerate(keys, 1) if k <= 1]
-    unreduced = [f"{i} ({t}x{t})" for i, (t, k, sr) in enumerate(zip(tokens, keys, SR_RATIOS, strict=True), 1)
-                 if k > 1 and reduction != "none" and sr > 1 and k == t]
-    problems = []
-    if one_key:
-        problems.append(f"1x1 key map in stage{'s' if len(one_key) > 1 else ''} {', '.join(one_key)}")
-    if unreduced:
-        problems.append(f"the reduction leaves the map unchanged in stage{'s' if len(unreduced) > 1 else ''} "
-                        f"{', '.join(unreduced)}")
-    return problems
+    A 1x1 key map leaves every query one key: softmax gives it weight 1, Conv-1 has nothing to mix and IN of
+    a one-element map is 0, so the stage's attention outputs nothing (with IN) or the same value for every
+    token. (A reduction never leaves a larger map as it is: its stride is the reduction ratio.)"""
+    one_key = [str(stage) for stage, keys in enumerate(key_grids(img_size, stem, reduction), 1) if keys <= 1]
+    return [f"1x1 key map in stage{'s' if len(one_key) > 1 else ''} {', '.join(one_key)}"] if one_key else []
 
 
 def smallest_live_size(stem: str = "rest", reduction: str = "dwconv") -> int:

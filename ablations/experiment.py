@@ -88,6 +88,16 @@ def parse_seed_list(text: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
+# keys that say what hardware runs the protocol, not what the protocol is
+HARDWARE_KEYS = frozenset({"train.devices", "data.root", "train.logger", "train.keep_checkpoints"})
+
+
+def plain_value(text: str) -> str:
+    """An override's JSON as a person writes it on the command line: strings without their quotes."""
+    value = json.loads(text)
+    return value if isinstance(value, str) else text
+
+
 # ---- what identifies an experiment in a run folder -------------------------------------------------------------------
 @dataclass(frozen=True, order=True)
 class ExperimentKey:
@@ -114,7 +124,7 @@ class ExperimentKey:
         return cls.of(str(meta.get("recipe", "unknown")), overrides if isinstance(overrides, dict) else {})
 
     def describe(self) -> str:
-        sets = ", ".join(f"{k}={v}" for k, v in self.overrides)
+        sets = ", ".join(f"{k}={plain_value(v)}" for k, v in self.overrides)
         return f"recipe {self.recipe}" + (f" with {sets}" if sets else "")
 
     def flags(self) -> str:
@@ -123,18 +133,15 @@ class ExperimentKey:
 
     def folder_name(self, seeds: Iterable[int]) -> str:
         """The name of the folder that holds this experiment's tables and plots for these seeds: the recipe,
-        every override and the seeds, readable when short; cut and completed by a hash when long (every
-        character counts: two experiments never share a folder)."""
-        def plain(value: str) -> str:  # the JSON of a string without its quotes
-            loaded = json.loads(value)
-            return loaded if isinstance(loaded, str) else value
-
-        text = "+".join([self.recipe, *(f"{k}={plain(v)}" for k, v in self.overrides)])
-        text += "_seeds-" + "-".join(map(str, sorted(seeds)))
-        safe = re.sub(r"[^A-Za-z0-9_.,=+-]", "~", text)
-        if safe != text or len(safe) > 120:
-            safe = f"{safe[:100]}~{hashlib.sha256(text.encode()).hexdigest()[:12]}"
-        return safe
+        every override and the seeds, readable, and with overrides a hash of their exact values (so two
+        experiments never share a folder, whatever characters their values hold); cut when long."""
+        readable = "+".join([self.recipe, *(f"{k}={plain_value(v)}" for k, v in self.overrides)])
+        readable = re.sub(r"[^A-Za-z0-9_.,=+-]", "~", readable)[:90]
+        seeds = "_seeds-" + "-".join(map(str, sorted(seeds)))
+        if not self.overrides:
+            return readable + seeds
+        exact = json.dumps([self.recipe, list(self.overrides)])
+        return f"{readable}~{hashlib.sha256(exact.encode()).hexdigest()[:8]}{seeds}"
 
 
 # ---- an experiment from a sweep file ---------------------------------------------------------------------------------
@@ -231,7 +238,9 @@ def describe_others(experiment: Experiment) -> str | None:
     seeds = seeds_in(dirs)
     if key == experiment.key:  # the same experiment, other seeds: the flags that add them
         seeds = sorted(set(seeds) | set(experiment.seeds))
-    hint = key.flags() + (f" --seeds {','.join(map(str, seeds))}" if seeds and seeds != experiment.seeds else "")
+    # --seeds unless they are the ones a command without it selects (the sweep's)
+    hint = key.flags() + (f" --seeds {','.join(map(str, seeds))}" if seeds and seeds != sorted(experiment.sweep.seeds)
+                          else "")
     return (f"other runs in {experiment.results_dir}/: {describe_groups(others, experiment.key)} "
             f"(select them with the flags they were launched with, e.g. {hint})")
 

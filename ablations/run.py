@@ -28,6 +28,7 @@ from ablations import store
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
 from ablations.experiment import (
     DEFAULT_RESULTS_ROOT,
+    HARDWARE_KEYS,
     add_selection_flags,
     describe_others,
     resolve,
@@ -152,29 +153,30 @@ def check_datasets(plan: Plan, runs) -> None:
 
 
 def inert_attention_cells(plan: Plan) -> dict[str, str]:
-    """Cell label -> why the attention knobs cannot act at its runs' input size (rest_knobs.inert_attention),
-    for the cells where they cannot."""
+    """Cell label -> why attention cannot act at its runs' input size (rest_knobs.inert_attention), for the
+    cells where it cannot."""
     out = {}
     for planned in plan.runs:
         config = planned.run.config
         problems = inert_attention(config.data.img_size, config.model.stem, config.model.reduction)
         if problems and planned.run.cell.label not in out:
-            size = smallest_live_size(config.model.stem, config.model.reduction)
-            out[planned.run.cell.label] = (f"at {config.data.img_size} px, {'; '.join(problems)}; attention is "
-                                           f"alive in every stage from {size} px (--set data.img_size={size})")
+            out[planned.run.cell.label] = f"at {config.data.img_size} px, {'; '.join(problems)}"
     return out
 
 
 def check_live_attention(plan: Plan, allow: bool) -> None:
-    """A knob that cannot act is an error, not a result: refuse the first cell whose attention is inert
-    (InputError, exit 2), unless `allow`."""
+    """A knob that cannot act is an error, not a result: refuse an experiment in which some cell's attention
+    cannot act (InputError, exit 2, one line), unless `allow`."""
     inert = inert_attention_cells(plan)
-    if inert and not allow:
-        label, why = next(iter(inert.items()))
-        raise InputError(plan.sweep.path, "data.img_size",
-                         f"cell {label!r}: {why}; at a 1x1 key map softmax gives the one key weight 1, Conv-1 has "
-                         f"nothing to mix and IN outputs 0, so the table would compare nothing. "
-                         f"--allow-inert-attention runs it anyway")
+    if not inert or allow:
+        return
+    label, why = next(iter(inert.items()))
+    live = max(smallest_live_size(p.run.config.model.stem, p.run.config.model.reduction) for p in plan.runs)
+    more = f" (and {len(inert) - 1} more cell{'s' if len(inert) > 2 else ''})" if len(inert) > 1 else ""
+    raise InputError(plan.sweep.path, "data.img_size",
+                     f"cell {label!r}{more}: {why}: one key per query, so softmax, Conv-1 and IN cannot act and "
+                     f"the attention knobs compare nothing. Attention is alive in every stage of every cell from "
+                     f"{live} px (--set data.img_size={live}); --allow-inert-attention runs it anyway")
 
 
 def no_step_message(config, n: int, cell: str) -> str:
@@ -219,7 +221,15 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
     lines.append(f"  global batch {first.train.batch_size} = {devices} device{'s' if devices != 1 else ''} x "
                  f"{device_batch} per device x {accum} accumulation step{'s' if accum != 1 else ''}"
                  + ("" if devices > 1 else "  (--set train.devices=N for N GPUs)"))
-    lines += protocol_lines(first)
+    lines += protocol_lines(first)[1:]  # its global batch is the line above
+    shown = set(protocol_lines(first))
+    differing: dict[tuple, list[str]] = {}
+    for planned in plan.runs:  # cells whose protocol is not the first cell's: only the lines that differ
+        other = tuple(line for line in protocol_lines(planned.run.config) if line not in shown)
+        if other:
+            differing.setdefault(other, []).append(planned.run.cell.label)
+    for other, labels in differing.items():
+        lines += [f"    for {', '.join(dict.fromkeys(labels))}: {line.strip()}" for line in other]
     if overrides:
         lines.append(f"  command-line overrides: {overrides}")
     deviations = recipe_deviations(plan)
@@ -227,7 +237,7 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
         lines.append(f"  DEVIATION from recipe {plan.recipe}: {deviations}")
     lines.append(f"  runs go to: {where}")
     if on_slurm and settings is not None:
-        lines += slurm_request_lines(plan, settings)
+        lines += slurm_request_lines([p for p in plan.runs if p.state.state in wanted], settings)
     if plan.recipe == "quick":
         lines.append("  NOTE: the quick recipe is the same experiment, smaller (bundled digits): its numbers are "
                      "not comparable to the paper's. Use --recipe paper-ablation --data-root PATH for the protocol.")
@@ -274,13 +284,13 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
     for problem in plan.problems:
         lines.append(f"  warning: {problem}")
     for label, why in inert_attention_cells(plan).items():
-        lines.append(f"  WARNING (--allow-inert-attention): cell {label!r}: {why}")
+        lines.append(f"  WARNING (--allow-inert-attention): cell {label!r}: {why}: attention cannot act")
     return "\n".join(lines)
 
 
 def protocol_lines(config) -> list[str]:
-    """The whole training protocol of a run, as the plan shows it: optimizer (the lr scaling as arithmetic),
-    schedule with its milestones, augmentation."""
+    """The whole training protocol of a run, as the plan shows it: global batch, optimizer (the lr scaling as
+    arithmetic), schedule with its milestones, augmentation and drop path."""
     optim, sched, aug = config.optim, config.sched, config.aug
     lr = (f"{optim.lr:g} x {config.train.batch_size} / {optim.lr_base_batch} = {config.lr:g}" if optim.lr_base_batch
           else f"{config.lr:g}")
@@ -304,8 +314,10 @@ def protocol_lines(config) -> list[str]:
     augmentation = (f"  augmentation: crop scale ({aug.scale_min:g}, 1), flip {aug.hflip:g}, RandAugment "
                     f"{aug.rand_augment or 'off'}, mixup {aug.mixup:g}, cutmix {aug.cutmix:g}, label smoothing "
                     f"{aug.label_smoothing:g}, erasing {aug.reprob:g}"
-                    + (", repeated augmentation" if config.data.repeated_aug else ""))
-    return [optimizer, schedule, augmentation]
+                    + (", repeated augmentation" if config.data.repeated_aug else "")
+                    + f"; drop path {config.model.drop_path_rate:g}")
+    batch = f"  global batch {config.train.batch_size}"
+    return [batch, optimizer, schedule, augmentation]
 
 
 def resource_groups(runs, settings) -> list[tuple]:
@@ -319,10 +331,10 @@ def resource_groups(runs, settings) -> list[tuple]:
     return list(groups.values())
 
 
-def slurm_request_lines(plan: Plan, settings) -> list[str]:
-    """What each job array will ask SLURM for: one line per resource group."""
+def slurm_request_lines(todo, settings) -> list[str]:
+    """What each job array of a launch will ask SLURM for: one line per resource group of the runs to run."""
     lines = []
-    for group, runs in resource_groups(plan.runs, settings):
+    for group, runs in resource_groups(todo, settings):
         labels = [planned.run.cell.label for planned in runs]
         asks = [f"{group.nodes} node{'s' if group.nodes > 1 else ''} x {group.tasks_per_node} task"
                 f"{'s' if group.tasks_per_node > 1 else ''}", f"{group.gpus_per_node} GPU/node",
@@ -336,8 +348,6 @@ def slurm_request_lines(plan: Plan, settings) -> list[str]:
     return lines
 
 
-# keys that say what hardware runs the protocol, not what the protocol is
-HARDWARE_KEYS = {"train.devices", "data.root", "train.logger", "train.keep_checkpoints"}
 
 
 def recipe_deviations(plan: Plan) -> str:

@@ -26,7 +26,8 @@ from analysis.table import METRICS, Table, build_table, per_seed, select_runs  #
 OURS, PAPER, BASELINE = "#0072B2", "#D55E00", "#999999"
 # Curves of many cells stay apart in grey print and for colour-blind readers: each cell also has its own line
 # style and marker. Bands are light, so that overlapping ones leave the lines readable.
-CELL_STYLES = ("-", "-.", ":", (0, (6, 2)), (0, (3, 1, 1, 1, 1, 1)))
+CELL_STYLES = ("-", "-.", (0, (8, 2, 2, 2)), (0, (3, 1, 1, 1, 1, 1)), (0, (10, 3)))
+FAILED_STYLE = ":"  # a failed run, thin and dotted, ending in x: never one of the cells' styles
 CELL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 BAND_ALPHA = 0.12
 CELL_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -190,7 +191,7 @@ def side_by_side_panel(ax, table: Table, done: pd.DataFrame, metric: str, labels
 
 def curves(table: Table, runs: pd.DataFrame) -> Figure:
     """Validation top-1 and validation loss against epoch, one colour per cell: the mean over seeds with a
-    band of ± one standard deviation over seeds (none for one seed); failed runs dashed, ending in x."""
+    band of ± one standard deviation over seeds (none for one seed); failed runs dotted, ending in x."""
     fig, (ax_top1, ax_loss) = grid(2, panel_w=5.2, panel_h=3.8)
     for i, row in table.rows.iterrows():
         color = CELL_COLORS[i % len(CELL_COLORS)]
@@ -218,7 +219,7 @@ def curves(table: Table, runs: pd.DataFrame) -> Figure:
                         label=label if with_curve else f"{label}: no epochs")
             for r in with_curve:
                 if r.state == store.FAILED:
-                    ax.plot(r.curve_epoch, getattr(r, column), color=color, ls="--", lw=0.8, alpha=0.7)
+                    ax.plot(r.curve_epoch, getattr(r, column), color=color, ls=FAILED_STYLE, lw=0.8, alpha=0.7)
                     ax.plot(r.curve_epoch[-1], getattr(r, column)[-1], marker="x", color=color, ms=8)
     for ax, ylabel in ((ax_top1, "validation top-1 (%)"), (ax_loss, "validation loss")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -227,7 +228,7 @@ def curves(table: Table, runs: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3)
     ax_top1.legend(fontsize=7, title="cell (runs)", title_fontsize=7)
     fig.suptitle(f"paper: {table.title}\n{short_protocol(table)}; mean over seeds, band = ± 1 std over seeds, "
-                 f"x = failed", fontsize=9)
+                 f"dotted to x = a failed run", fontsize=9)
     return fig
 
 

@@ -100,15 +100,19 @@ def caption(table: Table) -> str:
             f"model {p['model']}, device {p['device']}, seeds {p['seeds']}.")
     if p.get("overrides"):
         text += f" Overrides of the recipe: {p['overrides']}."
-    published = table.layout.published_recipe
-    if has_paper(table) and p["recipe"] != published:
-        text += (f" Recipe {p['recipe']} is not {published}, the protocol of the published numbers: compare "
-                 f"rankings and differences between rows, not absolute numbers with the paper's." if published else
-                 " The sweep file does not say which recipe matches the published numbers' protocol "
-                 "(published_recipe): compare rankings and differences, not absolute numbers.")
+    published, changed = table.layout.published_recipe, table.layout.protocol_overrides
+    compare = "compare rankings and differences between rows, not absolute numbers with the paper's."
+    if has_paper(table) and p["recipe"] != "n/a":  # n/a: no run yet, nothing to compare
+        if not published:
+            text += (" The sweep file does not say which recipe matches the published numbers' protocol "
+                     f"(published_recipe): {compare}")
+        elif p["recipe"] != published:
+            text += f" Recipe {p['recipe']} is not {published}, the protocol of the published numbers: {compare}"
+        elif changed:
+            text += f" Recipe {published} with {changed} is not the protocol of the published numbers: {compare}"
     if p.get("inert"):
-        text += (f" WARNING: attention cannot act in these cells, run with --allow-inert-attention: {p['inert']};"
-                 f" their knobs are compared without effect.")
+        text += (f" WARNING: attention cannot act in these cells (a 1x1 key map: one key per query): {p['inert']};"
+                 f" their attention knobs are compared without effect.")
     if has_paper(table):
         text += " Paper: the published numbers (the paper's own protocol and hardware)."
     else:

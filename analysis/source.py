@@ -21,11 +21,13 @@ from pathlib import Path
 from ablations import store
 from ablations.cli import command as cli  # noqa: F401 - the analysis commands' wrapper
 from ablations.experiment import (
+    HARDWARE_KEYS,
     NO_SELECTION,
     Selection,
     describe_groups,
     describe_others,
     experiments_in,
+    plain_value,
     resolve,
     seeds_in,
     select_in_folder,
@@ -60,6 +62,7 @@ class Layout:
     published_recipe: str | None = None  # the recipe whose protocol the published numbers come from
     output_name: str | None = None  # the experiment's own folder under <results>/reports/ (tables, plots)
     overrides: str = ""  # the experiment's command-line overrides, "k=v, ..." ("" = the recipe as written)
+    protocol_overrides: str = ""  # those that change the training protocol (not where or on what it runs)
 
     @property
     def source(self) -> str:
@@ -90,7 +93,8 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
                            "run_dirs": tuple(experiment.run_dir(r) for r in experiment.runs),
                            "experiment": experiment.key.describe(), "others": describe_others(experiment),
                            "output_name": experiment.key.folder_name(experiment.seeds),
-                           "overrides": overrides_text(experiment.key)})
+                           "overrides": overrides_text(experiment.key),
+                           "protocol_overrides": overrides_text(experiment.key, protocol_only=True)})
     else:
         check_results_folder(target)
         key, dirs = select_in_folder(target, selection)
@@ -100,7 +104,8 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
         seeds = selection.seeds if selection.seeds is not None else seeds_in(dirs)
         layout = Layout(**{**base.__dict__, "run_dirs": tuple(dirs), "experiment": key.describe(),
                            "others": f"other runs in {target}/: {describe_groups(others)}" if others else None,
-                           "output_name": key.folder_name(seeds), "overrides": overrides_text(key)})
+                           "output_name": key.folder_name(seeds), "overrides": overrides_text(key),
+                           "protocol_overrides": overrides_text(key, protocol_only=True)})
         if selection.seeds is not None:
             layout = Layout(**{**layout.__dict__, "seeds": tuple(selection.seeds)})
     if columns:
@@ -108,9 +113,11 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
     return layout
 
 
-def overrides_text(key) -> str:
-    """An ExperimentKey's overrides as "k=v, ..." (values as given on the command line)."""
-    return ", ".join(f"{k}={v}" for k, v in key.overrides)
+def overrides_text(key, protocol_only: bool = False) -> str:
+    """An ExperimentKey's overrides as "k=v, ..." (values as given on the command line); with `protocol_only`
+    those that change the protocol (HARDWARE_KEYS aside)."""
+    return ", ".join(f"{k}={plain_value(v)}" for k, v in key.overrides
+                     if not (protocol_only and k in HARDWARE_KEYS))
 
 
 def output_dir(layout: Layout) -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -192,6 +193,23 @@ def test_caption_warns_whenever_the_recipe_is_not_the_published_numbers_one(tmp_
     assert "WARNING: attention cannot act" not in text
 
 
+def test_caption_warns_when_overrides_change_the_published_protocol_and_not_before_any_run(tmp_path):
+    path = tmp_path / "pe.yaml"
+    path.write_text(SWEEP)
+    flags = (f"data.root={tmp_path}", "train.epochs=1")
+    selection = Selection(recipe="paper-ablation", sets=flags)
+    layout = load_layout(path, results_root=tmp_path / "results", selection=selection)
+    empty = to_markdown(build_table(collect(tmp_path)[0], layout))
+    assert "recipe n/a" in empty and "is not" not in empty  # no run yet: nothing compared
+    write_run(tmp_path / "results" / "pe", "PA", 0, recipe="paper-ablation", sweep_file=path,
+              sets={"data.root": str(tmp_path), "train.epochs": 1})
+    layout = load_layout(path, results_root=tmp_path / "results", selection=selection)
+    text = " ".join(to_markdown(build_table(collect(layout.results_dir)[0], layout)).split())
+    # data.root says where the data is, not what the protocol is; the epochs do change it
+    assert "Recipe paper-ablation with train.epochs=1 is not the protocol of the published numbers" in text
+    assert f"Overrides of the recipe: data.root={tmp_path}, train.epochs=1." in text  # no JSON quotes
+
+
 def test_caption_says_when_attention_could_not_act(tmp_path):
     """Runs made with --allow-inert-attention (32 px: 1x1 key maps) are marked in the caption, cell by cell."""
     path = tmp_path / "pe.yaml"
@@ -201,7 +219,7 @@ def test_caption_says_when_attention_could_not_act(tmp_path):
     layout = load_layout(path, results_root=tmp_path / "results",
                          selection=Selection(sets=("data.img_size=32",)))
     text = " ".join(to_markdown(build_table(collect(layout.results_dir)[0], layout)).split())
-    assert "WARNING: attention cannot act in these cells, run with --allow-inert-attention:" in text
+    assert "WARNING: attention cannot act in these cells (a 1x1 key map: one key per query):" in text
     assert "LE (32 px: 1x1 key map in stages 1, 2, 3, 4)" in text and "PA (32 px:" in text
 
 
@@ -228,18 +246,25 @@ def test_each_experiment_writes_to_a_folder_of_its_own_and_says_what_it_is(sweep
     assert tables.main([str(sweep), "--results-root", str(results), "--seeds", "0"]) == 0
     capsys.readouterr()
     reports = results / "pe" / "reports"
-    assert sorted(p.name for p in reports.iterdir()) == [
-        "quick+optim.lr=0.001+train.epochs=1_seeds-0-1", "quick_seeds-0", "quick_seeds-0-1-2"]
+    names = sorted(p.name for p in reports.iterdir())
+    assert names[1:] == ["quick_seeds-0", "quick_seeds-0-1-2"]
+    assert re.fullmatch(r"quick\+optim\.lr=0\.001\+train\.epochs=1~[0-9a-f]{8}_seeds-0-1", names[0])
     three = (reports / "quick_seeds-0-1-2" / "table.md").read_text()
-    other = " ".join((reports / "quick+optim.lr=0.001+train.epochs=1_seeds-0-1" / "table.md").read_text().split())
+    other = " ".join((reports / names[0] / "table.md").read_text().split())
     assert "| PA | 3 |" in three and "Overrides" not in three
     assert "Overrides of the recipe: optim.lr=0.001, train.epochs=1." in other and "seeds 0, 1" in other
     # names that cannot be folder names are kept apart by a hash
     long = [ExperimentKey.of("quick", {"data.root": f"/data/{name}", "optim.lr": 0.1}).folder_name([0])
             for name in ("a" * 90, "a" * 90 + "b")]
     assert long[0] != long[1] and all("/" not in n and len(n) <= 120 for n in long)
-    avg = ExperimentKey.of("quick", {"model.reduction": "avg"})
-    assert avg.folder_name([1, 0]) == "quick+model.reduction=avg_seeds-0-1"
+    avg = ExperimentKey.of("quick", {"model.reduction": "avg"}).folder_name([1, 0])
+    assert avg.startswith("quick+model.reduction=avg~") and avg.endswith("_seeds-0-1")
+    # values that read alike are told apart by the hash of their exact values
+    alike = [ExperimentKey.of("quick", {"aug.rand_augment": "rand-m9+model.stem=patch"}),
+             ExperimentKey.of("quick", {"aug.rand_augment": "rand-m9", "model.stem": "patch"}),
+             ExperimentKey.of("quick", {"aug.rand_augment": None}),
+             ExperimentKey.of("quick", {"aug.rand_augment": "null"})]
+    assert len({key.folder_name([0]) for key in alike}) == 4
 
 
 def test_results_folder_without_sweep(sweep):
@@ -297,9 +322,15 @@ def test_the_other_runs_note_suggests_the_seeds_that_select_them_and_stays_short
     """Runs of the sweep's own experiment with seeds the flags did not pick: the hint adds them with --seeds;
     beyond a few experiments the note counts the rest."""
     results = sweep.parent / "results"
-    assert tables.main([str(sweep), "--results-root", str(results), "--seeds", "0"]) == 0
+    one_seed = sweep.parent / "one_seed" / "pe.yaml"  # the same sweep asking for seed 0 only, as pe.yaml does
+    one_seed.parent.mkdir()
+    one_seed.write_text(SWEEP.replace("seeds: [0, 1, 2]", "seeds: [0]"))
+    assert tables.main([str(one_seed), "--results-root", str(results)]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "(select them with the flags they were launched with, e.g. --recipe quick --seeds 0,1,2)" in err
+    assert tables.main([str(sweep), "--results-root", str(results), "--seeds", "0"]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # without --seeds, this sweep selects them all
+    assert "(select them with the flags they were launched with, e.g. --recipe quick)" in err
     for lr in (0.1, 0.2, 0.3, 0.4):
         write_run(results / "pe", "PA", 0, sweep_file=sweep, sets={"optim.lr": lr})
     assert tables.main([str(sweep), "--results-root", str(results)]) == 0

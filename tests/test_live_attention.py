@@ -101,8 +101,9 @@ def test_the_plan_refuses_inert_attention_in_one_line_unless_allowed(tmp_path, c
     assert run_cli.main(args) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
-    assert "cell 'none': at 32 px, 1x1 key map in stages 1, 2, 3, 4" in err
-    assert "alive in every stage from 33 px (--set data.img_size=33)" in err and "--allow-inert-attention" in err
+    assert "cell 'none' (and 3 more cells): at 32 px, 1x1 key map in stages 1, 2, 3, 4" in err
+    assert "alive in every stage of every cell from 33 px (--set data.img_size=33)" in err
+    assert "--allow-inert-attention" in err
     assert not (tmp_path / "r").exists()
     assert run_cli.main([*args, "--allow-inert-attention"]) == 0
     out = capsys.readouterr().out
@@ -110,3 +111,12 @@ def test_the_plan_refuses_inert_attention_in_one_line_unless_allowed(tmp_path, c
     assert run_cli.main([str(ROOT / "sweeps" / "pe.yaml"), "--set", "data.img_size=33", "--results-root",
                          str(tmp_path / "r"), "--dry-run", "--no-eta"]) == 0
     assert "WARNING" not in capsys.readouterr().out
+    # the size it suggests is one at which every cell is alive (the patch stem needs 36 px, the others 33)
+    assert run_cli.main([str(ROOT / "sweeps" / "stem.yaml"), "--set", "data.img_size=33", "--results-root",
+                         str(tmp_path / "r"), "--dry-run", "--no-eta"]) == 2
+    assert "cell 'patch stem': at 33 px" in capsys.readouterr().err
+    assert run_cli.main([str(ROOT / "sweeps" / "stem.yaml"), "--set", "data.img_size=32", "--results-root",
+                         str(tmp_path / "r"), "--dry-run", "--no-eta"]) == 2
+    assert "from 36 px (--set data.img_size=36)" in capsys.readouterr().err
+    assert run_cli.main([str(ROOT / "sweeps" / "stem.yaml"), "--set", "data.img_size=36", "--results-root",
+                         str(tmp_path / "r"), "--dry-run", "--no-eta"]) == 0
