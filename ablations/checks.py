@@ -1,0 +1,112 @@
+"""What a launch checks before it writes anything: every dataset can be found and gives each run a step per
+epoch, attention can act at every cell's input size, and SLURM jobs start the processes the runs expect.
+Each refusal is an InputError (exit 2, one paragraph naming the file and key)."""
+from __future__ import annotations
+
+from ablations.plan import Plan
+from ablations.spec.errors import InputError
+from rest_knobs import inert_attention, smallest_live_size
+
+
+def check_datasets(plan: Plan, runs) -> None:
+    """Every dataset the runs read can be found (cheap: lists folders), and gives every run at least one
+    training step per epoch; InputError otherwise.
+
+    The training loader drops the last partial update, so a run trains only if an epoch holds one global
+    batch: samples_per_device(n, devices x accumulation steps, data.repeated_aug) >= train.device_batch, which
+    is n >= train.batch_size for n training images (after data.train_limit); with data.repeated_aug an epoch
+    takes the images in whole multiples of 256, so n // 256 * 256 >= train.batch_size once n >= 256. Else the
+    run would end with no step at all (ablations.training.loaders raises then): refused here, before anything
+    is written.
+    """
+    from ablations.spec.dataset_checks import (
+        DatasetError,
+        check_dataset,
+        enough_images,
+        train_images,
+        updates_per_epoch,
+    )
+
+    checked, counts = set(), {}
+    for planned in runs:
+        config = planned.run.config
+        data = config.data
+        key = (data.dataset, data.root, config.aug.rand_augment)
+        if key not in checked:
+            checked.add(key)
+            try:
+                check_dataset(config)
+            except DatasetError as err:
+                raise InputError(plan.sweep.path, "data.dataset",
+                                 f"{data.dataset!r} (recipe {plan.recipe!r}): {err}") from None
+        at_most = enough_images(config)  # counting further cannot change the verdict
+        size_key = (data.dataset, data.root, data.train_limit, at_most)
+        if size_key not in counts:
+            counts[size_key] = train_images(config, at_most)
+        n = counts[size_key]
+        if updates_per_epoch(config, n) < 1:
+            raise InputError(plan.sweep.path, "train.batch_size", no_step_message(config, n, planned.run.cell.label))
+
+
+
+def inert_attention_cells(plan: Plan) -> dict[str, str]:
+    """Cell label -> why attention cannot act at its runs' input size (rest_knobs.inert_attention), for the
+    cells where it cannot."""
+    out = {}
+    for planned in plan.runs:
+        config = planned.run.config
+        problems = inert_attention(config.data.img_size, config.model.stem, config.model.reduction)
+        if problems and planned.run.cell.label not in out:
+            out[planned.run.cell.label] = f"at {config.data.img_size} px, {'; '.join(problems)}"
+    return out
+
+
+
+def check_live_attention(plan: Plan, allow: bool) -> None:
+    """A knob that cannot act is an error, not a result: refuse an experiment in which some cell's attention
+    cannot act (InputError, exit 2, one line), unless `allow`."""
+    inert = inert_attention_cells(plan)
+    if not inert or allow:
+        return
+    label, why = next(iter(inert.items()))
+    live = max(smallest_live_size(p.run.config.model.stem, p.run.config.model.reduction) for p in plan.runs)
+    more = f" (and {len(inert) - 1} more cell{'s' if len(inert) > 2 else ''})" if len(inert) > 1 else ""
+    raise InputError(plan.sweep.path, "data.img_size",
+                     f"cell {label!r}{more}: {why}: one key per query, so softmax, Conv-1 and IN cannot act and "
+                     f"the attention knobs compare nothing. Attention is alive in every stage of every cell from "
+                     f"{live} px (--set data.img_size={live}); --allow-inert-attention runs it anyway")
+
+
+
+def no_step_message(config, n: int, cell: str) -> str:
+    """Why a run of `config` over `n` training images would train no step, and what to change."""
+    from ablations.spec.dataset_checks import RA_EPOCH, TRAIN_IMAGES
+
+    data, batch = config.data, config.train.batch_size
+    where = f"dataset {data.dataset!r}" + (f" at {data.root}" if data.root else "")
+    known = TRAIN_IMAGES.get(data.dataset)
+    if data.train_limit is not None and n == data.train_limit:
+        images = f"{n:,} training images of data.train_limit={n} ({where}" + (f" has {known:,})" if known else ")")
+    else:
+        images = f"{n:,} training images of {where}"
+    usable = n
+    if data.repeated_aug and n >= RA_EPOCH:
+        usable = n // RA_EPOCH * RA_EPOCH
+        images = (f"{usable:,} images an epoch takes with data.repeated_aug (whole multiples of {RA_EPOCH}) of the "
+                  f"{images}")
+    return (f"{batch} (the global batch of one update) is more than the {images}, cell {cell!r}: the training "
+            f"loader drops the last partial batch, so the run would do no training step. Set train.batch_size to "
+            f"at most {usable:,} (--set train.batch_size=N) or train on more images.")
+
+
+
+def check_devices(plan: Plan, settings) -> None:
+    """A SLURM job runs train.devices processes: nodes x tasks_per_node of each run's resource group must
+    match its config."""
+    for planned in plan.runs:
+        group = settings.for_levels(list(planned.run.cell.levels.values()))
+        tasks, wanted = group.nodes * group.tasks_per_node, planned.run.config.train.devices
+        if wanted != tasks:
+            raise InputError("train.devices", f"cell {planned.run.cell.label!r} is configured for {wanted} "
+                             f"device(s) but its SLURM job would start {tasks} task(s) (nodes x tasks per node); "
+                             f"give --tasks-per-node / --nodes to match, or --set train.devices={tasks}")
