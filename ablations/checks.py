@@ -48,7 +48,6 @@ def check_datasets(plan: Plan, runs) -> None:
             raise InputError(plan.sweep.path, "train.batch_size", no_step_message(config, n, planned.run.cell.label))
 
 
-
 def inert_attention_cells(plan: Plan) -> dict[str, str]:
     """Cell label -> why attention cannot act at its runs' input size (rest_knobs.inert_attention), for the
     cells where it cannot."""
@@ -59,7 +58,6 @@ def inert_attention_cells(plan: Plan) -> dict[str, str]:
         if problems and planned.run.cell.label not in out:
             out[planned.run.cell.label] = f"at {config.data.img_size} px, {'; '.join(problems)}"
     return out
-
 
 
 def check_live_attention(plan: Plan, allow: bool) -> None:
@@ -75,7 +73,6 @@ def check_live_attention(plan: Plan, allow: bool) -> None:
                      f"cell {label!r}{more}: {why}: one key per query, so softmax, Conv-1 and IN cannot act and "
                      f"the attention knobs compare nothing. Attention is alive in every stage of every cell from "
                      f"{live} px (--set data.img_size={live}); --allow-inert-attention runs it anyway")
-
 
 
 def no_step_message(config, n: int, cell: str) -> str:
@@ -97,7 +94,6 @@ def no_step_message(config, n: int, cell: str) -> str:
     return (f"{batch} (the global batch of one update) is more than the {images}, cell {cell!r}: the training "
             f"loader drops the last partial batch, so the run would do no training step. Set train.batch_size to "
             f"at most {usable:,} (--set train.batch_size=N) or train on more images.")
-
 
 
 def check_devices(plan: Plan, settings) -> None:

@@ -43,8 +43,9 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
     lines.append(f"  global batch {first.train.batch_size} = {devices} device{'s' if devices != 1 else ''} x "
                  f"{device_batch} per device x {accum} accumulation step{'s' if accum != 1 else ''}"
                  + ("" if devices > 1 else "  (--set train.devices=N for N GPUs)"))
-    lines += protocol_lines(first)[1:]  # its global batch is the line above
-    shown = set(protocol_lines(first))
+    first_protocol = protocol_lines(first)
+    lines += first_protocol[1:]  # its global batch is the line above
+    shown = set(first_protocol)
     differing: dict[tuple, list[str]] = {}
     for planned in plan.runs:  # cells whose protocol is not the first cell's: only the lines that differ
         other = tuple(line for line in protocol_lines(planned.run.config) if line not in shown)
@@ -110,7 +111,6 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
     return "\n".join(lines)
 
 
-
 def protocol_lines(config) -> list[str]:
     """The whole training protocol of a run, as the plan shows it: global batch, optimizer (the lr scaling as
     arithmetic), schedule with its milestones, augmentation and drop path."""
@@ -143,7 +143,6 @@ def protocol_lines(config) -> list[str]:
     return [batch, optimizer, schedule, augmentation]
 
 
-
 def resource_groups(runs, settings) -> list[tuple]:
     """The runs by resource group: (SLURM settings with the cells' per_level applied, their runs), one job
     array each."""
@@ -153,7 +152,6 @@ def resource_groups(runs, settings) -> list[tuple]:
         key = json.dumps(dataclasses.asdict(cell_settings), sort_keys=True, default=str)
         groups.setdefault(key, (cell_settings, []))[1].append(planned)
     return list(groups.values())
-
 
 
 def slurm_request_lines(todo, settings) -> list[str]:
@@ -171,7 +169,6 @@ def slurm_request_lines(todo, settings) -> list[str]:
         cells = ", ".join(dict.fromkeys(labels))
         lines.append(f"  SLURM array for {cells}: {', '.join(asks)}; at most {group.array_parallelism} at once")
     return lines
-
 
 
 def recipe_deviations(plan: Plan) -> str:

@@ -23,6 +23,7 @@ from ablations.cli import command as cli  # noqa: F401 - the analysis commands' 
 from ablations.experiment import (
     HARDWARE_KEYS,
     NO_SELECTION,
+    ExperimentKey,
     Selection,
     describe_groups,
     describe_others,
@@ -61,8 +62,17 @@ class Layout:
     published_note: str | None = None  # the sweep's note on the paper's numbers, printed under the table
     published_recipe: str | None = None  # the recipe whose protocol the published numbers come from
     output_name: str | None = None  # the experiment's own folder under <results>/reports/ (tables, plots)
-    overrides: str = ""  # the experiment's command-line overrides, "k=v, ..." ("" = the recipe as written)
-    protocol_overrides: str = ""  # those that change the training protocol (not where or on what it runs)
+    key: ExperimentKey | None = None  # the experiment's recipe and command-line overrides
+
+    @property
+    def overrides(self) -> str:
+        """The experiment's command-line overrides, "k=v, ..." ("" = the recipe as written)."""
+        return overrides_text(self.key) if self.key else ""
+
+    @property
+    def protocol_overrides(self) -> str:
+        """Those of the overrides that change the training protocol (not where or on what it runs)."""
+        return overrides_text(self.key, protocol_only=True) if self.key else ""
 
     @property
     def source(self) -> str:
@@ -92,9 +102,7 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
         layout = Layout(**{**layout.__dict__, "seeds": tuple(experiment.seeds),
                            "run_dirs": tuple(experiment.run_dir(r) for r in experiment.runs),
                            "experiment": experiment.key.describe(), "others": describe_others(experiment),
-                           "output_name": experiment.key.folder_name(experiment.seeds),
-                           "overrides": overrides_text(experiment.key),
-                           "protocol_overrides": overrides_text(experiment.key, protocol_only=True)})
+                           "output_name": experiment.key.folder_name(experiment.seeds), "key": experiment.key})
     else:
         check_results_folder(target)
         key, dirs = select_in_folder(target, selection)
@@ -104,8 +112,7 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
         seeds = selection.seeds if selection.seeds is not None else seeds_in(dirs)
         layout = Layout(**{**base.__dict__, "run_dirs": tuple(dirs), "experiment": key.describe(),
                            "others": f"other runs in {target}/: {describe_groups(others)}" if others else None,
-                           "output_name": key.folder_name(seeds), "overrides": overrides_text(key),
-                           "protocol_overrides": overrides_text(key, protocol_only=True)})
+                           "output_name": key.folder_name(seeds), "key": key})
         if selection.seeds is not None:
             layout = Layout(**{**layout.__dict__, "seeds": tuple(selection.seeds)})
     if columns:
