@@ -239,12 +239,15 @@ def protocol(runs: pd.DataFrame, layout: Layout) -> dict[str, str]:
 def inert_cells(runs: pd.DataFrame) -> str:
     """The cells whose runs' input size leaves the attention knobs without effect (ablations.run refuses them
     unless --allow-inert-attention), with why; "" when attention is alive in every run."""
+    columns = ["cell", "img_size", "model.stem", "model.reduction"]
+    if not len(runs) or not set(columns) <= set(runs.columns):
+        return ""
     found: dict[str, str] = {}
-    for _, run in runs.iterrows() if len(runs) and "model.stem" in runs else ():
-        size, stem, reduction = run.get("img_size"), run.get("model.stem"), run.get("model.reduction")
+    # each distinct (cell, size, stem, reduction) once: a table of many seeds does not recompute the maps
+    for cell, size, stem, reduction in runs[columns].drop_duplicates().itertuples(index=False):
         if not (isinstance(size, int | float) and stem in STEMS and reduction in REDUCTIONS) or math.isnan(size):
             continue
         problems = inert_attention(int(size), stem, reduction)
-        if problems and run["cell"] not in found:
-            found[run["cell"]] = f"{run['cell']} ({int(size)} px: {'; '.join(problems)})"
+        if problems and cell not in found:
+            found[cell] = f"{cell} ({int(size)} px: {'; '.join(problems)})"
     return ", ".join(found.values())
