@@ -347,21 +347,19 @@ def run_lock(run_dir: Path, patience_s: float = LOCK_PATIENCE_S) -> Iterator[Non
     status check (`is_locked`) holds a shared lock for microseconds: the claim retries for `patience_s`
     before it concludes that a job holds the folder, so a status check never makes a launch skip a runnable run.
     """
-    import time as time_
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = open_fd(run_dir / LOCK, os.O_RDWR | os.O_CREAT)
     try:
-        deadline = time_.monotonic() + patience_s
+        deadline = time.monotonic() + patience_s
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time_.monotonic() >= deadline:
+                if time.monotonic() >= deadline:
                     raise RunLocked(f"{run_dir} is being worked on by another job") from None
-                time_.sleep(0.02)
+                time.sleep(0.02)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield

@@ -70,3 +70,23 @@ def test_no_import_circle():
 def test_files_a_newcomer_reads_first_stay_short():
     assert len((ROOT / "rest" / "rest.py").read_text().splitlines()) <= 700  # the model, in timm's shape
     assert len((ROOT / "README.md").read_text()) <= 12_000  # the rest is in docs/
+
+
+def test_imports_inside_functions_only_at_the_heavy_boundary():
+    """A function imports only what is heavy or optional to load (torch, timm, pandas, submitit...); the
+    standard library and the project's own torch-free modules are imported at the top of the module."""
+    import sys
+
+    deferred = []
+    for name, path in MODULES.items():
+        if name.split(".")[0] not in ("rest_knobs", *INSTALLED):
+            continue
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                           [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+                deferred += [f"{name}:{node.lineno} {m}" for m in modules
+                             if m.split(".")[0] in sys.stdlib_module_names]
+    assert deferred == []
