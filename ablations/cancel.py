@@ -33,19 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     experiment = resolve(args.sweep, selection_from_args(args), args.results_root)
     run_dirs = [experiment.run_dir(r) for r in experiment.runs]
     launched = [d for d in run_dirs if d.is_dir()]
-    never = (f"nothing to cancel: {experiment.describe()} was never launched (no run folders in "
-             f"{experiment.results_dir}/)")
+    never = (f"nothing to cancel: {experiment.describe()} was never launched (none of its runs is in "
+             f"{experiment.store_dir}/)")
     from ablations.executors import slurm
 
-    if not launched and not (experiment.results_dir / slurm.SUBMITIT_DIR).is_dir():
+    if not launched and not (experiment.store_dir / slurm.SUBMITIT_DIR).is_dir():
         print(never)
         return EXIT_OK
-    named = slurm.jobs_named(experiment.results_dir, experiment.job_name(), launched)
+    named = slurm.jobs_named(experiment.store_dir, experiment.job_name(), launched)
     if not launched and not named.unknown:
         print(never)
         return EXIT_OK
     whole = args.seeds is None  # every run of the experiment is selected: a job of unknown run is one of them
-    cancelled = slurm.cancel(experiment.results_dir, launched, named, unknown_runs=whole)
+    cancelled = slurm.cancel(experiment.store_dir, launched, named, unknown_runs=whole)
     print(f"cancelled {len(cancelled)} job(s){': ' + ', '.join(cancelled) if cancelled else ''}")
     unknown = sorted(j for j, state in named.unknown.items() if state in slurm.ACTIVE_STATES)
     if unknown and whole:

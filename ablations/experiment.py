@@ -6,10 +6,11 @@ takes the same selection flags (`add_selection_flags`) and resolves them here, s
 which run folders belong to the experiment:
 
 - given a sweep file, the experiment's runs are exactly the runs the sweep expands to (their ids are the
-  hashes of their configs); no flags = the sweep as written. Other run folders in the same results folder
-  belong to other experiments and are named in one line (`describe_others`);
-- given only a results folder, its run folders are grouped by the experiment recorded in their config.json
-  (meta.recipe + meta.overrides); a folder holding several is refused unless the flags pick one.
+  hashes of their configs), wherever the results root holds them (ablations.results_root: a run another
+  sweep launched is reused); no flags = the sweep as written. Other runs the sweep's folder lists belong to
+  other experiments and are named in one line (`describe_others`);
+- given only a sweep's results folder, the runs it lists are grouped by the experiment recorded for them
+  (recipe + overrides); a folder holding several is refused unless the flags pick one.
 
 Runs of one experiment differ only in their cell and seed, so a table or plot never mixes protocols.
 Nothing here imports torch: `status` and `--help` answer instantly.
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations import store
+from ablations import results_root
+from ablations.results_root import RunIndex
 from ablations.spec.errors import InputError
 from ablations.spec.sweep import Run, Sweep, expand, load_sweep, parse_cli_sets
 
@@ -152,14 +154,20 @@ class Experiment:
     overrides: dict[str, Any]  # from the command line
     seeds: list[int]
     runs: list[Run]
-    results_dir: Path
+    results_dir: Path  # results/<sweep>/: the experiment's tables and the list of the runs it uses
+    index: RunIndex  # where the results root holds each run (results/runs/, or a folder of the earlier layout)
     key: ExperimentKey = field(init=False)
 
     def __post_init__(self) -> None:
         self.key = ExperimentKey.of(self.recipe.name, self.overrides)
 
+    @property
+    def store_dir(self) -> Path:
+        """results/runs/: where new runs go and SLURM submissions are made from, for every sweep."""
+        return results_root.store_dir(self.index.root)
+
     def run_dir(self, run: Run) -> Path:
-        return self.results_dir / run.run_id
+        return self.index.locate(run.run_id)
 
     def meta(self, run: Run) -> dict[str, Any]:
         """config.json's meta: where the run sits in its sweep, and the experiment it belongs to."""
@@ -178,7 +186,7 @@ class Experiment:
 
 
 def resolve(sweep_path: Path | str, selection: Selection = NO_SELECTION,
-            results_root: Path | str = DEFAULT_RESULTS_ROOT) -> Experiment:
+            root: Path | str = DEFAULT_RESULTS_ROOT) -> Experiment:
     """The experiment the sweep file and flags name; InputError for anything wrong (nothing is written)."""
     from ablations.spec.recipe import load_recipe
 
@@ -192,29 +200,30 @@ def resolve(sweep_path: Path | str, selection: Selection = NO_SELECTION,
     overrides = selection.overrides()
     seeds = list(selection.seeds) if selection.seeds is not None else list(sweep.seeds)
     runs = expand(sweep, recipe, overrides, seeds)
-    return Experiment(sweep, recipe, overrides, seeds, runs, Path(results_root) / sweep.name)
+    return Experiment(sweep, recipe, overrides, seeds, runs, Path(root) / sweep.name, RunIndex.scan(root))
 
 
 # ---- the other experiments in a results folder -----------------------------------------------------------------------
-def experiments_in(results_dir: Path, exclude: set[str] = frozenset()) -> dict[ExperimentKey, list[Path]]:
-    """The run folders of `results_dir` (except the run ids in `exclude`), grouped by experiment."""
-    groups: dict[ExperimentKey, list[Path]] = defaultdict(list)
-    for run_dir in store.run_dirs_in(results_dir):
-        if run_dir.name in exclude:
-            continue
-        meta = store.read_meta(run_dir)
-        groups[ExperimentKey.from_meta(meta or {})].append(run_dir)
+Member = tuple[Path, dict]  # a run folder, with the sweep's meta for it (cell, seed, recipe, overrides)
+
+
+def experiments_in(results_dir: Path, exclude: set[Path] = frozenset()) -> dict[ExperimentKey, list[Member]]:
+    """The runs a sweep folder's experiments use (except the run folders in `exclude`), grouped by experiment."""
+    groups: dict[ExperimentKey, list[Member]] = defaultdict(list)
+    for run_dir, meta in results_root.members(results_dir):
+        if run_dir not in exclude:
+            groups[ExperimentKey.from_meta(meta)].append((run_dir, meta))
     return dict(sorted(groups.items()))
 
 
 MAX_GROUPS_NAMED = 3  # "other runs here" names a few experiments, then counts the rest
 
 
-def seeds_in(dirs: list[Path]) -> list[int]:
-    return sorted({seed for d in dirs if isinstance(seed := (store.read_meta(d) or {}).get("seed"), int)})
+def seeds_in(members: list[Member]) -> list[int]:
+    return sorted({seed for _, meta in members if isinstance(seed := meta.get("seed"), int)})
 
 
-def describe_groups(groups: dict[ExperimentKey, list[Path]], same: ExperimentKey | None = None) -> str:
+def describe_groups(groups: dict[ExperimentKey, list[Member]], same: ExperimentKey | None = None) -> str:
     parts = []
     for key, dirs in list(groups.items())[:MAX_GROUPS_NAMED]:
         what = ("not in the sweep as written (an earlier version of the file, or other seeds)" if key == same
@@ -231,7 +240,7 @@ def describe_groups(groups: dict[ExperimentKey, list[Path]], same: ExperimentKey
 def describe_others(experiment: Experiment) -> str | None:
     """One line naming the run folders beside the experiment's that belong to other experiments (or to other
     seeds of this one), with the flags that select the first of them, or None."""
-    others = experiments_in(experiment.results_dir, exclude={r.run_id for r in experiment.runs})
+    others = experiments_in(experiment.results_dir, exclude={experiment.run_dir(r) for r in experiment.runs})
     if not others:
         return None
     key, dirs = next(iter(others.items()))
@@ -245,11 +254,11 @@ def describe_others(experiment: Experiment) -> str | None:
             f"(select them with the flags they were launched with, e.g. {hint})")
 
 
-def select_in_folder(results_dir: Path, selection: Selection) -> tuple[ExperimentKey, list[Path]]:
+def select_in_folder(results_dir: Path, selection: Selection) -> tuple[ExperimentKey, list[Member]]:
     """The one experiment of a bare results folder that the flags pick; InputError when it is ambiguous."""
     groups = experiments_in(results_dir)
     if not groups:
-        raise InputError(results_dir, "<folder>", "no run folders here (no */config.json)")
+        raise InputError(results_dir, "<folder>", f"no runs here (no */config.json, no {results_root.LEDGER})")
     if selection.given:
         wanted = selection.overrides() if (selection.sets or selection.data_root or selection.typed) else {}
         matching = {k: v for k, v in groups.items()
@@ -260,7 +269,7 @@ def select_in_folder(results_dir: Path, selection: Selection) -> tuple[Experimen
     if len(matching) == 1:
         key, dirs = next(iter(matching.items()))
         if selection.seeds is not None:
-            dirs = [d for d in dirs if (store.read_meta(d) or {}).get("seed") in selection.seeds]
+            dirs = [(d, meta) for d, meta in dirs if meta.get("seed") in selection.seeds]
         return key, dirs
     listing = "; ".join(f"{key.describe()} ({len(dirs)} runs, pick with {key.flags()})" for key, dirs in groups.items())
     if not matching:

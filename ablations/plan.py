@@ -7,7 +7,7 @@ own input size, and remembered per (model, knobs, size) in the user's cache fold
 before imports neither torch nor timm, and --dry-run still writes nothing under results/.
 
 The ETA comes from measured speeds first: the training img/s that finished runs of the same model and
-image size recorded on this machine (result.json: train_img_s, host) in the sweep's results folder. Only
+image size recorded on this machine (result.json: train_img_s, host) in the results root. Only
 when there are none does the planner time a few training steps itself (a speed measurement, said so on screen, with
 its spread over repeats).
 """
@@ -79,12 +79,10 @@ def pending_states(retry_failed: bool = False, force: bool = False) -> set[store
 
 
 def make_plan(experiment: Experiment) -> Plan:
-    results_dir = experiment.results_dir
     planned, problems = [], []
-    existing = {p.name for p in results_dir.iterdir()} if results_dir.is_dir() else set()
     for run in experiment.runs:
-        run_dir = results_dir / run.run_id
-        state = store.live_run_state(run_dir) if run.run_id in existing else store.RunState(store.NEW)
+        run_dir = experiment.run_dir(run)
+        state = store.live_run_state(run_dir) if run_dir.is_dir() else store.RunState(store.NEW)
         problems += state.problems
         planned.append(PlannedRun(run, run_dir, state))
     return Plan(experiment, planned, problems)
@@ -214,14 +212,19 @@ def model_and_size(run_dir: Path) -> tuple[str | None, int | None]:
     return model.get("name"), data.get("img_size")
 
 
+def finished_here(plan: Plan) -> list[Path]:
+    """The run folders whose recorded speeds an ETA may use: the store's and the sweep folder's (earlier layout)."""
+    return [*store.run_dirs_in(plan.experiment.store_dir), *store.run_dirs_in(plan.results_dir)]
+
+
 def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanCache) -> Speed | None:
     """The median training speed recorded on this host by finished runs of the same model and image size, in
-    this sweep's results folder (any experiment) and remembered in the cache from earlier plans."""
+    this results root (any sweep or experiment) and remembered in the cache from earlier plans."""
     host = platform.node()
     key = json.dumps(dict(host=host, model=config.model.name, img_size=config.data.img_size), sort_keys=True)
     cache.data.setdefault("speeds", {})
     seen: set[str] = set(cache.data.setdefault("speeds_read", []))
-    for run_dir in store.run_dirs_in(plan.results_dir):
+    for run_dir in finished_here(plan):
         if run_dir.name in seen:
             continue
         result = store.read_result(run_dir)
@@ -245,9 +248,9 @@ def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanC
 
 def recorded_gpu_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanCache) -> Speed | None:
     """For SLURM runs: the median training speed of finished GPU runs (any host) of the same model and image
-    size in this sweep's results folder; None (no ETA) if there are none. Never a measurement on the login node."""
+    size in this results root; None (no ETA) if there are none. Never a measurement on the login node."""
     speeds = []
-    for run_dir in store.run_dirs_in(plan.results_dir):
+    for run_dir in finished_here(plan):
         result = store.read_result(run_dir)
         if result is None or not str(result.get("device", "")).startswith("cuda"):
             continue

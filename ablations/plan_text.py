@@ -20,6 +20,7 @@ from ablations.plan import (
     recorded_gpu_speed,
     recorded_speed,
 )
+from ablations.results_root import origin
 
 
 def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool, on_slurm: bool = False,
@@ -34,7 +35,7 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
     overrides = ", ".join(f"{k}={v}" for k, v in plan.experiment.overrides.items())
     lines = [
         f"sweep {plan.sweep.name}: {plan.sweep.paper_table}",
-        f"  file {plan.sweep.path}   results {plan.results_dir}/",
+        f"  file {plan.sweep.path}   runs {plan.experiment.store_dir}/   tables {plan.results_dir}/",
         f"  recipe {plan.recipe}: {first.data.dataset} at {first.data.img_size}px"
         + (f", {train_images} training images" if train_images else "")
         + f", {first.train.epochs} epochs, batch {first.train.batch_size}, {first.optim.name} lr {first.lr:g}",
@@ -101,6 +102,10 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
             ("no ETA: no finished GPU run has recorded a speed for this model yet" if on_slurm else
              "no ETA: no finished run has recorded a speed for this model here yet (a launch measures one)")
         lines.append(f"  cost of what is left: {total_image_epochs:,} image-epochs; {eta_text}")
+    reused = reused_runs(plan)
+    if reused:
+        lines.append(f"  reused: {len(reused)} run{'s' if len(reused) != 1 else ''} launched by another sweep or cell: "
+                     + describe_reused(reused))
     others = describe_others(plan.experiment)
     if others:
         lines.append(f"  note: {others}")
@@ -109,6 +114,24 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
     for label, why in inert_attention_cells(plan).items():
         lines.append(f"  WARNING (--allow-inert-attention): cell {label!r}: {why}: attention cannot act")
     return "\n".join(lines)
+
+
+def reused_runs(plan: Plan) -> list[tuple[str, int, str]]:
+    """(cell, seed, origin) of the runs of the plan first launched by another sweep or cell (shared configs)."""
+    found = []
+    for planned in plan.runs:
+        if planned.state.state != store.NEW and (where := origin(planned.run_dir, plan.meta(planned.run))):
+            found.append((planned.run.cell.label, planned.run.seed, where))
+    return found
+
+
+MAX_REUSED_NAMED = 4
+
+
+def describe_reused(reused: list[tuple[str, int, str]]) -> str:
+    named = [f"{cell} seed {seed} = {where}" for cell, seed, where in reused[:MAX_REUSED_NAMED]]
+    more = len(reused) - MAX_REUSED_NAMED
+    return "; ".join(named) + (f"; and {more} more" if more > 0 else "")
 
 
 def protocol_lines(config) -> list[str]:

@@ -6,8 +6,10 @@
     python -m ablations.run sweeps/pe.yaml --seeds 0,1,2 --set train.epochs=2
     python -m ablations.status sweeps/pe.yaml                    # every cell's state
 
-Completed runs are skipped and partial ones resumed from their checkpoint. Results go to
-results/<sweep>/<run_id>/ (config.json, metrics.jsonl, checkpoint.pt, result.json, log.txt).
+Completed runs are skipped and partial ones resumed from their checkpoint. Runs go to results/runs/<run_id>/
+(config.json, metrics.jsonl, checkpoint.pt, result.json, log.txt), shared by every sweep whose cells have
+the same config: a run another sweep launched is reused, never trained twice. results/<sweep>/runs.jsonl lists
+the runs the sweep uses; its tables go to results/<sweep>/reports/.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from ablations import store
+from ablations import results_root, store
 from ablations.checks import check_datasets, check_devices, check_live_attention
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
 from ablations.experiment import DEFAULT_RESULTS_ROOT, add_selection_flags, resolve, selection_from_args
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n--dry-run: nothing was written or launched.")
         return EXIT_OK
     if not todo:
+        remember(plan)
         failed = plan.counts()[store.FAILED]
         if failed:
             print(f"\nnothing to run: {failed} run(s) failed earlier (see python -m ablations.status); "
@@ -131,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     if executor == "slurm":
         return submit_to_slurm(plan, todo, settings, args)
     return launch(plan, todo, args)
+
+
+def remember(plan: Plan) -> None:
+    """List in results/<sweep>/runs.jsonl the runs of the plan that exist (a table of the bare folder finds them)."""
+    results_root.record_members(plan.results_dir, [(p.run_dir, plan.meta(p.run)) for p in plan.runs
+                                                   if (p.run_dir / store.CONFIG).is_file()])
 
 
 def check_jobs(jobs: int) -> None:
@@ -187,7 +196,8 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
     from ablations.executors.local import write_configs
 
     groups = resource_groups(todo, settings)
-    created = plan.results_dir.absolute()  # the topmost folder this launch creates, if any
+    store_dir = plan.experiment.store_dir
+    created = store_dir.absolute()  # the topmost folder this launch creates, if any
     while not created.parent.exists():
         created = created.parent
     created_now = not created.exists()
@@ -196,26 +206,28 @@ def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int
     try:
         write_configs(plan, todo)
         for group_settings, planned_runs in groups:
-            job_ids += slurm.submit(plan.results_dir, [p.run_dir for p in planned_runs], group_settings,
+            job_ids += slurm.submit(store_dir, [p.run_dir for p in planned_runs], group_settings,
                                     plan.experiment.job_name(), retry_failed=args.retry_failed, force=args.force,
                                     num_workers=args.workers)
     except slurm.SubmissionError as err:
         for run_dir in new_dirs:  # folders this launch made for runs that never went out
             if not (run_dir / store.SLURM_JSON).exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
-        if job_ids:  # an earlier resource group went out: say so
+        if job_ids:  # an earlier resource group went out: say so, and list its runs as the sweep's
+            remember(plan)
             arrays = ", ".join(sorted({j.split("_")[0] for j in job_ids}))
             raise slurm.SubmissionError("sbatch", f"{err.message}; {len(job_ids)} run(s) of other resource groups "
                                                   f"were submitted (job arrays {arrays})") from None
         if created_now:  # nothing went out: leave no trace of this launch
             shutil.rmtree(created, ignore_errors=True)
         raise
+    remember(plan)
     if not job_ids:
         print("nothing submitted: every pending run already has a queued or running job")
         return EXIT_OK
     arrays = sorted({j.split("_")[0] for j in job_ids})
     how = "one job array" if len(arrays) == 1 else f"{len(arrays)} job arrays (one per resource group)"
-    print(f"submitted {len(job_ids)} run(s) as {how}: {', '.join(arrays)} (logs: {plan.results_dir}/.submitit/)")
+    print(f"submitted {len(job_ids)} run(s) as {how}: {', '.join(arrays)} (logs: {store_dir}/.submitit/)")
     print(f"status: {follow_up('ablations.status', plan, args)}\ncancel: {follow_up('ablations.cancel', plan, args)}")
     if not args.wait:
         return EXIT_OK
@@ -233,7 +245,7 @@ def wait_for_jobs(plan: Plan, args: argparse.Namespace, poll_s: float = 5.0) -> 
     with tqdm(total=len(plan.runs), desc=f"sweep {plan.sweep.name}", unit="run",
               disable=args.no_progress) as bar:
         while True:
-            states = [s.state for s in slurm.status(plan.results_dir, run_dirs)]
+            states = [s.state for s in slurm.status(plan.experiment.store_dir, run_dirs)]
             finished = sum(s in ("done", "failed", "cancelled") for s in states)
             bar.n = finished
             bar.set_postfix_str(", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
@@ -241,7 +253,7 @@ def wait_for_jobs(plan: Plan, args: argparse.Namespace, poll_s: float = 5.0) -> 
             if not any(s in active for s in states):
                 break
             time.sleep(poll_s)
-    failed = [s for s in slurm.status(plan.results_dir, run_dirs) if s.state in ("failed", "cancelled")]
+    failed = [s for s in slurm.status(plan.experiment.store_dir, run_dirs) if s.state in ("failed", "cancelled")]
     for run in failed:
         print(f"  {run.state} {run.run_id}: {(run.error or '').splitlines()[-1:] or ''}")
     return EXIT_FAILED if failed else EXIT_OK
@@ -251,6 +263,7 @@ def launch(plan: Plan, todo, args: argparse.Namespace) -> int:
     from ablations.executors.local import run_local, write_configs
 
     write_configs(plan, todo)
+    remember(plan)
     report = run_local(plan, todo, force=args.force, retry_failed=args.retry_failed,
                        progress=not args.no_progress, num_workers=args.workers, jobs=args.jobs)
     if report.interrupted is not None:
@@ -263,7 +276,7 @@ def launch(plan: Plan, todo, args: argparse.Namespace) -> int:
         print(f"  failed  {run_id}: {reason}")
     for run_id, why in report.skipped.items():
         print(f"  skipped {run_id}: {why}")
-    print(f"results: {plan.results_dir}/\nstatus: {follow_up('ablations.status', plan, args)}\n"
+    print(f"runs: {plan.experiment.store_dir}/\nstatus: {follow_up('ablations.status', plan, args)}\n"
           f"tables: {follow_up('analysis.tables', plan, args)}")
     return EXIT_FAILED if report.failed else EXIT_OK
 

@@ -5,6 +5,7 @@ runs the experiment holds. Run folders beside them that belong to other experime
 A run submitted to SLURM shows its job's state; the experiment's jobs are also found by their job name
 (squeue), so an array whose ids no file recorded (the submitting process died right after sbatch) is shown,
 each job on its run, or as "unrecorded job N of this experiment" where its run cannot be told.
+A run first launched by another sweep (or cell) with the same config is shown with where it came from.
 Exit code 0 when no selected run failed, 1 when one did, 2 for bad input.
 """
 from __future__ import annotations
@@ -17,14 +18,16 @@ from ablations import store
 from ablations.cli import EXIT_FAILED, EXIT_OK, command
 from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
 from ablations.plan import Plan, PlannedRun, make_plan
+from ablations.results_root import origin
 
 FAILED_STATES = {"failed", "cancelled", "corrupt"}
 
 
-def describe(planned: PlannedRun, cluster: dict) -> dict:
-    """One run's row: cell, seed, state (from SLURM where it was submitted), epochs, run id, detail."""
+def describe(planned: PlannedRun, cluster: dict, meta: dict) -> dict:
+    """One run's row: cell, seed, state (from SLURM where it was submitted), epochs, run id, detail, and where
+    the run was first launched when that was another sweep or cell (`meta`: this sweep's meta for it)."""
     state = planned.state
-    on_cluster = cluster.get(planned.run.run_id)
+    on_cluster = cluster.get(planned.run_dir.name)
     metrics = store.read_metrics(planned.run_dir / store.METRICS).rows if state.state != store.NEW else []
     last = metrics[-1] if metrics else {}
     detail, job_id, shown = "", None, str(state.state)
@@ -43,8 +46,11 @@ def describe(planned: PlannedRun, cluster: dict) -> dict:
             detail = f"{detail}  error: {on_cluster.error.strip().splitlines()[-1]}"
     elif state.state == store.FAILED:
         detail = f"{detail}  error: {state.error}".strip()
+    reused = origin(planned.run_dir, meta) if state.state != store.NEW else None
+    if reused:
+        detail = f"{detail}  (reused: {reused})".strip()
     return dict(cell=planned.run.cell.label, seed=planned.run.seed, state=shown, epochs=state.epochs_done,
-                run_id=planned.run.run_id, job_id=job_id, detail=detail)
+                run_id=planned.run_dir.name, job_id=job_id, detail=detail, origin=reused)
 
 
 def _number(value) -> str:
@@ -58,12 +64,13 @@ def cluster_view(plan: Plan) -> tuple[dict, dict[str, str]]:
     from ablations.executors import slurm
 
     submitted = [p.run_dir.absolute() for p in plan.runs if (p.run_dir / store.SLURM_JSON).is_file()]
-    if not submitted and not (plan.results_dir / slurm.SUBMITIT_DIR).is_dir():  # never submitted: no squeue
+    store_dir = plan.experiment.store_dir
+    if not submitted and not (store_dir / slurm.SUBMITIT_DIR).is_dir():  # never submitted: no squeue
         return {}, {}
     launched = [p.run_dir for p in plan.runs if p.run_dir.is_dir()]
-    named = slurm.jobs_named(plan.results_dir, plan.experiment.job_name(), launched)
+    named = slurm.jobs_named(store_dir, plan.experiment.job_name(), launched)
     dirs = [*submitted, *(d for d in named.by_run if d not in set(submitted))]
-    rows = {s.run_id: s for s in slurm.status(plan.results_dir, dirs, named)} if dirs else {}
+    rows = {s.run_id: s for s in slurm.status(store_dir, dirs, named)} if dirs else {}
     return rows, {j: state for j, state in sorted(named.unknown.items()) if state in slurm.ACTIVE_STATES}
 
 
@@ -81,7 +88,7 @@ def format_table(plan: Plan, rows: list[dict]) -> str:
     cells = [header] + [[r["cell"], str(r["seed"]), r["state"], str(r["epochs"]), r["run_id"], r["detail"]]
                         for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = [f"{plan.experiment.describe()}: {plan.results_dir}/"]
+    lines = [f"{plan.experiment.describe()}: runs in {plan.experiment.store_dir}/"]
     for i, row in enumerate(cells):
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plan = make_plan(resolve(args.sweep, selection_from_args(args), args.results_root))
     cluster, unrecorded = cluster_view(plan)
-    rows = [describe(p, cluster) for p in plan.runs]
+    rows = [describe(p, cluster, plan.meta(p.run)) for p in plan.runs]
     others = describe_others(plan.experiment)
     unknown = [dict(job_id=j, state=state.lower()) for j, state in unrecorded.items()]
     if args.json:

@@ -1,7 +1,7 @@
 """Run folders: the single source of truth for a run's state.
 
-    results/<sweep>/<run_id>/
-        config.json      the frozen RunConfig (+ "meta": sweep, cell, levels), written before the job starts
+    results/runs/<run_id>/   (where a results root keeps its runs: ablations.results_root)
+        config.json      the frozen RunConfig (+ "meta": the sweep, cell, levels it was first launched for)
         metrics.jsonl    one JSON object per finished epoch (appended, one line = one complete write)
         checkpoint.pt    latest training state (atomic: temp file + rename)
         result.json      written once, when the run finished successfully
@@ -423,11 +423,16 @@ def read_meta(run_dir: Path) -> dict | None:
 
 
 def write_config(run_dir: Path, config: Any, meta: dict) -> bool:
-    """Write config.json unless it already says exactly this; return whether it was written."""
+    """Write config.json unless it already says exactly this; return whether it was written.
+
+    A run folder is shared by every sweep whose cell expands to its config: the meta of the launch that made
+    it (its origin) is kept; only the keys outside the run's identity (train.logger...) take the new values."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    document = {"config": config.to_dict(), "meta": meta}
     existing, problem = read_json(run_dir / CONFIG)
+    if problem is None and isinstance(existing, dict) and isinstance(existing.get("meta"), dict):
+        meta = existing["meta"]
+    document = {"config": config.to_dict(), "meta": meta}
     if problem is None and existing == document:
         return False
     atomic_write_json(run_dir / CONFIG, document)

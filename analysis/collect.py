@@ -21,13 +21,14 @@ from analysis.runs import collect, collect_curves, curves_path, export, export_c
 from analysis.source import cli, is_sweep_file, load_layout, warn
 
 
-def selected_runs(target: Path, selection: Selection, results_root: Path) -> tuple[Path, list[Path] | None]:
-    """(folder, run folders): a sweep file gives its experiment's runs (the flags pick it, as for
-    ablations.run); a folder with selection flags, the experiment they pick; a bare folder, every run."""
+def selected_runs(target: Path, selection: Selection, results_root: Path) -> tuple[Path, list | None, list | None]:
+    """(folder, run folders, the sweep's meta for each): a sweep file gives its experiment's runs (the flags
+    pick it, as for ablations.run); a folder with selection flags, the experiment they pick; a bare folder,
+    every run (Nones)."""
     if (target.is_file() and is_sweep_file(target)) or selection.given:
         layout = load_layout(target, results_root=results_root, selection=selection)
-        return layout.results_dir, list(layout.run_dirs or ())
-    return target, None
+        return layout.results_dir, list(layout.run_dirs or ()), list(layout.run_meta or ())
+    return target, None, None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    folder, run_dirs = selected_runs(args.target, selection_from_args(args), args.results_root)
-    df, problems = collect(folder, run_dirs=run_dirs)
+    folder, run_dirs, metas = selected_runs(args.target, selection_from_args(args), args.results_root)
+    df, problems = collect(folder, run_dirs=run_dirs, metas=metas)
     warn(problems)
     if args.output:
         export(df, args.output)
-        curves = collect_curves(folder, run_dirs)
+        curves = collect_curves(folder, run_dirs, metas)
         export_curves(curves, curves_path(args.output))
         print(f"wrote {args.output} ({len(df)} runs, {len(df.columns)} columns) and {curves_path(args.output)} "
               f"({len(curves)} curve points)", file=sys.stderr)

@@ -78,7 +78,7 @@ def plot_table(args) -> list[Path]:
     layout = load_layout(args.target, args.sweep, args.results_root, selection=selection_from_args(args))
     if not layout.results_dir.is_dir():
         raise InputError(f"{layout.results_dir}: no such folder; the sweep {layout.source} has no results yet.")
-    df, problems = collect(layout.results_dir, run_dirs=layout.run_dirs)
+    df, problems = collect(layout.results_dir, run_dirs=layout.run_dirs, metas=layout.run_meta)
     warn(problems)
     note(layout)
     return table_figures(df, layout, args.output or output_dir(layout))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pandas is imported where it is used: --help answers without it
     import pandas as pd
 
-from ablations import store
+from ablations import results_root, store
 from ablations.spec.config import allowed_keys
 from ablations.spec.metrics import METRICS, from_result
 from analysis.source import InputError
@@ -34,6 +34,7 @@ LIST_COLUMNS = ("curve_epoch", "curve_top1", "curve_val_loss")
 COLUMNS = (
     # identity: where the run sits in its sweep's table
     "sweep", "cell", "baseline", "seed", "recipe", "overrides", "run_id", "levels", "paper_table",
+    "origin",  # "<sweep> <cell>" the run was first launched for, when another sweep or cell reuses it
     # what it computes (from config.json)
     "model", "dataset", "img_size", "epochs", "batch_size",
     # how far it got
@@ -63,19 +64,25 @@ def subdirs(path: Path) -> list[Path]:
         return sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
 
 
-def find_run_dirs(target: Path) -> list[Path]:
-    """A run folder, a sweep's folder of run folders, or a results root of sweep folders."""
+Member = tuple[Path, dict | None]  # a run folder and the sweep's meta to show it under (None: its own)
+
+
+def find_runs(target: Path) -> list[Member]:
+    """A run folder; a sweep's folder (the runs it lists, each under the sweep's cell); the run store or any
+    folder of run folders; or a results root (every run once, under the sweep and cell it was launched for)."""
     target = Path(target)
     if not target.is_dir():
         raise InputError(f"{target}: no such folder. Give a results folder (e.g. results or results/pe) or a "
                          f"single run folder.")
     if is_run_dir(target):
-        return [target]
+        return [(target, None)]
     children = subdirs(target)
-    runs = [c for c in children if is_run_dir(c)]
-    if runs:
-        return runs
-    return [g for c in children for g in subdirs(c) if is_run_dir(g)]
+    folders = [c for c in children if is_run_dir(c)]
+    if (target / results_root.LEDGER).is_file() or folders:
+        listed = results_root.members(target)
+        seen = {run_dir for run_dir, _ in listed}  # and a folder of run files without a config.json, reported
+        return [*listed, *((c, None) for c in folders if c not in seen)]
+    return [(g, None) for c in children for g in subdirs(c) if is_run_dir(g)]
 
 
 def number(value: Any) -> float:
@@ -90,8 +97,11 @@ def numbers(values) -> list[float]:
     return [float(v) if type(v) in (int, float) else math.nan for v in values]
 
 
-def read_run(run_dir: Path, curves: bool = True) -> tuple[dict | None, list[str]]:
+def read_run(run_dir: Path, curves: bool = True, shown_as: dict | None = None) -> tuple[dict | None, list[str]]:
     """One DataFrame row for a run folder, or None (with the reason) when its config.json is unusable.
+
+    shown_as: the sweep's meta for the run (its cell, seed, recipe...), where another sweep or cell may have
+    launched it (its config.json's meta, then named in the "origin" column); None = its own meta.
 
     curves=False skips metrics.jsonl of finished runs (their curve columns are then None): a table needs
     only result.json, and parsing 300 epochs x 1,000 runs is most of the time (store.run_state does the same).
@@ -102,7 +112,9 @@ def read_run(run_dir: Path, curves: bool = True) -> tuple[dict | None, list[str]
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
         return None, [f"{run_dir / store.CONFIG}: no 'config' mapping; run folder skipped"]
-    meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
+    own = document.get("meta") if isinstance(document.get("meta"), dict) else {}
+    meta = shown_as if shown_as is not None else own
+    first = (own.get("sweep"), own.get("cell"))
     section = {name: (config.get(name) if isinstance(config.get(name), dict) else {}) for name in
                ("model", "data", "train")}
 
@@ -123,9 +135,10 @@ def read_run(run_dir: Path, curves: bool = True) -> tuple[dict | None, list[str]
         "seed": section["train"].get("seed", meta.get("seed")),
         "recipe": meta.get("recipe", "unknown"),
         "overrides": json.dumps(meta.get("overrides") or {}, sort_keys=True),  # the --set of its launch
-        "run_id": meta.get("run_id", run_dir.name),
+        "run_id": run_dir.name,
         "levels": json.dumps(meta.get("levels") or {}, sort_keys=False),
         "paper_table": meta.get("paper_table"),
+        "origin": None if first == (meta.get("sweep"), meta.get("cell")) else f"{first[0]} {first[1]}",
         "model": section["model"].get("name"),
         "dataset": section["data"].get("dataset"),
         "img_size": section["data"].get("img_size"),
@@ -180,30 +193,37 @@ def result_fields(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def given_runs(target: str | Path, run_dirs, metas) -> list[Member]:
+    """find_runs(target), or the run folders given (with the sweep's meta for each, if given) that exist."""
+    if run_dirs is None:
+        return find_runs(Path(target))
+    metas = list(metas) if metas is not None else [None] * len(run_dirs)
+    return [(Path(d), meta) for d, meta in zip(run_dirs, metas, strict=True) if Path(d).is_dir()]
+
+
 def collect(target: str | Path, progress: bool | None = None, curves: bool = True,
-            run_dirs: tuple[Path, ...] | list[Path] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Every run under `target` (or, given `run_dirs`, those of them that exist: one experiment's) as one
-    DataFrame (columns: COLUMNS), and the problems found on the way.
+            run_dirs: tuple[Path, ...] | list[Path] | None = None,
+            metas: tuple[dict, ...] | list[dict] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Every run under `target` (or, given `run_dirs`, those of them that exist: one experiment's, each shown
+    under its meta in `metas`) as one DataFrame (columns: COLUMNS), and the problems found on the way.
 
     progress: None = a bar on a terminal only. curves: see read_run.
     """
     from tqdm.auto import tqdm
 
-    if run_dirs is None:
-        run_dirs = find_run_dirs(Path(target))
-    else:
-        run_dirs = [Path(d) for d in run_dirs if Path(d).is_dir()]
+    members = given_runs(target, run_dirs, metas)
     rows, problems = [], []
-    for run_dir in tqdm(run_dirs, desc="collect", unit="run", disable=None if progress is None else not progress,
-                        leave=False, file=sys.stderr, mininterval=0.5):
-        row, found = read_run(run_dir, curves)
+    for run_dir, meta in tqdm(members, desc="collect", unit="run", disable=None if progress is None else not progress,
+                              leave=False, file=sys.stderr, mininterval=0.5):
+        row, found = read_run(run_dir, curves, meta)
         problems += found
         if row is not None:
             rows.append(row)
     return frame(rows), problems
 
 
-def collect_curves(target: str | Path, run_dirs: tuple[Path, ...] | list[Path] | None = None) -> pd.DataFrame:
+def collect_curves(target: str | Path, run_dirs: tuple[Path, ...] | list[Path] | None = None,
+                   metas: tuple[dict, ...] | list[dict] | None = None) -> pd.DataFrame:
     """The learning curves of every run as one long table: run_id, sweep, cell, seed, epoch, metric, value,
     one row per numeric field of each metrics.jsonl line (train_loss, lr, val_loss, top1, top5, ...).
 
@@ -211,15 +231,15 @@ def collect_curves(target: str | Path, run_dirs: tuple[Path, ...] | list[Path] |
     """
     import pandas as pd
 
-    run_dirs = find_run_dirs(Path(target)) if run_dirs is None else [Path(d) for d in run_dirs if Path(d).is_dir()]
     records = []
-    for run_dir in run_dirs:
+    for run_dir, shown_as in given_runs(target, run_dirs, metas):
         meta = store.read_meta(run_dir)
         if meta is None:
             continue
+        meta = shown_as if shown_as is not None else meta
         rows = store.read_metrics(run_dir / store.METRICS).rows
         by_epoch = {r["epoch"]: r for r in rows if type(r.get("epoch")) in (int, float)}
-        ident = (meta.get("run_id", run_dir.name), meta.get("sweep", run_dir.parent.name), str(meta.get("cell", "?")),
+        ident = (run_dir.name, meta.get("sweep", run_dir.parent.name), str(meta.get("cell", "?")),
                  meta.get("seed"))
         for epoch in sorted(by_epoch):
             for metric, value in by_epoch[epoch].items():

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablations import store
+from ablations import results_root, store
 from ablations.cli import command as cli  # noqa: F401 - the analysis commands' wrapper
 from ablations.experiment import (
     HARDWARE_KEYS,
@@ -56,7 +56,8 @@ class Layout:
     columns: tuple[str, ...] = DEFAULT_COLUMNS
     published: dict[str, dict[str, float]] = field(default_factory=dict)
     sweep_path: Path | None = None
-    run_dirs: tuple[Path, ...] | None = None  # the experiment's run folders (None: every one in results_dir)
+    run_dirs: tuple[Path, ...] | None = None  # the experiment's run folders (None: every one results_dir lists)
+    run_meta: tuple[dict, ...] | None = None  # for each of run_dirs, the sweep's meta for it (cell, seed...)
     experiment: str | None = None  # "recipe quick with train.epochs=1"
     others: str | None = None  # one line naming the other experiments' runs in the same folder
     published_note: str | None = None  # the sweep's note on the paper's numbers, printed under the table
@@ -101,16 +102,18 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
         layout = layout_from_sweep(experiment.sweep, experiment.results_dir)
         layout = Layout(**{**layout.__dict__, "seeds": tuple(experiment.seeds),
                            "run_dirs": tuple(experiment.run_dir(r) for r in experiment.runs),
+                           "run_meta": tuple(experiment.meta(r) for r in experiment.runs),
                            "experiment": experiment.key.describe(), "others": describe_others(experiment),
                            "output_name": experiment.key.folder_name(experiment.seeds), "key": experiment.key})
     else:
         check_results_folder(target)
-        key, dirs = select_in_folder(target, selection)
-        others = experiments_in(target, exclude={d.name for d in dirs})
+        key, members = select_in_folder(target, selection)
+        others = experiments_in(target, exclude={d for d, _ in members})
         base = layout_from_sweep(read_sweep(Path(sweep)), target) if sweep is not None else \
             Layout(name=target.resolve().name, results_dir=target)
-        seeds = selection.seeds if selection.seeds is not None else seeds_in(dirs)
-        layout = Layout(**{**base.__dict__, "run_dirs": tuple(dirs), "experiment": key.describe(),
+        seeds = selection.seeds if selection.seeds is not None else seeds_in(members)
+        layout = Layout(**{**base.__dict__, "run_dirs": tuple(d for d, _ in members),
+                           "run_meta": tuple(meta for _, meta in members), "experiment": key.describe(),
                            "others": f"other runs in {target}/: {describe_groups(others)}" if others else None,
                            "output_name": key.folder_name(seeds), "key": key})
         if selection.seeds is not None:
@@ -171,15 +174,22 @@ def layout_from_sweep(sweep, results_dir: Path) -> Layout:
 
 
 def check_results_folder(folder: Path) -> None:
-    """A sweep's results folder holds run folders (each with a config.json); say what it is otherwise."""
+    """A sweep's results folder lists its runs (runs.jsonl) or holds run folders (each with a config.json, the
+    earlier layout); say what it is otherwise."""
     if (folder / store.CONFIG).exists():
-        raise InputError(f"{folder} is a single run folder; a table needs the sweep's results folder, "
-                         f"{folder.parent}.")
+        raise InputError(f"{folder} is a single run folder; a table needs the sweep's results folder "
+                         f"(e.g. results/pe) or its sweep file.")
+    if folder.name == results_root.STORE:
+        raise InputError(f"{folder} holds the runs of every sweep; a table is about one sweep: give its sweep file "
+                         f"or its results folder, e.g. {folder.parent / 'pe'}.")
+    if (folder / results_root.LEDGER).is_file():
+        return
     with os.scandir(folder) as entries:
         children = [Path(e.path) for e in entries if e.is_dir()]
     if any((child / store.CONFIG).exists() for child in children):
         return
-    nested = sorted(c.name for c in children if any(c.glob(f"*/{store.CONFIG}")))
+    nested = sorted(c.name for c in children if c.name != results_root.STORE and
+                    ((c / results_root.LEDGER).is_file() or any(c.glob(f"*/{store.CONFIG}"))))
     if nested:
         raise InputError(f"{folder} holds several sweeps ({', '.join(nested)}); a table is about one: pass "
                          f"one of them, e.g. {folder / nested[0]}.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ablations import store
+from ablations import results_root, store
 from ablations.spec.config import RunConfig, with_overrides
 
 
@@ -36,22 +36,23 @@ def write_run(
     """One run folder. state: done (result.json), failed (error.json at the last epoch), partial (metrics only).
 
     With `sweep_file`, the run is the one that sweep (with `recipe` and the command-line overrides `sets`)
-    expands to for this cell and seed: its real config, run id and meta, in <results_dir>/<run id>, where
-    results_dir is the sweep's results folder. Without it, a free-standing run with a default config plus
-    `overrides`.
+    expands to for this cell and seed, where a launch puts it: its real config and meta in the results root's
+    run store (results_dir is the sweep's folder, results/<sweep>), listed in the sweep's runs.jsonl. Without
+    it, a free-standing run folder <results_dir>/<cell>-s<seed>-<hash> with a default config plus `overrides`.
     """
     if sweep_file is not None:
-        config, run_id, meta = _experiment_run(Path(results_dir), Path(sweep_file), cell, seed, recipe, sets or {})
+        config, run_dir, meta = _experiment_run(Path(results_dir), Path(sweep_file), cell, seed, recipe, sets or {})
         epochs = config.train.epochs
+        results_root.record_members(Path(results_dir), [(run_dir, meta)])
     else:
         sweep = sweep or Path(results_dir).name
         config = with_overrides(RunConfig(), {"train.seed": seed, "train.epochs": epochs, **(overrides or {})})
         run_id = f"{cell.lower().replace(' ', '-').replace('/', '')}-s{seed}-{config.short_hash()}"
         meta = {"sweep": sweep, "cell": cell, "levels": {axis: cell}, "baseline": baseline, "recipe": recipe,
                 "seed": seed, "run_id": run_id, "paper_table": paper_table}
-    run_dir = Path(results_dir) / run_id
+        run_dir = Path(results_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / store.CONFIG, {"config": config.to_dict(), "meta": meta})
+    write_json(run_dir / store.CONFIG, {"config": config.to_dict(), "meta": store.read_meta(run_dir) or meta})
 
     done_epochs = epochs if state == store.DONE else max(1, epochs // 2)
     lines = []
@@ -84,7 +85,7 @@ def _experiment_run(results_dir: Path, sweep_file: Path, cell: str, seed: int, r
     run = next((r for r in experiment.runs if r.cell.label == cell), None)
     if run is None:
         raise ValueError(f"{sweep_file} has no cell {cell!r}")
-    return run.config, run.run_id, experiment.meta(run)
+    return run.config, experiment.run_dir(run), experiment.meta(run)
 
 
 def write_json(path: Path, obj) -> None:

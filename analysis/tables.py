@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if not layout.results_dir.is_dir():
         raise InputError(f"{layout.results_dir}: no such folder; the sweep {layout.source} has no results yet "
                          f"(launch it first, or pass --results-root).")
-    df, problems = collect(layout.results_dir, curves=False, run_dirs=layout.run_dirs)  # a table needs no curves
+    # a table needs no curves
+    df, problems = collect(layout.results_dir, curves=False, run_dirs=layout.run_dirs, metas=layout.run_meta)
     warn(problems)
     table = build_table(df, layout)
     warn(table.problems)

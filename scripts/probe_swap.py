@@ -1,7 +1,7 @@
 """Do probe-trained models read the centre cell? Evaluate them on validation mosaics whose centre digit was
 swapped with the top-left one (docs/probe.md).
 
-    python scripts/probe_swap.py /tmp/probe-results/pe      # every finished run of the folder
+    python scripts/probe_swap.py results/pe      # every finished probe run the sweep's folder lists
 
 Prints, per run: top-1 on the probe's validation set as is; on the swapped set against the original label
 (the digit now in the top-left corner); and against the new centre digit. A model that reads the centre
@@ -22,6 +22,7 @@ import rest  # noqa: F401  (registers the models)
 from ablations.spec.config import RunConfig
 from ablations.training import probe_dataset as probe
 from ablations.training.loaders import SPLIT_SEED, _bundled, load_digits_arrays, stratified_split
+from analysis.runs import find_runs
 
 
 def swapped_sets(config: RunConfig):
@@ -50,7 +51,7 @@ def predict(model, ds) -> torch.Tensor:
 
 def main(folder: str) -> None:
     cache = {}
-    for run_dir in sorted(Path(folder).iterdir()):
+    for run_dir, meta in find_runs(Path(folder)):
         if not (run_dir / "result.json").exists():
             continue
         config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
@@ -70,7 +71,9 @@ def main(folder: str) -> None:
         pred = predict(model, swapped)
         old = (pred == swapped.labels).float().mean().item() * 100
         new = (pred == new_centre).float().mean().item() * 100
-        print(f"{run_dir.name:40s} as is {as_is:6.2f}   swapped: original label {old:6.2f}   new centre {new:6.2f}")
+        label = f"{(meta or {}).get('cell', '?')} seed {config.train.seed}"
+        print(f"{label:24s} {run_dir.name:32s} as is {as_is:6.2f}   swapped: original label {old:6.2f}   "
+              f"new centre {new:6.2f}")
 
 
 if __name__ == "__main__":

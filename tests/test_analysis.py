@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ablations.experiment import NO_SELECTION, ExperimentKey, Selection
+from ablations.results_root import members
 from analysis import collect as collect_command
 from analysis import tables
 from analysis.render import to_csv, to_latex, to_markdown
@@ -44,6 +45,11 @@ LE = [72.0, 73.0, 71.5]
 PA = [73.0, 73.5, 72.9]
 LE5 = [90.0, 90.4, 90.2]
 PA5 = [90.6, 90.7, 90.5]
+
+
+def runs_of(sweep_dir: Path, cell: str) -> list[Path]:
+    """The run folders a sweep folder lists for a cell, by seed."""
+    return [d for d, meta in sorted(members(sweep_dir), key=lambda m: m[1]["seed"]) if meta["cell"] == cell]
 
 
 @pytest.fixture
@@ -158,7 +164,7 @@ def test_failed_and_missing_cells_are_rows_that_say_so(sweep, tmp_path):
     assert "| none | 0 (1 failed, 2 missing) | failed | 71.54 |" in md
     assert "none seed 0: failed at epoch 2: RuntimeError: out of memory" in md
     # a cell of the sweep without any run folder
-    for child in (tmp_path / "results" / "pe").glob("none-*"):
+    for child in runs_of(tmp_path / "results" / "pe", "none"):
         for f in child.iterdir():
             f.unlink()
         child.rmdir()
@@ -394,7 +400,7 @@ def truncate(path: Path, keep: int = 25) -> None:
 
 def test_corrupt_files_are_reported_and_skipped(sweep, capsys):
     results = sweep.parent / "results" / "pe"
-    le = sorted(results.glob("le-*"))
+    le = runs_of(results, "LE")
     truncate(le[0] / "config.json")  # LE seed 0: cell unknown -> skipped
     truncate(le[1] / "result.json")  # LE seed 1: not done -> partial, not counted
     metrics = le[2] / "metrics.jsonl"  # LE seed 2: a damaged line inside the file -> that line ignored
@@ -508,7 +514,7 @@ def test_a_tampered_run_folder_is_reported_by_status_tables_and_run(sweep, capsy
     from ablations import status as status_cli
 
     results = sweep.parent / "results"
-    pa0 = next(d for d in sorted((results / "pe").iterdir()) if d.name.startswith("pa-s0-"))
+    pa0 = runs_of(results / "pe", "PA")[0]
     document = json.loads((pa0 / "config.json").read_text())
     document["config"]["optim"]["lr"] = 0.5
     (pa0 / "config.json").write_text(json.dumps(document))

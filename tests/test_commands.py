@@ -237,7 +237,7 @@ def test_a_signal_stops_a_local_sweep_with_one_line_and_it_resumes(tmp_path, sig
                              *slow, "--no-progress"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not list(results.glob("tiny/*/log.txt")):
+    while time.time() < deadline and proc.poll() is None and not list(results.glob("runs/*/log.txt")):
         time.sleep(0.05)
     time.sleep(1.0)  # into the training loop
     assert proc.poll() is None, "the sweep ended before it could be interrupted"

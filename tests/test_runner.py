@@ -14,6 +14,7 @@ import pytest
 from ablations import store
 from ablations.experiment import Selection, resolve
 from ablations.plan import make_plan
+from ablations.results_root import members
 
 ROOT = Path(__file__).resolve().parents[1]
 SELECT_TINY = ["--set", "data.img_size=33", "--set", "data.train_limit=64", "--set", "data.val_limit=32",
@@ -41,7 +42,8 @@ def cli(*args: str, cwd: Path, check: bool = False, **kwargs) -> subprocess.Comp
 
 
 def run_dirs(results: Path, sweep: str = "tiny") -> list[Path]:
-    return sorted(p for p in (results / sweep).iterdir() if p.is_dir())
+    """The run folders a sweep's folder lists (they are in the results root's run store), by cell name."""
+    return [d for d, _ in sorted(members(results / sweep), key=lambda m: m[1]["cell"])]
 
 
 def test_end_to_end_tiny_sweep(tmp_path):
@@ -89,7 +91,7 @@ def test_nan_loss_fails_that_run_and_the_others_finish(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 run(s) finished, 1 failed" in proc.stdout
     assert "non-finite loss" in proc.stdout
-    states = {d.name.split("-")[0]: store.run_state(d) for d in run_dirs(results)}
+    states = {meta["cell"].lower(): store.run_state(d) for d, meta in members(results / "tiny")}
     assert states["ok"].state == store.DONE
     assert states["huge"].state == store.FAILED and "non-finite" in states["huge"].error
 
@@ -115,7 +117,7 @@ def test_kill_9_mid_epoch_then_relaunch_resumes_with_identical_metrics(tmp_path)
     deadline = time.time() + 300
     checkpoint = None
     while time.time() < deadline and proc.poll() is None:
-        found = list(results.glob("tiny/*/checkpoint.pt"))
+        found = list(results.glob("runs/*/checkpoint.pt"))
         if found:
             checkpoint = found[0]
             time.sleep(0.3)  # into the next epoch

@@ -16,6 +16,7 @@ from ablations import store
 from ablations.executors.job import read_slurm_record
 from ablations.executors.slurm import SlurmSettings, cancel, snapshot_code, status, submit
 from ablations.executors.slurm.submit import make_executor
+from ablations.results_root import members
 from ablations.spec.config import ConfigError
 from ablations.spec.errors import InputError
 
@@ -366,7 +367,7 @@ def test_cli_submits_one_array_waits_and_reports(slurm_cluster, tmp_path):
     submitted = cli("ablations.run", *tiny, "--executor", "slurm", "--wait", "--array-parallelism", "2")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert "submitted 2 run(s) as one job array" in submitted.stdout
-    run_dirs = sorted((tmp_path / "results" / "tinyslurm").glob("*-s0-*"))
+    run_dirs = [d for d, _ in members(tmp_path / "results" / "tinyslurm")]
     assert len(run_dirs) == 2
     array_ids = {json.loads((d / "slurm.json").read_text())["array_job_id"] for d in run_dirs}
     assert len(array_ids) == 1, "both runs belong to one job array"
@@ -440,8 +441,7 @@ def test_per_level_resources_submit_one_array_per_group(slurm_cluster, tmp_path,
                              "--no-progress", "--set", "data.img_size=33", "--sbatch", "requeue"])
         out = capsys.readouterr().out
         assert code == 0 and "3 run(s) as 2 job arrays (one per resource group)" in out, out
-        arrays = {store.read_meta(d)["cell"]: read_slurm_record(d)["array_job_id"]
-                  for d in store.run_dirs_in(results / "groups")}
+        arrays = {meta["cell"]: read_slurm_record(d)["array_job_id"] for d, meta in members(results / "groups")}
         assert arrays["PA"] == arrays["LE"] != arrays["GL"]
         limits = {}
         for cell, array in arrays.items():
@@ -449,7 +449,7 @@ def test_per_level_resources_submit_one_array_per_group(slurm_cluster, tmp_path,
             limits[cell] = shown.split("TimeLimit=")[1].split()[0]
         assert limits == {"PA": "00:20:00", "LE": "00:20:00", "GL": "00:25:00"}
     finally:
-        slurm.cancel(results / "groups")
+        slurm.cancel(results / "runs")
 
 
 def test_a_refused_resource_group_leaves_no_folder_and_names_what_went_out(slurm_cluster, tmp_path, capsys):
@@ -464,10 +464,11 @@ def test_a_refused_resource_group_leaves_no_folder_and_names_what_went_out(slurm
                              "--no-progress", "--set", "data.img_size=33"])
         err = capsys.readouterr().err
         assert code == 2 and "invalid partition" in err.lower() and "1 run(s) of other resource groups" in err
-        left = {store.read_meta(d)["cell"] for d in store.run_dirs_in(results / "mixed")}
-        assert left == {"PA"}, "the refused group's run folder is removed"
+        left = {meta["cell"] for _, meta in members(results / "mixed")}
+        assert left == {"PA"} and len(store.run_dirs_in(results / "runs")) == 1, \
+            "the refused group's run folder is removed; the sweep lists the run that went out"
     finally:
-        slurm.cancel(results / "mixed")
+        slurm.cancel(results / "runs")
 
 
 def test_jobs_whose_ids_no_file_recorded_are_found_by_the_experiments_job_name(slurm_cluster, tmp_path, capsys):
@@ -481,9 +482,11 @@ def test_jobs_whose_ids_no_file_recorded_are_found_by_the_experiments_job_name(s
 
     results = tmp_path / "results"
     sweeps = {}
+    own = {"orphans": "", "orphans2": "overrides: {optim.weight_decay: 0.01}\n"}  # another sweep, runs of its own
     for name in ("orphans", "orphans2"):
         sweeps[name] = write_sweep(tmp_path / f"{name}.yaml", name, "{time_min: 20, cpus_per_task: 1, mem_gb: 1}",
-                                   head="seeds: [0]\n")
+                                   head="seeds: [0]\n" + own[name])
+
     sets = {"mine": ("data.img_size=33",), "other": ("data.img_size=33", "optim.lr=0.001")}
     experiments = {"mine": resolve(sweeps["orphans"], Selection(sets=sets["mine"]), results),
                    "other": resolve(sweeps["orphans"], Selection(sets=sets["other"]), results),
@@ -500,11 +503,11 @@ def test_jobs_whose_ids_no_file_recorded_are_found_by_the_experiments_job_name(s
                                  "hold"]) == 0
             ids[what] = [read_slurm_record(experiment.run_dir(r))["job_id"] for r in experiment.runs]
         capsys.readouterr()
-        for sweep_dir in (results / "orphans", results / "orphans2"):  # the crash: no file names a job
-            for path in [*sweep_dir.glob(f"*/{store.SLURM_JSON}"), sweep_dir / ".submitit" / "submissions.jsonl"]:
-                path.unlink()
+        runs = results / "runs"  # the crash: no file names a job
+        for path in [*runs.glob(f"*/{store.SLURM_JSON}"), runs / ".submitit" / "submissions.jsonl"]:
+            path.unlink()
         lost = ids["other"][1]
-        (results / "orphans" / ".submitit" / f"{lost}_submitted.pkl").unlink()  # nothing tells its run
+        (runs / ".submitit" / f"{lost}_submitted.pkl").unlink()  # nothing tells its run
 
         assert status_cli.main([*flags["mine"], "--json"]) == 0
         shown = json.loads(capsys.readouterr().out)

@@ -85,7 +85,7 @@ def test_run_ids_are_stable_and_change_only_with_the_config():
     assert first == [r.run_id for r in expand(sweep, recipe)]
     changed = expand(sweep, recipe, {"train.epochs": 1})
     assert all(a != b.run_id for a, b in zip(first, changed, strict=True))
-    assert first[0].startswith("none-s0-")
+    assert first[0].startswith("rest-lite-s0-")  # the model and seed: a run is its config, not a sweep's cell
 
 
 def test_config_hash_is_canonical():

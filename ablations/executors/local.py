@@ -31,6 +31,11 @@ def write_configs(plan: Plan, runs: Iterable[PlannedRun]) -> None:
         store.write_config(planned.run_dir, planned.run.config, plan.meta(planned.run))
 
 
+def label(planned: PlannedRun) -> str:
+    """How the launch's report names a run: its cell and seed in this sweep, and its folder."""
+    return f"{planned.run.cell.label} seed {planned.run.seed} ({planned.run_dir.name})"
+
+
 @dataclass
 class LaunchReport:
     done: list[str] = field(default_factory=list)
@@ -41,7 +46,7 @@ class LaunchReport:
 
 def record(report: LaunchReport, run_id: str, run_dir: Path, outcome: Outcome | None = None,
            error: BaseException | None = None) -> None:
-    """File what a RunJob did (or raised) under its run id."""
+    """File what a RunJob did (or raised) under `run_id` (the run's label)."""
     if error is None:
         assert outcome is not None
         if outcome.status == ALREADY_DONE:
@@ -88,9 +93,9 @@ def _run_in_process(runs, report, bar, force, retry_failed, progress, num_worker
         job = RunJob(planned.run_dir, force=force, retry_failed=retry_failed, num_workers=num_workers,
                      progress=progress)
         try:
-            record(report, planned.run.run_id, planned.run_dir, job.run())
+            record(report, label(planned), planned.run_dir, job.run())
         except Exception as err:
-            record(report, planned.run.run_id, planned.run_dir, error=err)
+            record(report, label(planned), planned.run_dir, error=err)
             received = getattr(err, "signal", None)
             if received is not None:
                 report.interrupted = received
@@ -151,7 +156,7 @@ def _run_in_workers(runs, report, bar, force, retry_failed, num_workers, jobs) -
                 for future in finished:
                     planned = running.pop(future)
                     outcome, error = future.result()
-                    record(report, planned.run.run_id, planned.run_dir, outcome, error)
+                    record(report, label(planned), planned.run_dir, outcome, error)
                     bar.update()
         except Stopped as stopped:
             report.interrupted = stopped.signum
@@ -160,7 +165,7 @@ def _run_in_workers(runs, report, bar, force, retry_failed, num_workers, jobs) -
                     os.kill(pid, signal.SIGUSR1)
             for future, planned in running.items():
                 outcome, error = future.result()
-                record(report, planned.run.run_id, planned.run_dir, outcome, error)
+                record(report, label(planned), planned.run_dir, outcome, error)
 
 
 class Stopped(Exception):

@@ -2,7 +2,7 @@
 
 A sweep file is data that says which paper table it reproduces:
 
-    name: pe                                    # results go to results/<name>/
+    name: pe                                    # tables go to results/<name>/, runs to results/runs/
     paper_table: "Table 5: positional encoding (ResT-Lite, ImageNet-1k)"
     recipe: quick                               # training protocol, by name (ablations/spec/recipes/)
     model: rest_lite
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ablations.results_root import STORE
 from ablations.spec.config import RunConfig, check_value, pin_data_root, with_overrides
 from ablations.spec.errors import InputError, bounded_repr
 from ablations.spec.metrics import DEFAULT_COLUMNS, METRIC_NAMES
@@ -39,7 +40,7 @@ from ablations.spec.recipe import list_recipes
 from ablations.spec.yamlio import YamlError, errors_located, load_yaml_strict
 
 TOP_LEVEL_KEYS = {
-    "name": "the sweep's name (results/<name>/)",
+    "name": "the sweep's name (results/<name>/: its tables and the list of its runs)",
     "paper_table": "which paper table it reproduces",
     "description": "free text",
     "recipe": "the training protocol, by name",
@@ -139,9 +140,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "cell"
 
 
-def run_id_for(cell: Cell, seed: int, config: RunConfig) -> str:
-    """Readable prefix + a hash of what the run computes: the same run always lands in the same folder."""
-    return f"{slug(cell.label)}-s{seed}-{config.short_hash()}"
+def run_id_for(seed: int, config: RunConfig) -> str:
+    """Readable prefix + a hash of what the run computes: the same run always lands in the same folder, whichever
+    sweep or cell asks for it (so the prefix names the model and seed, not a cell)."""
+    return f"{slug(config.model.name)}-s{seed}-{config.short_hash()}"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -174,6 +176,9 @@ def _load_sweep(path: Path) -> Sweep:
     name = expect(path, "name", raw["name"], str)
     if not NAME_PATTERN.fullmatch(name):
         raise SweepError(path, "name", f"{bounded_repr(name)} must be a folder name: letters, digits, '_', '-', '.'")
+    if name == STORE:
+        raise SweepError(path, "name", f"{name!r} is the folder that holds every sweep's runs (results/{STORE}/); "
+                                       "name the sweep otherwise")
     model = expect(path, "model", raw["model"], str)
     check_config_value(path, "model", "model.name", model)
     overrides = parse_overrides(path, "overrides", raw.get("overrides", {}))
@@ -393,5 +398,5 @@ def expand(
             raise SweepError(sweep.path, f"cell {bounded_repr(cell.label)}", err.describe()) from None
         for seed in seeds if seeds is not None else sweep.seeds:
             config = with_overrides(cell_config, {"train.seed": seed})
-            runs.append(Run(run_id_for(cell, seed, config), cell, seed, config))
+            runs.append(Run(run_id_for(seed, config), cell, seed, config))
     return runs

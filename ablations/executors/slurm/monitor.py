@@ -1,10 +1,10 @@
 """Status and cancel: each run's state combined from the queue and its folder's files, and scancel of the
 jobs still pending or running.
 
-    status(sweep_dir)   # one RunStatus per run folder: pending/running/requeued/done/failed/cancelled/new
-    cancel(sweep_dir)   # scancel every job still pending or running
-    named = jobs_named(sweep_dir, experiment.job_name(), run_dirs)  # also the jobs no file recorded
-    status(sweep_dir, run_dirs, named); cancel(sweep_dir, run_dirs, named)
+    status(store_dir)   # one RunStatus per run folder: pending/running/requeued/done/failed/cancelled/new
+    cancel(store_dir)   # scancel every job still pending or running
+    named = jobs_named(store_dir, experiment.job_name(), run_dirs)  # also the jobs no file recorded
+    status(store_dir, run_dirs, named); cancel(store_dir, run_dirs, named)
 """
 from __future__ import annotations
 
@@ -36,12 +36,12 @@ from ablations.store import read_slurm_record, update_slurm_record
 from ablations.store import record_slurm_event as record_event
 
 
-def submitted_job_ids(sweep_dir: Path, run_dirs: list[Path] | None = None) -> dict[str, Path]:
-    """job id -> run folder, for every job the sweep's submissions log names (valid ids only; of `run_dirs`
+def submitted_job_ids(store_dir: Path, run_dirs: list[Path] | None = None) -> dict[str, Path]:
+    """job id -> run folder, for every job the store's submissions log names (valid ids only; of `run_dirs`
     only, if given)."""
     wanted = {str(Path(d).absolute()) for d in run_dirs} if run_dirs is not None else None
     out: dict[str, Path] = {}
-    for row in store.read_metrics(Path(sweep_dir) / SUBMITIT_DIR / SUBMISSIONS).rows:
+    for row in store.read_metrics(Path(store_dir) / SUBMITIT_DIR / SUBMISSIONS).rows:
         ids, dirs = row.get("job_ids"), row.get("run_dirs")
         if not isinstance(ids, list) or not isinstance(dirs, list) or len(ids) != len(dirs):
             continue
@@ -62,14 +62,14 @@ class RunStatus:
     error: str | None = None  # for failed and cancelled runs: the tail of error.json or of the job's stderr
 
 
-def status(sweep_dir: Path, run_dirs: list[Path] | None = None, named: NamedJobs | None = None) -> list[RunStatus]:
-    """Every run folder of the sweep (or those given: one experiment's), its state combined from squeue/sacct
+def status(store_dir: Path, run_dirs: list[Path] | None = None, named: NamedJobs | None = None) -> list[RunStatus]:
+    """Every run folder of the store (or those given: one experiment's), its state combined from squeue/sacct
     and the folder's own files. `named` (jobs_named: the experiment's live jobs by job name) supplies the job of
     a run whose recorded job is not live, or that has no record at all (a submission that died before writing
     it)."""
-    sweep_dir = Path(sweep_dir).absolute()
+    store_dir = Path(store_dir).absolute()
     run_dirs = [Path(d).absolute() for d in run_dirs if Path(d).is_dir()] if run_dirs is not None \
-        else store.run_dirs_in(sweep_dir)
+        else store.run_dirs_in(store_dir)
     records = {d: read_slurm_record(d) or {} for d in run_dirs}
     states = job_states([r["job_id"] for r in records.values() if r.get("job_id")])
     out = []
@@ -90,18 +90,18 @@ def status(sweep_dir: Path, run_dirs: list[Path] | None = None, named: NamedJobs
             if row.state == PENDING and started:
                 row.state = REQUEUED  # waiting to start again after a requeue
         elif files.state == store.FAILED:
-            row.state, row.error = FAILED, _error_tail(run_dir, sweep_dir, job_id)
+            row.state, row.error = FAILED, _error_tail(run_dir, store_dir, job_id)
         elif slurm_state == "CANCELLED":
-            row.state, row.error = CANCELLED, _error_tail(run_dir, sweep_dir, job_id)
+            row.state, row.error = CANCELLED, _error_tail(run_dir, store_dir, job_id)
         elif slurm_state is not None:  # ended (FAILED, TIMEOUT, OUT_OF_MEMORY, COMPLETED...) without a result
-            row.state, row.error = FAILED, f"{slurm_state}: " + (_error_tail(run_dir, sweep_dir, job_id) or "")
+            row.state, row.error = FAILED, f"{slurm_state}: " + (_error_tail(run_dir, store_dir, job_id) or "")
         elif job_id:  # submitted, but neither squeue nor sacct answers for it
             row.state = RUNNING if store.is_locked(run_dir) else PENDING
         out.append(row)
     return out
 
 
-def _error_tail(run_dir: Path, sweep_dir: Path, job_id: str | None, lines: int = 15) -> str | None:
+def _error_tail(run_dir: Path, store_dir: Path, job_id: str | None, lines: int = 15) -> str | None:
     """What the run's failure says: error.json's reason and traceback tail, else the job log's tail with the
     real reason (the last Python exception, not srun's "exited with exit code 1") as its last line."""
     error = store.read_error(run_dir)
@@ -111,12 +111,13 @@ def _error_tail(run_dir: Path, sweep_dir: Path, job_id: str | None, lines: int =
     if job_id:
         from submitit.core.utils import JobPaths
 
-        stderr = JobPaths(sweep_dir / SUBMITIT_DIR, job_id=job_id).stderr
-        if stderr.is_file():
-            text = stderr.read_text(errors="replace")
-            tail = text.rstrip().splitlines()[-lines:]
-            reason = failure_reason(text)
-            return "\n".join([*tail, reason] if reason and (not tail or tail[-1] != reason) else tail) or None
+        for folder in dict.fromkeys((store_dir, run_dir.parent)):  # the latter: submitted by an earlier layout
+            stderr = JobPaths(folder / SUBMITIT_DIR, job_id=job_id).stderr
+            if stderr.is_file():
+                text = stderr.read_text(errors="replace")
+                tail = text.rstrip().splitlines()[-lines:]
+                reason = failure_reason(text)
+                return "\n".join([*tail, reason] if reason and (not tail or tail[-1] != reason) else tail) or None
     return None
 
 
@@ -140,21 +141,21 @@ def failure_reason(log_text: str) -> str | None:
     return None
 
 
-def cancel(sweep_dir: Path, run_dirs: list[Path] | None = None, named: NamedJobs | None = None, *,
+def cancel(store_dir: Path, run_dirs: list[Path] | None = None, named: NamedJobs | None = None, *,
            unknown_runs: bool = False) -> list[str]:
-    """scancel every job of the runs (of the sweep, or those given) that is still pending, running or requeued:
-    every job id ever submitted for them (slurm.json's job_ids and history), those the sweep's submissions
+    """scancel every job of the runs (of the store, or those given) that is still pending, running or requeued:
+    every job id ever submitted for them (slurm.json's job_ids and history), those the store's submissions
     log names for them (a job whose run record was lost or never written), and those `named` (jobs_named: the
     experiment's live jobs by job name) finds for them though no file recorded their ids; with `unknown_runs`
     also the experiment's jobs whose run cannot be told. Return the ids cancelled."""
-    sweep_dir = Path(sweep_dir).absolute()
+    store_dir = Path(store_dir).absolute()
     dirs = [Path(d).absolute() for d in run_dirs if Path(d).is_dir()] if run_dirs is not None \
-        else store.run_dirs_in(sweep_dir)
+        else store.run_dirs_in(store_dir)
     owner: dict[str, Path] = {}
     for run_dir in dirs:
         for job_id in job_ids_of(read_slurm_record(run_dir) or {}):
             owner[job_id] = run_dir
-    for job_id, run_dir in submitted_job_ids(sweep_dir, run_dirs).items():
+    for job_id, run_dir in submitted_job_ids(store_dir, run_dirs).items():
         owner.setdefault(job_id, run_dir)
     unrecorded = set()
     if named is not None:

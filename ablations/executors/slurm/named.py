@@ -31,12 +31,12 @@ class NamedJobs:
         return max(live, key=lambda item: job_order(item[0])) if live else None
 
 
-def jobs_named(sweep_dir: Path, job_name: str, run_dirs: list[Path] | None = None) -> NamedJobs:
+def jobs_named(store_dir: Path, job_name: str, run_dirs: list[Path] | None = None) -> NamedJobs:
     """The user's pending and running jobs named `job_name` (`squeue --me -r -n`), each with the run folder of
     the sweep it works on (of `run_dirs` only, if given: the others belong to runs not selected), from
     submitit's own file (run_dir_of_job). Nothing read back is trusted: an id must look like SLURM's, a state
     like a state name, the name must be `job_name`; "" from squeue (no SLURM here) finds nothing."""
-    sweep_dir = Path(sweep_dir).absolute()
+    store_dir = Path(store_dir).absolute()
     found = NamedJobs(job_name)
     if not re.fullmatch(SBATCH_VALUE["pattern"], job_name):
         return found
@@ -48,7 +48,7 @@ def jobs_named(sweep_dir: Path, job_name: str, run_dirs: list[Path] | None = Non
         job_id, state, name = parts
         if name != job_name or not valid_job_id(job_id) or not JOB_STATE.fullmatch(state):
             continue
-        run_dir = run_dir_of_job(sweep_dir, job_id)
+        run_dir = run_dir_of_job(store_dir, job_id)
         if run_dir is None:
             found.unknown[job_id] = state
         elif wanted is None or run_dir in wanted:
@@ -56,28 +56,30 @@ def jobs_named(sweep_dir: Path, job_name: str, run_dirs: list[Path] | None = Non
     return found
 
 
-def run_dir_of_job(sweep_dir: Path, job_id: str) -> Path | None:
-    """The run folder of the sweep that job `job_id` works on, from submitit's pickle of its task
-    (<sweep_dir>/.submitit/<job id>_submitted.pkl, named so by submitit as soon as sbatch answers; it holds
+def run_dir_of_job(store_dir: Path, job_id: str) -> Path | None:
+    """The run folder that job `job_id` works on, from submitit's pickle of its task
+    (<store_dir>/.submitit/<job id>_submitted.pkl, named so by submitit as soon as sbatch answers; it holds
     the RunJob, which names its folder). The pickle is read with pickletools and never unpickled (no code from
-    data): the first absolute path in it whose parent is the sweep folder and that holds a config.json. None
-    if the pickle is missing, a link, too large or names no such folder."""
+    data): the first absolute path in it that is a folder of the results root's (the store's, or a sweep
+    folder's of the earlier layout) holding a config.json. None if the pickle is missing, a link, too large or
+    names no such folder."""
 
-    sweep_dir = Path(sweep_dir).absolute()
+    store_dir = Path(store_dir).absolute()
     try:
-        with os.fdopen(store.open_fd(sweep_dir / SUBMITIT_DIR / f"{job_id}_submitted.pkl", os.O_RDONLY), "rb") as f:
+        with os.fdopen(store.open_fd(store_dir / SUBMITIT_DIR / f"{job_id}_submitted.pkl", os.O_RDONLY), "rb") as f:
             data = f.read(MAX_PICKLE_BYTES + 1)
     except OSError:
         return None
     if len(data) > MAX_PICKLE_BYTES:
         return None
-    real_sweep = sweep_dir.resolve()
+    root, real_root = store_dir.parent, store_dir.parent.resolve()
     try:
         for _, arg, _ in pickletools.genops(data):
             if isinstance(arg, str) and os.path.isabs(arg) and len(arg) < 4096:
                 path = Path(arg)
-                if path.parent.resolve() == real_sweep and (sweep_dir / path.name / store.CONFIG).is_file():
-                    return sweep_dir / path.name
+                inside = root / path.parent.name / path.name
+                if path.parent.parent.resolve() == real_root and (inside / store.CONFIG).is_file():
+                    return inside
     except Exception:  # not a pickle, or a truncated one: pickletools raises ValueError and others
         return None
     return None

@@ -1,8 +1,8 @@
 """Submission: one submitit job array per call, one `RunJob` per array task, the code snapshotted first.
 
 The code is snapshotted at submission (a copy of the packages rest/, ablations/, analysis/ and rest_knobs.py in
-<sweep_dir>/.code/<hash>/, put first on the job's PYTHONPATH), so editing the checkout while jobs wait in the
-queue cannot change them. submitit's files and the jobs' logs are in <sweep_dir>/.submitit/; each run
+<store_dir>/.code/<hash>/, put first on the job's PYTHONPATH), so editing the checkout while jobs wait in the
+queue cannot change them. submitit's files and the jobs' logs are in <store_dir>/.submitit/; each run
 folder's slurm.json says which job works on it, and .submitit/submissions.jsonl every job id of every
 submission.
 """
@@ -63,8 +63,8 @@ def make_executor(folder: Path, settings: SlurmSettings, job_name: str, *, code_
 
 
 # ---- code snapshot -----------------------------------------------------------------------------------------------
-def snapshot_code(sweep_dir: Path, root: Path | None = None) -> Path:
-    """Copy the project's packages to <sweep_dir>/.code/<hash of their files>/ (reused if the same) and return it.
+def snapshot_code(store_dir: Path, root: Path | None = None) -> Path:
+    """Copy the project's packages to <store_dir>/.code/<hash of their files>/ (reused if the same) and return it.
 
     The snapshot is readable by the group (folders 0755, files 0644), like the run folders. It has no .git: the
     jobs learn the checkout's commit and dirty state from make_executor (ablations.provenance).
@@ -79,7 +79,7 @@ def snapshot_code(sweep_dir: Path, root: Path | None = None) -> Path:
     digest = hashlib.sha256()
     for rel in files:
         digest.update(f"{rel}\0".encode() + (root / rel).read_bytes() + b"\0")
-    dest = Path(sweep_dir) / CODE_DIR / digest.hexdigest()[:12]
+    dest = Path(store_dir) / CODE_DIR / digest.hexdigest()[:12]
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -108,11 +108,11 @@ class SubmissionError(InputError):
 
 
 @contextlib.contextmanager
-def submission_lock(sweep_dir: Path):
-    """One submission of a sweep at a time (flock on <sweep_dir>/.submit.lock, waited for): "check existing
+def submission_lock(store_dir: Path):
+    """One submission to a run store at a time (flock on <store_dir>/.submit.lock, waited for): "check existing
     jobs, submit, record ids" is atomic, so two submissions at the same instant give one set of jobs."""
-    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    fd = store.open_fd(Path(sweep_dir) / SUBMIT_LOCK, os.O_RDWR | os.O_CREAT)
+    Path(store_dir).mkdir(parents=True, exist_ok=True)
+    fd = store.open_fd(Path(store_dir) / SUBMIT_LOCK, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -120,7 +120,7 @@ def submission_lock(sweep_dir: Path):
         os.close(fd)
 
 
-def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_name: str, snapshot: bool = True,
+def submit(store_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_name: str, snapshot: bool = True,
            *, retry_failed: bool = False, force: bool = False, trainer: str = TRAINER,
            num_workers: int | None = None) -> list[str]:
     """Submit one job array with a task per run that still needs one; return the job ids ("<array>_<index>").
@@ -129,17 +129,17 @@ def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_n
     job, or with a job still pending/running/requeued (a corrupt run is refused by its RunJob). Every run folder
     must hold its config.json already. Each task is a RunJob, which claims its folder and (with `force`)
     archives it under the lock.
-    Holds the sweep's submission lock throughout. SubmissionError (sbatch's message) if sbatch refuses: the
+    Holds the store's submission lock throughout. SubmissionError (sbatch's message) if sbatch refuses: the
     code snapshot and submitit's files made for this submission are removed.
     """
-    sweep_dir = Path(sweep_dir).absolute()
+    store_dir = Path(store_dir).absolute()
     run_dirs = [Path(d).absolute() for d in run_dirs]
     for run_dir in run_dirs:
         if not (run_dir / store.CONFIG).is_file():
             raise FileNotFoundError(f"{run_dir / store.CONFIG}: write the run's config before submitting it")
     if not re.fullmatch(SBATCH_VALUE["pattern"], job_name):
         raise InputError("job name", job_name[:80], SBATCH_VALUE["pattern_text"])
-    with submission_lock(sweep_dir):
+    with submission_lock(store_dir):
         active = active_jobs(run_dirs)
         todo = []
         for run_dir in run_dirs:
@@ -151,11 +151,11 @@ def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_n
             todo.append(run_dir)
         if not todo:
             return []
-        folder = sweep_dir / SUBMITIT_DIR
+        folder = store_dir / SUBMITIT_DIR
         before = set(os.listdir(folder)) if folder.is_dir() else None
-        code_existed = snapshot and (sweep_dir / CODE_DIR).is_dir()
-        code_before = set(os.listdir(sweep_dir / CODE_DIR)) if code_existed else set()
-        code_dir = snapshot_code(sweep_dir) if snapshot else project_root()
+        code_existed = snapshot and (store_dir / CODE_DIR).is_dir()
+        code_before = set(os.listdir(store_dir / CODE_DIR)) if code_existed else set()
+        code_dir = snapshot_code(store_dir) if snapshot else project_root()
         executor = make_executor(folder, settings, job_name, code_dir=code_dir)
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's stderr; it is in `err`
@@ -164,7 +164,7 @@ def submit(sweep_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_n
         except Exception as err:  # submitit: FailedJobError with sbatch's stderr, FailedSubmissionError
             _remove_new(folder, before)
             if snapshot:
-                _remove_new(sweep_dir / CODE_DIR, code_before if code_existed else None)
+                _remove_new(store_dir / CODE_DIR, code_before if code_existed else None)
             message = " ".join(str(err).split())
             raise SubmissionError("sbatch", f"the submission was refused (nothing of this job array was submitted): "
                                             f"{message[:1500]}") from None

@@ -1,0 +1,150 @@
+"""One run store per results root: sweeps whose cells expand to the same config share one run folder."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ablations import results_root, store
+from ablations.experiment import NO_SELECTION, resolve
+from ablations.plan import make_plan
+from analysis.synthetic import write_run
+
+ROOT = Path(__file__).resolve().parents[1]
+PE, REDUCTION = ROOT / "sweeps" / "pe.yaml", ROOT / "sweeps" / "reduction.yaml"
+SELECT = ["--set", "data.img_size=33", "--set", "data.train_limit=64", "--set", "data.val_limit=32",
+          "--set", "train.batch_size=16", "--set", "train.epochs=1"]
+
+
+def command(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+
+
+def test_the_shipped_ablation_tables_share_one_baseline_run():
+    runs = {name: {r.run_id: r.cell.label for r in resolve(ROOT / "sweeps" / f"{name}.yaml").runs}
+            for name in ("pe", "reduction", "emsa", "attention", "stem")}
+    shared = set.intersection(*(set(ids) for ids in runs.values()))
+    assert len(shared) == 1, runs
+    (baseline,) = shared
+    assert [runs[name][baseline] for name in runs] == ["PA", "DWConv", "origin", "EMSA", "ResT stem"]
+    assert sum(map(len, runs.values())) == 15 and len(set().union(*runs.values())) == 11
+
+
+def test_two_sweeps_launched_at_the_same_moment_train_the_shared_baseline_once(tmp_path):
+    """The bundled quick PE and reduction sweeps with the same flags: 6 runs, not 7, and every table whole."""
+    results = tmp_path / "results"
+    launches = [subprocess.Popen([sys.executable, "-m", "ablations.run", str(sweep), "--results-root", str(results),
+                                  *SELECT, "--executor", "local", "--no-eta", "--no-progress"], cwd=tmp_path,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for sweep in (PE, REDUCTION)]
+    outputs = [p.communicate(timeout=900)[0] for p in launches]
+    assert all(p.returncode == 0 for p in launches), outputs
+    finished = [int(o.split(" run(s) finished")[0].rsplit("\n", 1)[-1]) if " run(s) finished" in o else 0
+                for o in outputs]
+    assert sum(finished) == 6, outputs
+    folders = store.run_dirs_in(results_root.store_dir(results))
+    assert len(folders) == 6 and all(store.run_state(d).state == store.DONE for d in folders)
+    assert all(len(store.read_metrics(d / store.METRICS).rows) == 1 for d in folders), "each trained once"
+    assert sorted(p.name for p in results.iterdir()) == ["pe", "reduction", "runs"]
+
+    # the shared run is PA for pe and DWConv for reduction; whichever launched it, the other shows the origin
+    status = command("ablations.status", str(REDUCTION), "--results-root", str(results), *SELECT, cwd=tmp_path)
+    other = command("ablations.status", str(PE), "--results-root", str(results), *SELECT, cwd=tmp_path)
+    assert status.returncode == 0 and other.returncode == 0, status.stderr + other.stderr
+    assert status.stdout.count(" done ") == 3 and other.stdout.count(" done ") == 4
+    dwconv = next(line for line in status.stdout.splitlines() if line.strip().startswith("DWConv"))
+    pa = next(line for line in other.stdout.splitlines() if line.strip().startswith("PA"))
+    assert ("(reused: pe PA)" in dwconv) != ("(reused: reduction DWConv)" in pa), (dwconv, pa)
+
+    for target in (str(REDUCTION), str(results / "reduction")):  # the sweep file, or the bare sweep folder
+        table = command("analysis.tables", target, "--results-root", str(results), *SELECT, cwd=tmp_path)
+        assert table.returncode == 0, table.stderr
+        rows = [line.split("|")[1].strip() for line in table.stdout.splitlines() if line.startswith("| ")][2:]
+        assert rows == ["DWConv", "Avg", "Max"] or sorted(rows) == ["Avg", "DWConv", "Max"], table.stdout
+    collected = command("analysis.collect", str(REDUCTION), "--results-root", str(results), *SELECT,
+                        "-o", str(tmp_path / "runs.csv"), cwd=tmp_path)
+    assert collected.returncode == 0, collected.stderr
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "runs.csv").set_index("cell")
+    assert sorted(df.index) == ["Avg", "DWConv", "Max"] and set(df["sweep"]) == {"reduction"}
+    assert df["origin"].notna().sum() == (df.loc["DWConv", "origin"] == "pe PA")  # only the shared run, if reused
+
+
+def test_a_run_folder_of_the_earlier_layout_is_read_and_reused_in_place(tmp_path):
+    """results/<sweep>/<cell>-s<seed>-<hash>/ keeps working: found by its hash, by this sweep and by others."""
+    results = tmp_path / "results"
+    pa = write_run(results / "pe", "PA", 0, sweep_file=PE)  # written where a launch puts it: the store
+    legacy = results / "pe" / f"pa-s0-{results_root.config_hash(pa.name)}"
+    shutil.move(pa, legacy)
+    (results / "pe" / results_root.LEDGER).unlink()
+    for sweep, cell in ((PE, "PA"), (REDUCTION, "DWConv")):
+        plan = make_plan(resolve(sweep, NO_SELECTION, results))
+        (planned,) = [p for p in plan.runs if p.run.cell.label == cell]
+        assert planned.run_dir == legacy and planned.state.state == store.DONE
+        assert [p.run_dir.parent for p in plan.runs if p is not planned] == [results / "runs"] * (len(plan.runs) - 1)
+    from analysis.source import load_layout
+
+    layout = load_layout(results / "pe")  # the bare folder of the earlier layout
+    assert layout.run_dirs == (legacy,)
+
+
+def test_a_later_launch_keeps_the_origin_and_a_ledger_names_only_folders_of_the_results_root(tmp_path):
+    results = tmp_path / "results"
+    run_dir = write_run(results / "pe", "PA", 0, sweep_file=PE)
+    reduction = resolve(REDUCTION, NO_SELECTION, results)
+    (dwconv,) = [r for r in reduction.runs if r.cell.label == "DWConv"]
+    assert reduction.run_dir(dwconv) == run_dir
+    store.write_config(run_dir, dwconv.config, reduction.meta(dwconv))
+    assert store.read_meta(run_dir)["sweep"] == "pe" and results_root.origin(run_dir, reduction.meta(dwconv)) == \
+        "pe PA"
+    results_root.record_members(reduction.results_dir, [(run_dir, reduction.meta(dwconv))])
+    results_root.record_members(reduction.results_dir, [(run_dir, reduction.meta(dwconv))])  # once only
+    with open(reduction.results_dir / results_root.LEDGER, "a") as f:  # lines that point outside are skipped
+        for name in ("../../etc", "/etc/passwd", "runs/../../x-0123456789", "runs/.hidden-0123456789"):
+            f.write(json.dumps({"run": name, "meta": {"cell": "x"}}) + "\n")
+    assert results_root.members(reduction.results_dir) == [(run_dir, reduction.meta(dwconv))]
+
+
+@pytest.mark.parametrize("name", ["runs"])
+def test_a_sweep_may_not_take_the_run_stores_name(tmp_path, name):
+    from ablations.spec.sweep import SweepError, load_sweep
+
+    path = tmp_path / "s.yaml"
+    path.write_text(PE.read_text().replace("name: pe", f"name: {name}"))
+    with pytest.raises(SweepError, match="every sweep's runs"):
+        load_sweep(path)
+
+
+def test_two_sweeps_submitted_to_slurm_at_the_same_instant_get_one_job_for_the_shared_run(slurm_cluster, tmp_path,
+                                                                                         capsys):
+    from ablations import run as run_cli
+    from ablations.executors import slurm
+
+    results = tmp_path / "results"
+    barrier, codes = threading.Barrier(2), []
+
+    def launch(sweep: Path) -> None:
+        barrier.wait()
+        codes.append(run_cli.main([str(sweep), "--results-root", str(results), *SELECT, "--executor", "slurm",
+                                   "--no-eta", "--time-min", "10", "--cpus-per-task", "1", "--mem-gb", "1"]))
+
+    threads = [threading.Thread(target=launch, args=(sweep,)) for sweep in (PE, REDUCTION)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert codes == [0, 0], capsys.readouterr()
+        folders = store.run_dirs_in(results_root.store_dir(results))
+        jobs = {d: (store.read_slurm_record(d) or {}).get("job_ids", []) for d in folders}
+        assert len(folders) == 6 and all(len(ids) == 1 for ids in jobs.values()), jobs
+    finally:
+        slurm.cancel(results_root.store_dir(results))
