@@ -1,4 +1,5 @@
-"""python -m ablations.cancel SWEEP.yaml — cancel an experiment's queued and running SLURM jobs.
+"""python -m ablations.cancel SWEEP.yaml [SWEEP.yaml ...] — cancel an experiment's queued and running SLURM jobs
+(of several sweeps, or a study file's: each sweep's in turn).
 
 Takes the same selection flags as ablations.run: only the jobs of the runs they select are cancelled.
 Cancelled runs keep their checkpoints: launching the sweep again resumes them.
@@ -17,12 +18,14 @@ from pathlib import Path
 
 from ablations.cli import EXIT_OK, command
 from ablations.experiment import add_selection_flags, resolve, selection_from_args
+from ablations.spec.study import sweep_paths
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.cancel", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweep", type=Path, help="sweep file, e.g. sweeps/pe.yaml")
+    p.add_argument("sweeps", nargs="+", type=Path, metavar="SWEEP",
+                   help="sweep file(s) or study file(s), e.g. sweeps/pe.yaml or sweeps/paper-ablations.yaml")
     add_selection_flags(p)
     return p
 
@@ -30,21 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
 @command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    experiment = resolve(args.sweep, selection_from_args(args), args.results_root)
+    selection = selection_from_args(args)
+    for path in sweep_paths(args.sweeps):
+        cancel_experiment(resolve(path, selection, args.results_root), whole=args.seeds is None)
+    return EXIT_OK
+
+
+def cancel_experiment(experiment, whole: bool) -> None:
+    """Cancel one experiment's jobs and say what was cancelled. whole: every run of the experiment is selected (no
+    --seeds), so a job of this experiment whose run cannot be told is one of them."""
+    from ablations.executors import slurm
+
     run_dirs = [experiment.run_dir(r) for r in experiment.runs]
     launched = [d for d in run_dirs if d.is_dir()]
     never = (f"nothing to cancel: {experiment.describe()} was never launched (none of its runs is in "
              f"{experiment.store_dir}/)")
-    from ablations.executors import slurm
-
     if not launched and not (experiment.store_dir / slurm.SUBMITIT_DIR).is_dir():
         print(never)
-        return EXIT_OK
+        return
     named = slurm.jobs_named(experiment.store_dir, experiment.job_name(), launched)
     if not launched and not named.unknown:
         print(never)
-        return EXIT_OK
-    whole = args.seeds is None  # every run of the experiment is selected: a job of unknown run is one of them
+        return
     cancelled = slurm.cancel(experiment.store_dir, launched, named, unknown_runs=whole)
     print(f"cancelled {len(cancelled)} job(s){': ' + ', '.join(cancelled) if cancelled else ''}")
     unknown = sorted(j for j, state in named.unknown.items() if state in slurm.ACTIVE_STATES)
@@ -53,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     elif unknown:
         print(f"  left alone: unrecorded job(s) of this experiment whose run is unknown ({', '.join(unknown)}): "
               "--seeds selects only some of its runs; cancel without --seeds to include them")
-    return EXIT_OK
 
 
 if __name__ == "__main__":

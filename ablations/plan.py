@@ -69,6 +69,26 @@ class Plan:
         return [p for p in self.runs if p.state.state in wanted]
 
 
+@dataclass(frozen=True)
+class Launch:
+    """A run to work on, with the plan (sweep) that lists it first: several sweeps may list one run."""
+
+    plan: Plan
+    planned: PlannedRun
+
+
+def distinct_runs(plans: list[Plan]) -> list[Launch]:
+    """Every run of the plans once (by run folder), in plan order: what a study trains."""
+    seen: set[Path] = set()
+    out = []
+    for plan in plans:
+        for planned in plan.runs:
+            if planned.run_dir not in seen:
+                seen.add(planned.run_dir)
+                out.append(Launch(plan, planned))
+    return out
+
+
 def pending_states(retry_failed: bool = False, force: bool = False) -> set[store.State]:
     wanted = {store.NEW, store.PARTIAL}
     if retry_failed or force:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from ablations import store
 from ablations.checks import inert_attention_cells
@@ -14,6 +14,7 @@ from ablations.plan import (
     PlanCache,
     Speed,
     dataset_sizes,
+    distinct_runs,
     estimate,
     format_duration,
     measure_speed,
@@ -24,15 +25,15 @@ from ablations.results_root import origin
 
 
 def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool, on_slurm: bool = False,
-                settings=None) -> str:
+                settings=None, brief: bool = False) -> str:
     """The plan as the user sees it. costs: compute params/MACs/ETA (something is left to run); measure: time a
-    few training steps when no finished run has recorded a speed for the model here."""
+    few training steps when no finished run has recorded a speed for the model here; brief: the sweep's line,
+    recipe and cells only (a study shows the protocol once)."""
     first = plan.runs[0].run.config
     cache = PlanCache()
     train_images = num_classes = None
     if costs:
         train_images, num_classes = dataset_sizes(first, cache)
-    overrides = ", ".join(f"{k}={v}" for k, v in plan.experiment.overrides.items())
     lines = [
         f"sweep {plan.sweep.name}: {plan.sweep.paper_table}",
         f"  file {plan.sweep.path}   runs {plan.experiment.store_dir}/   tables {plan.results_dir}/",
@@ -40,31 +41,10 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
         + (f", {train_images} training images" if train_images else "")
         + f", {first.train.epochs} epochs, batch {first.train.batch_size}, {first.optim.name} lr {first.lr:g}",
     ]
-    devices, device_batch, accum = first.batch_split()
-    lines.append(f"  global batch {first.train.batch_size} = {devices} device{'s' if devices != 1 else ''} x "
-                 f"{device_batch} per device x {accum} accumulation step{'s' if accum != 1 else ''}"
-                 + ("" if devices > 1 else "  (--set train.devices=N for N GPUs)"))
-    first_protocol = protocol_lines(first)
-    lines += first_protocol[1:]  # its global batch is the line above
-    shown = set(first_protocol)
-    differing: dict[tuple, list[str]] = {}
-    for planned in plan.runs:  # cells whose protocol is not the first cell's: only the lines that differ
-        other = tuple(line for line in protocol_lines(planned.run.config) if line not in shown)
-        if other:
-            differing.setdefault(other, []).append(planned.run.cell.label)
-    for other, labels in differing.items():
-        lines += [f"    for {', '.join(dict.fromkeys(labels))}: {line.strip()}" for line in other]
-    if overrides:
-        lines.append(f"  command-line overrides: {overrides}")
-    deviations = recipe_deviations(plan)
-    if deviations:
-        lines.append(f"  DEVIATION from recipe {plan.recipe}: {deviations}")
-    lines.append(f"  runs go to: {where}")
-    if on_slurm and settings is not None:
+    if not brief:
+        lines += protocol_block(plan, wanted, where, on_slurm, settings)
+    elif on_slurm and settings is not None:
         lines += slurm_request_lines([p for p in plan.runs if p.state.state in wanted], settings)
-    if plan.recipe == "quick":
-        lines.append("  NOTE: the quick recipe is the same experiment, smaller (bundled digits): its numbers are "
-                     "not comparable to the paper's. Use --recipe paper-ablation --data-root PATH for the protocol.")
     speed: Speed | None = None
     if costs and on_slurm:  # the cluster's GPUs, not this machine: recorded GPU runs, or no ETA
         speed = recorded_gpu_speed(plan, first, num_classes, cache)
@@ -132,6 +112,93 @@ def describe_reused(reused: list[tuple[str, int, str]]) -> str:
     named = [f"{cell} seed {seed} = {where}" for cell, seed, where in reused[:MAX_REUSED_NAMED]]
     more = len(reused) - MAX_REUSED_NAMED
     return "; ".join(named) + (f"; and {more} more" if more > 0 else "")
+
+
+def protocol_block(plan: Plan, wanted: set, where: str, on_slurm: bool, settings) -> list[str]:
+    """The plan's lines on the protocol (batch split, optimizer, schedule, augmentation, cells that differ,
+    overrides and deviations from the recipe), where the runs go and what SLURM arrays request."""
+    first = plan.runs[0].run.config
+    overrides = ", ".join(f"{k}={v}" for k, v in plan.experiment.overrides.items())
+    lines = []
+    devices, device_batch, accum = first.batch_split()
+    lines.append(f"  global batch {first.train.batch_size} = {devices} device{'s' if devices != 1 else ''} x "
+                 f"{device_batch} per device x {accum} accumulation step{'s' if accum != 1 else ''}"
+                 + ("" if devices > 1 else "  (--set train.devices=N for N GPUs)"))
+    first_protocol = protocol_lines(first)
+    lines += first_protocol[1:]  # its global batch is the line above
+    shown = set(first_protocol)
+    differing: dict[tuple, list[str]] = {}
+    for planned in plan.runs:  # cells whose protocol is not the first cell's: only the lines that differ
+        other = tuple(line for line in protocol_lines(planned.run.config) if line not in shown)
+        if other:
+            differing.setdefault(other, []).append(planned.run.cell.label)
+    for other, labels in differing.items():
+        lines += [f"    for {', '.join(dict.fromkeys(labels))}: {line.strip()}" for line in other]
+    if overrides:
+        lines.append(f"  command-line overrides: {overrides}")
+    deviations = recipe_deviations(plan)
+    if deviations:
+        lines.append(f"  DEVIATION from recipe {plan.recipe}: {deviations}")
+    lines.append(f"  runs go to: {where}")
+    if on_slurm and settings is not None:
+        lines += slurm_request_lines([p for p in plan.runs if p.state.state in wanted], settings)
+    if plan.recipe == "quick":
+        lines.append("  NOTE: the quick recipe is the same experiment, smaller (bundled digits): its numbers are "
+                     "not comparable to the paper's. Use --recipe paper-ablation --data-root PATH for the protocol.")
+    return lines
+
+
+def format_study(plans: list[Plan], wanted: set, where: str, costs: bool, measure: bool, on_slurm: bool,
+                 settings: dict) -> str:
+    """Several sweeps' plan as one: each sweep's cells (the protocol once, again only where a sweep's differs),
+    then the study: cells, distinct runs (a run several sweeps list counts once), and the cost of what is left
+    in image-epochs and device-hours, each distinct run counted once."""
+    parts, shown = [], None
+    for plan in plans:
+        protocol = (plan.recipe, tuple(protocol_lines(plan.runs[0].run.config)))
+        parts.append(format_plan(plan, wanted, where, costs=False, measure=False, on_slurm=on_slurm,
+                                 settings=settings[plan.sweep.path], brief=protocol == shown))
+        shown = shown or protocol
+    launches = distinct_runs(plans)
+    cells = sum(len({p.run.cell.label for p in plan.runs}) for plan in plans)
+    runs = sum(len(plan.runs) for plan in plans)
+    states = Counter(launch.planned.state.state for launch in launches)
+    summary = ", ".join(f"{states[s]} {s}" for s in store.STATE_ORDER if states[s])
+    lines = ["", f"study: {len(plans)} sweeps, {cells} cells, {runs} runs of which {len(launches)} distinct "
+                 f"(a run several sweeps list is trained once): {summary}"]
+    if costs:
+        lines.append("  " + study_cost(plans, [x for x in launches if x.planned.state.state in wanted], measure,
+                                       on_slurm))
+    return "\n\n".join(parts) + "\n" + "\n".join(lines)
+
+
+def study_cost(plans: list[Plan], todo, measure: bool, on_slurm: bool) -> str:
+    """The cost of the distinct runs left: image-epochs, and device-hours from recorded (or measured) speeds."""
+    cache = PlanCache()
+    image_epochs, device_s, unknown = 0, 0.0, 0
+    speeds: dict[tuple, Speed | None] = {}
+    for launch in todo:
+        config = launch.planned.run.config
+        train_images, num_classes = dataset_sizes(config, cache)
+        key = (config.model.name, config.data.img_size)
+        if key not in speeds:
+            find = recorded_gpu_speed if on_slurm else recorded_speed
+            speeds[key] = find(launch.plan, config, num_classes, cache)
+            if speeds[key] is None and measure:
+                speeds[key] = measure_speed(config, num_classes, cache)
+        cost = estimate(config, num_classes, train_images, 1, speeds[key], cache)
+        image_epochs += cost.image_epochs
+        if speeds[key]:
+            device_s += cost.eta_s * config.train.devices
+        else:
+            unknown += 1
+    cache.save()
+    if unknown == len(todo):
+        return (f"cost of what is left: {image_epochs:,} image-epochs; no device-hours: no finished run has "
+                f"recorded a speed for these models here yet" + ("" if on_slurm else " (a launch measures one)"))
+    hours = f"{device_s / 3600:.2f} device-hours ({format_duration(device_s)} on one device)"
+    missing = f", not counting {unknown} run(s) of models with no recorded speed" if unknown else ""
+    return f"cost of what is left: {image_epochs:,} image-epochs, {hours}{missing}"
 
 
 def protocol_lines(config) -> list[str]:

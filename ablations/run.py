@@ -4,6 +4,7 @@
     python -m ablations.run sweeps/pe.yaml --dry-run             # the plan only; writes nothing
     python -m ablations.run sweeps/pe.yaml --recipe paper-ablation --data-root /data/imagenet
     python -m ablations.run sweeps/pe.yaml --seeds 0,1,2 --set train.epochs=2
+    python -m ablations.run sweeps/paper-ablations.yaml          # every ablation table as one study
     python -m ablations.status sweeps/pe.yaml                    # every cell's state
 
 Completed runs are skipped and partial ones resumed from their checkpoint. Runs go to results/runs/<run_id>/
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import shlex
@@ -28,16 +31,19 @@ from ablations import results_root, store
 from ablations.checks import check_datasets, check_devices, check_live_attention
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
 from ablations.experiment import DEFAULT_RESULTS_ROOT, add_selection_flags, resolve, selection_from_args
-from ablations.plan import Plan, make_plan, pending_states
-from ablations.plan_text import format_plan, resource_groups
+from ablations.plan import Launch, Plan, distinct_runs, make_plan, pending_states
+from ablations.plan_text import format_plan, format_study, resource_groups
 from ablations.spec.config import KEEP_CHECKPOINTS, LOGGERS
 from ablations.spec.errors import InputError
+from ablations.spec.study import sweep_paths
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweep", type=Path, help="sweep file, e.g. sweeps/pe.yaml")
+    p.add_argument("sweeps", nargs="+", type=Path, metavar="SWEEP",
+                   help="sweep file(s) or study file(s), e.g. sweeps/pe.yaml or sweeps/paper-ablations.yaml: several "
+                        "are planned, launched and followed as one, each run once")
     add_selection_flags(p)
     launch = p.add_argument_group("launching")
     launch.add_argument("--executor", choices=("local", "slurm", "auto"), default="auto",
@@ -84,46 +90,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------------------------------------
-def load_plan(args: argparse.Namespace) -> Plan:
-    """The experiment the sweep file and flags name, with every run's state; bad input raises InputError.
+def load_plans(args: argparse.Namespace) -> list[Plan]:
+    """One plan per sweep the command line names (study files expanded), each run with its state; bad input
+    raises InputError. Every sweep takes the same selection flags.
 
     --logger and --keep-checkpoints set keys outside the run id: the same runs, kept otherwise."""
     flags = {"logger": getattr(args, "logger", None), "keep_checkpoints": getattr(args, "keep_checkpoints", None)}
     typed = tuple((f"train.{key}", value) for key, value in flags.items() if value)
     selection = dataclasses.replace(selection_from_args(args), typed=typed)
-    return make_plan(resolve(args.sweep, selection, args.results_root))
+    return [make_plan(resolve(path, selection, args.results_root)) for path in sweep_paths(args.sweeps)]
 
 
 @command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    plan = load_plan(args)
+    plans = load_plans(args)
     executor, why = resolve_executor(args.executor)
-    settings = slurm_settings(args, plan)  # checked for every executor: a bad slurm: block is a bad sweep
-    if executor == "slurm":
-        check_devices(plan, settings)
-    elif not args.dry_run and any(p.run.config.train.devices > 1 for p in plan.runs):
-        raise InputError("train.devices", "the local executor runs one process per run; train.devices > 1 "
-                         "needs the SLURM executor (--tasks-per-node N) or torchrun "
-                         "(python -m torch.distributed.run --nproc-per-node N -m ablations.train RUN_DIR)")
-    todo = plan.pending(retry_failed=args.retry_failed, force=args.force)
+    # checked for every executor: a bad slurm: block is a bad sweep
+    settings = {plan.sweep.path: slurm_settings(args, plan) for plan in plans}
+    for plan in plans:
+        if executor == "slurm":
+            check_devices(plan, settings[plan.sweep.path])
+        elif not args.dry_run and any(p.run.config.train.devices > 1 for p in plan.runs):
+            raise InputError("train.devices", "the local executor runs one process per run; train.devices > 1 "
+                             "needs the SLURM executor (--tasks-per-node N) or torchrun "
+                             "(python -m torch.distributed.run --nproc-per-node N -m ablations.train RUN_DIR)")
     if executor == "local":
         check_jobs(args.jobs)
-    check_live_attention(plan, args.allow_inert_attention)
-    if todo:
-        check_datasets(plan, todo)
     wanted = pending_states(args.retry_failed, args.force)
+    todo = [launch for launch in distinct_runs(plans) if launch.planned.state.state in wanted]
+    for plan in plans:
+        check_live_attention(plan, args.allow_inert_attention)
+        own = [launch.planned for launch in todo if launch.plan is plan]
+        if own:
+            check_datasets(plan, own)
     # The ETA of SLURM runs comes from recorded runs only: a measurement on the login node says nothing of the GPUs.
     measure = bool(todo) and not args.no_eta and not args.dry_run and executor == "local"
-    print(format_plan(plan, wanted, f"{executor} executor ({why})", costs=bool(todo) and not args.no_eta,
-                      measure=measure, on_slurm=executor == "slurm", settings=settings), flush=True)
+    where, costs = f"{executor} executor ({why})", bool(todo) and not args.no_eta
+    if len(plans) == 1:
+        print(format_plan(plans[0], wanted, where, costs=costs, measure=measure, on_slurm=executor == "slurm",
+                          settings=settings[plans[0].sweep.path]), flush=True)
+    else:
+        print(format_study(plans, wanted, where, costs=costs, measure=measure, on_slurm=executor == "slurm",
+                           settings=settings), flush=True)
     if args.dry_run:
         print("\n--dry-run: nothing was written or launched.")
         return EXIT_OK
     if not todo:
-        remember(plan)
-        failed = plan.counts()[store.FAILED]
+        for plan in plans:
+            remember(plan)
+        failed = sum(launch.planned.state.state == store.FAILED for launch in distinct_runs(plans))
         if failed:
             print(f"\nnothing to run: {failed} run(s) failed earlier (see python -m ablations.status); "
                   "--retry-failed runs them again.")
@@ -132,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     print(f"\nlaunching {len(todo)} run(s) with the {executor} executor", flush=True)
     if executor == "slurm":
-        return submit_to_slurm(plan, todo, settings, args)
-    return launch(plan, todo, args)
+        return submit_to_slurm(plans, todo, settings, args)
+    return launch_here(plans, todo, args)
 
 
 def remember(plan: Plan) -> None:
@@ -187,65 +204,80 @@ def slurm_settings(args: argparse.Namespace, plan: Plan):
     return settings
 
 
-def submit_to_slurm(plan: Plan, todo, settings, args: argparse.Namespace) -> int:
-    """One job array per resource group (slurm.per_level gives cells their own time/memory/GPUs), under the
-    sweep's submission lock. If sbatch refuses, nothing is left behind: the run folders this launch created
-    are removed (the code snapshot and submitit's files are removed by ablations.executors.slurm.submit) and the command
-    exits 2 with sbatch's message."""
+def submit_to_slurm(plans: list[Plan], todo: list[Launch], settings: dict, args: argparse.Namespace) -> int:
+    """One job array per resource group (slurm.per_level gives cells their own time/memory/GPUs; sweeps with the
+    same resources share arrays), under the run store's submission lock. If sbatch refuses, nothing is left
+    behind: the run folders this launch created are removed (the code snapshot and submitit's files are removed
+    by ablations.executors.slurm.submit) and the command exits 2 with sbatch's message."""
     from ablations.executors import slurm
     from ablations.executors.local import write_configs
 
-    groups = resource_groups(todo, settings)
-    store_dir = plan.experiment.store_dir
+    groups: dict[str, tuple] = {}
+    for plan in plans:
+        for group_settings, planned_runs in resource_groups([t.planned for t in todo if t.plan is plan],
+                                                            settings[plan.sweep.path]):
+            key = json.dumps(dataclasses.asdict(group_settings), sort_keys=True, default=str)
+            groups.setdefault(key, (group_settings, []))[1].extend(planned_runs)
+    store_dir = plans[0].experiment.store_dir
     created = store_dir.absolute()  # the topmost folder this launch creates, if any
     while not created.parent.exists():
         created = created.parent
     created_now = not created.exists()
-    new_dirs = [p.run_dir for p in todo if not p.run_dir.exists()]
+    new_dirs = [t.planned.run_dir for t in todo if not t.planned.run_dir.exists()]
     job_ids: list[str] = []
     try:
-        write_configs(plan, todo)
-        for group_settings, planned_runs in groups:
-            job_ids += slurm.submit(store_dir, [p.run_dir for p in planned_runs], group_settings,
-                                    plan.experiment.job_name(), retry_failed=args.retry_failed, force=args.force,
-                                    num_workers=args.workers)
+        write_configs(todo)
+        for group_settings, planned_runs in groups.values():
+            job_ids += slurm.submit(store_dir, [p.run_dir for p in planned_runs], group_settings, job_name(plans),
+                                    retry_failed=args.retry_failed, force=args.force, num_workers=args.workers)
     except slurm.SubmissionError as err:
         for run_dir in new_dirs:  # folders this launch made for runs that never went out
             if not (run_dir / store.SLURM_JSON).exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
-        if job_ids:  # an earlier resource group went out: say so, and list its runs as the sweep's
-            remember(plan)
+        if job_ids:  # an earlier resource group went out: say so, and list its runs as the sweeps'
+            for plan in plans:
+                remember(plan)
             arrays = ", ".join(sorted({j.split("_")[0] for j in job_ids}))
             raise slurm.SubmissionError("sbatch", f"{err.message}; {len(job_ids)} run(s) of other resource groups "
                                                   f"were submitted (job arrays {arrays})") from None
         if created_now:  # nothing went out: leave no trace of this launch
             shutil.rmtree(created, ignore_errors=True)
         raise
-    remember(plan)
+    for plan in plans:
+        remember(plan)
     if not job_ids:
         print("nothing submitted: every pending run already has a queued or running job")
         return EXIT_OK
     arrays = sorted({j.split("_")[0] for j in job_ids})
     how = "one job array" if len(arrays) == 1 else f"{len(arrays)} job arrays (one per resource group)"
     print(f"submitted {len(job_ids)} run(s) as {how}: {', '.join(arrays)} (logs: {store_dir}/.submitit/)")
-    print(f"status: {follow_up('ablations.status', plan, args)}\ncancel: {follow_up('ablations.cancel', plan, args)}")
+    print(f"status: {follow_up('ablations.status', args)}\ncancel: {follow_up('ablations.cancel', args)}")
     if not args.wait:
         return EXIT_OK
-    return wait_for_jobs(plan, args)
+    return wait_for_jobs(plans, args)
 
 
-def wait_for_jobs(plan: Plan, args: argparse.Namespace, poll_s: float = 5.0) -> int:
-    """--wait: poll the cluster and the run folders until no run of the sweep is queued or running."""
+def job_name(plans: list[Plan]) -> str:
+    """The SLURM job name of a launch: its experiment's (status and cancel find unrecorded jobs by it); for
+    several sweeps, one name for the study."""
+    if len(plans) == 1:
+        return plans[0].experiment.job_name()
+    names = json.dumps([plan.experiment.job_name() for plan in plans])
+    return f"study-{hashlib.sha256(names.encode()).hexdigest()[:10]}"
+
+
+def wait_for_jobs(plans: list[Plan], args: argparse.Namespace, poll_s: float = 5.0) -> int:
+    """--wait: poll the cluster and the run folders until no run of the sweeps is queued or running."""
     from tqdm.auto import tqdm
 
     from ablations.executors import slurm
 
     active = {"pending", "running", "requeued"}
-    run_dirs = [p.run_dir for p in plan.runs]
-    with tqdm(total=len(plan.runs), desc=f"sweep {plan.sweep.name}", unit="run",
-              disable=args.no_progress) as bar:
+    run_dirs = [launch.planned.run_dir for launch in distinct_runs(plans)]
+    store_dir = plans[0].experiment.store_dir
+    with tqdm(total=len(run_dirs), desc=describe_launch(plans), unit="run", disable=args.no_progress) as bar:
         while True:
-            states = [s.state for s in slurm.status(plan.experiment.store_dir, run_dirs)]
+            states = [s.state for s in slurm.status(store_dir, run_dirs)]
             finished = sum(s in ("done", "failed", "cancelled") for s in states)
             bar.n = finished
             bar.set_postfix_str(", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
@@ -253,19 +285,25 @@ def wait_for_jobs(plan: Plan, args: argparse.Namespace, poll_s: float = 5.0) -> 
             if not any(s in active for s in states):
                 break
             time.sleep(poll_s)
-    failed = [s for s in slurm.status(plan.experiment.store_dir, run_dirs) if s.state in ("failed", "cancelled")]
+    failed = [s for s in slurm.status(store_dir, run_dirs) if s.state in ("failed", "cancelled")]
     for run in failed:
         print(f"  {run.state} {run.run_id}: {(run.error or '').splitlines()[-1:] or ''}")
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def launch(plan: Plan, todo, args: argparse.Namespace) -> int:
+def describe_launch(plans: list[Plan]) -> str:
+    return f"sweep {plans[0].sweep.name}" if len(plans) == 1 else f"{len(plans)} sweeps"
+
+
+def launch_here(plans: list[Plan], todo: list[Launch], args: argparse.Namespace) -> int:
     from ablations.executors.local import run_local, write_configs
 
-    write_configs(plan, todo)
-    remember(plan)
-    report = run_local(plan, todo, force=args.force, retry_failed=args.retry_failed,
-                       progress=not args.no_progress, num_workers=args.workers, jobs=args.jobs)
+    write_configs(todo)
+    for plan in plans:
+        remember(plan)
+    report = run_local([t.planned for t in todo], describe_launch(plans), force=args.force,
+                       retry_failed=args.retry_failed, progress=not args.no_progress, num_workers=args.workers,
+                       jobs=args.jobs)
     if report.interrupted is not None:
         name = signal.Signals(report.interrupted).name
         print(f"\nsweep interrupted by {name}: {len(report.done)} run(s) finished; the run in flight saved a "
@@ -276,19 +314,19 @@ def launch(plan: Plan, todo, args: argparse.Namespace) -> int:
         print(f"  failed  {run_id}: {reason}")
     for run_id, why in report.skipped.items():
         print(f"  skipped {run_id}: {why}")
-    print(f"runs: {plan.experiment.store_dir}/\nstatus: {follow_up('ablations.status', plan, args)}\n"
-          f"tables: {follow_up('analysis.tables', plan, args)}")
+    print(f"runs: {plans[0].experiment.store_dir}/\nstatus: {follow_up('ablations.status', args)}\n"
+          f"tables: {follow_up('analysis.tables', args)}")
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
-def follow_up(module: str, plan: Plan, args: argparse.Namespace) -> str:
-    """The command line of `module` that is about the same runs: the sweep and every selection flag given."""
+def follow_up(module: str, args: argparse.Namespace) -> str:
+    """The command line of `module` that is about the same runs: the sweeps and every selection flag given."""
     flags = [*(["--recipe", args.recipe] if args.recipe else []), *(x for s in args.sets for x in ("--set", s)),
              *(["--seeds", args.seeds] if args.seeds else []), *(["--data-root", args.data_root] if args.data_root
                                                                    else [])]
     if Path(args.results_root) != Path(DEFAULT_RESULTS_ROOT):
         flags += ["--results-root", str(args.results_root)]
-    return shlex.join(["python", "-m", module, str(plan.sweep.path), *flags])
+    return shlex.join(["python", "-m", module, *map(str, args.sweeps), *flags])
 
 
 if __name__ == "__main__":

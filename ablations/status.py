@@ -1,4 +1,5 @@
-"""python -m ablations.status SWEEP.yaml — the state of every run of an experiment, from its run folders.
+"""python -m ablations.status SWEEP.yaml [SWEEP.yaml ...] — the state of every run of an experiment, from its run
+folders (of several sweeps, or a study file's, one table each).
 
 Takes the same selection flags as ablations.run (--recipe, --set, --seeds, --data-root): they decide which
 runs the experiment holds. Run folders beside them that belong to other experiments are named in one line.
@@ -17,8 +18,9 @@ from pathlib import Path
 from ablations import store
 from ablations.cli import EXIT_FAILED, EXIT_OK, command
 from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
-from ablations.plan import Plan, PlannedRun, make_plan
+from ablations.plan import Plan, PlannedRun, distinct_runs, make_plan
 from ablations.results_root import origin
+from ablations.spec.study import sweep_paths
 
 FAILED_STATES = {"failed", "cancelled", "corrupt"}
 
@@ -77,7 +79,8 @@ def cluster_view(plan: Plan) -> tuple[dict, dict[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.status", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweep", type=Path, help="sweep file, e.g. sweeps/pe.yaml")
+    p.add_argument("sweeps", nargs="+", type=Path, metavar="SWEEP",
+                   help="sweep file(s) or study file(s), e.g. sweeps/pe.yaml or sweeps/paper-ablations.yaml")
     add_selection_flags(p)
     p.add_argument("--json", action="store_true", help="print the runs as JSON (one object) instead of a table")
     return p
@@ -101,24 +104,32 @@ def format_table(plan: Plan, rows: list[dict]) -> str:
 @command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    plan = make_plan(resolve(args.sweep, selection_from_args(args), args.results_root))
-    cluster, unrecorded = cluster_view(plan)
-    rows = [describe(p, cluster, plan.meta(p.run)) for p in plan.runs]
-    others = describe_others(plan.experiment)
-    unknown = [dict(job_id=j, state=state.lower()) for j, state in unrecorded.items()]
+    selection = selection_from_args(args)
+    plans = [make_plan(resolve(path, selection, args.results_root)) for path in sweep_paths(args.sweeps)]
+    reports, texts = [], []
+    for plan in plans:
+        cluster, unrecorded = cluster_view(plan)
+        rows = [describe(p, cluster, plan.meta(p.run)) for p in plan.runs]
+        others = describe_others(plan.experiment)
+        unknown = [dict(job_id=j, state=state.lower()) for j, state in unrecorded.items()]
+        reports.append(dict(sweep=plan.sweep.name, recipe=plan.recipe, overrides=plan.experiment.overrides,
+                            results=str(plan.results_dir), runs=rows, unrecorded_jobs=unknown, others=others,
+                            problems=plan.problems))
+        lines = [format_table(plan, rows)]
+        lines += [f"  unrecorded job {job['job_id']} of this experiment ({job['state']}): no file names its run"
+                  for job in unknown]
+        lines += [f"  note: {others}"] if others else []
+        lines += [f"  warning: {problem}" for problem in plan.problems]
+        texts.append("\n".join(lines))
+    if len(plans) > 1:
+        distinct = {launch.planned.run_dir for launch in distinct_runs(plans)}
+        texts.append(f"{len(plans)} sweeps, {sum(len(p.runs) for p in plans)} runs of which {len(distinct)} distinct")
     if args.json:
-        print(json.dumps(dict(sweep=plan.sweep.name, recipe=plan.recipe, overrides=plan.experiment.overrides,
-                              results=str(plan.results_dir), runs=rows, unrecorded_jobs=unknown, others=others,
-                              problems=plan.problems), indent=2))
+        print(json.dumps(reports[0] if len(reports) == 1 else {"sweeps": reports}, indent=2))
     else:
-        print(format_table(plan, rows))
-        for job in unknown:
-            print(f"  unrecorded job {job['job_id']} of this experiment ({job['state']}): no file names its run")
-        if others:
-            print(f"  note: {others}")
-        for problem in plan.problems:
-            print(f"  warning: {problem}")
-    return EXIT_FAILED if any(r["state"] in FAILED_STATES for r in rows) else EXIT_OK
+        print("\n\n".join(texts))
+    failed = any(r["state"] in FAILED_STATES for report in reports for r in report["runs"])
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from ablations import store
 from ablations.experiment import Selection, resolve
 from ablations.plan import make_plan
 from ablations.spec.recipe import load_recipe
+from ablations.spec.study import sweep_paths
 from ablations.spec.sweep import expand, load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +108,7 @@ def startup(repeats: int, code: Path = ROOT) -> list[tuple[str, float, float, fl
     from tqdm.auto import tqdm
 
     rows = []
-    sweeps = sorted((code / "sweeps").glob("*.yaml"))
+    sweeps = sweep_paths(sorted((code / "sweeps").glob("*.yaml")))  # a study file expands to its sweeps
     with tempfile.TemporaryDirectory() as tmp:
         done_root, fresh_root, cache = Path(tmp) / "done", Path(tmp) / "fresh", Path(tmp) / "cache"
         finish_runs(ROOT / "sweeps" / "pe.yaml", done_root)

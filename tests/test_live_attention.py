@@ -18,10 +18,11 @@ import rest
 from ablations import run as run_cli
 from ablations.experiment import Selection, resolve
 from ablations.spec.recipe import list_recipes
+from ablations.spec.study import sweep_paths
 from rest_knobs import inert_attention, key_grids, smallest_live_size, token_grids
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+SWEEPS = sweep_paths(sorted((ROOT / "sweeps").glob("*.yaml")))  # the study file expands to its sweeps
 
 
 @functools.lru_cache(maxsize=32)

@@ -148,3 +148,82 @@ def test_two_sweeps_submitted_to_slurm_at_the_same_instant_get_one_job_for_the_s
         assert len(folders) == 6 and all(len(ids) == 1 for ids in jobs.values()), jobs
     finally:
         slurm.cancel(results_root.store_dir(results))
+
+
+STUDY = ROOT / "sweeps" / "paper-ablations.yaml"
+
+
+def test_a_study_is_planned_as_one_and_each_distinct_run_counted_once(tmp_path, capsys):
+    from ablations import run as run_cli
+    from ablations import status as status_cli
+
+    results = tmp_path / "results"
+    assert run_cli.main([str(STUDY), "--results-root", str(results), "--dry-run", "--no-eta"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("sweep ")] == \
+        ["sweep pe", "sweep reduction", "sweep emsa", "sweep attention", "sweep stem"]
+    assert "study: 5 sweeps, 15 cells, 15 runs of which 11 distinct" in out and "11 new" in out
+    assert out.count("optimizer adamw") == 1, "the protocol is shown once"
+    assert not results.exists()
+    # the study file and its sweep files named one by one are the same study
+    assert run_cli.main([str(PE), str(REDUCTION), str(ROOT / "sweeps" / "emsa.yaml"),
+                         str(ROOT / "sweeps" / "attention.yaml"), str(ROOT / "sweeps" / "stem.yaml"),
+                         "--results-root", str(results), "--dry-run", "--no-eta"]) == 0
+    assert capsys.readouterr().out == out
+    assert status_cli.main([str(STUDY), "--results-root", str(results), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [s["sweep"] for s in shown["sweeps"]] == ["pe", "reduction", "emsa", "attention", "stem"]
+
+
+def test_a_study_launch_trains_each_distinct_run_once(tmp_path, capsys):
+    from ablations import run as run_cli
+
+    results = tmp_path / "results"
+    code = run_cli.main([str(PE), str(REDUCTION), "--results-root", str(results), *SELECT, "--executor", "local",
+                         "--no-eta", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "launching 6 run(s)" in out and "6 run(s) finished, 0 failed" in out, out
+    assert f"status: python -m ablations.status {PE} {REDUCTION}" in out
+    assert {meta["cell"] for _, meta in results_root.members(results / "reduction")} == {"DWConv", "Avg", "Max"}
+    assert run_cli.main([str(PE), str(REDUCTION), "--results-root", str(results), *SELECT, "--executor", "local",
+                         "--no-eta"]) == 0
+    assert "nothing to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, key", [
+    ("study: s\nsweeps: [pe.yaml]\nextra: 1\n", "extra"),
+    ("sweeps: [pe.yaml]\n", "study"),
+    ("study: s\nsweeps: []\n", "sweeps"),
+    ("study: s\nsweeps: [nosuch.yaml]\n", "sweeps"),
+    ("study: s\nsweeps: [inner.yaml]\n", "sweeps"),
+])
+def test_a_bad_study_file_is_refused_naming_the_file_and_key(tmp_path, capsys, text, key):
+    from ablations import run as run_cli
+
+    shutil.copy(PE, tmp_path / "pe.yaml")
+    (tmp_path / "inner.yaml").write_text("study: inner\nsweeps: [pe.yaml]\n")
+    study = tmp_path / "study.yaml"
+    study.write_text(text)
+    assert run_cli.main([str(study), "--results-root", str(tmp_path / "results"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert str(study) in err and key in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_study_goes_to_slurm_as_one_array_and_one_cancel_stops_it(slurm_cluster, tmp_path, capsys):
+    from ablations import cancel as cancel_cli
+    from ablations import run as run_cli
+    from ablations.executors import slurm
+
+    results = tmp_path / "results"
+    flags = [str(PE), str(REDUCTION), "--results-root", str(results), *SELECT]
+    try:
+        assert run_cli.main([*flags, "--executor", "slurm", "--no-eta", "--sbatch", "hold", "--time-min", "10",
+                             "--cpus-per-task", "1", "--mem-gb", "1"]) == 0
+        out = capsys.readouterr().out
+        assert "submitted 6 run(s) as one job array" in out, out
+        assert cancel_cli.main(flags) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("cancelled 4 job(s)") and "cancelled 2 job(s)" in out, out  # pe's 4, reduction's 2 more
+    finally:
+        slurm.cancel(results_root.store_dir(results))

@@ -8,10 +8,11 @@ import pytest
 from ablations import run as run_cli
 from ablations.spec.config import RunConfig, with_overrides
 from ablations.spec.recipe import load_recipe
+from ablations.spec.study import sweep_paths
 from ablations.spec.sweep import SweepError, expand, load_sweep, parse_cli_sets
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+SWEEPS = sweep_paths(sorted((ROOT / "sweeps").glob("*.yaml")))  # the study file expands to its sweeps
 BAD = sorted((Path(__file__).parent / "data" / "bad_sweeps").glob("*.yaml"))
 
 

@@ -20,15 +20,16 @@ from pathlib import Path
 from ablations import store
 from ablations.executors.job import ALREADY_DONE, FAILED_EARLIER, JOB_CPUS, Outcome, RunJob
 from ablations.executors.signals import OnSignals
-from ablations.plan import Plan, PlannedRun
+from ablations.plan import Launch, PlannedRun
 
 log = logging.getLogger("ablations")
 
 
-def write_configs(plan: Plan, runs: Iterable[PlannedRun]) -> None:
-    """config.json for every run to launch (unchanged files are left as they are)."""
-    for planned in runs:
-        store.write_config(planned.run_dir, planned.run.config, plan.meta(planned.run))
+def write_configs(launches: Iterable[Launch]) -> None:
+    """config.json for every run to launch, with the meta of the sweep that lists it first (unchanged files are
+    left as they are; a run another launch made keeps its meta: store.write_config)."""
+    for launch in launches:
+        store.write_config(launch.planned.run_dir, launch.planned.run.config, launch.plan.meta(launch.planned.run))
 
 
 def label(planned: PlannedRun) -> str:
@@ -66,7 +67,7 @@ def record(report: LaunchReport, run_id: str, run_dir: Path, outcome: Outcome | 
         log.error("%s failed: %s", run_id, reason)
 
 
-def run_local(plan: Plan, runs: list[PlannedRun], *, force: bool = False, retry_failed: bool = False,
+def run_local(runs: list[PlannedRun], name: str, *, force: bool = False, retry_failed: bool = False,
               progress: bool = True, num_workers: int | None = None, jobs: int = 1) -> LaunchReport:
     """Run `runs` on this machine, `jobs` at a time; a failing run does not stop the others.
 
@@ -76,7 +77,7 @@ def run_local(plan: Plan, runs: list[PlannedRun], *, force: bool = False, retry_
     from tqdm.auto import tqdm
 
     report = LaunchReport()
-    bar = tqdm(total=len(runs), desc=f"sweep {plan.sweep.name}", unit="run", disable=not progress, position=0)
+    bar = tqdm(total=len(runs), desc=name, unit="run", disable=not progress, position=0)
     try:
         if jobs <= 1:
             _run_in_process(runs, report, bar, force, retry_failed, progress, num_workers)
