@@ -6,6 +6,7 @@
         <sweep>/runs.jsonl               the runs the sweep's experiments use: one line per (run, cell, experiment)
         <sweep>/reports/<experiment>/    tables and plots
         <sweep>/<cell>-s<seed>-<hash>/   a run folder of the earlier per-sweep layout: read and resumed in place
+        reports/<study>/<experiment>/    a report of several sweeps (analysis.report)
 
 A run is its config: two sweeps whose cells expand to the same config (the ResT-Lite baseline is a row of
 five ablation tables) find the same folder, so it is trained once, whichever sweep launches it first or at
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from ablations import store
 
-STORE = "runs"  # a sweep may not take this name (ablations.spec.sweep)
+STORE = "runs"  # a sweep may not take these names (ablations.spec.sweep)
+REPORTS = "reports"  # results/reports/<study>/: reports of several sweeps (analysis.report)
 LEDGER = "runs.jsonl"
 RUN_FOLDER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}-[0-9a-f]{10}")  # <readable prefix>-<config hash>
 LEDGER_ENTRY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}/" + RUN_FOLDER.pattern)  # "<folder>/<run folder>"

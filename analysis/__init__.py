@@ -8,4 +8,5 @@ run folder. The commands:
     python -m analysis.tables sweeps/pe.yaml            # results/pe/reports/quick_seeds-0/table.{md,tex,csv}
     python -m analysis.plots table sweeps/pe.yaml       # results/pe/reports/quick_seeds-0/*.{png,pdf}
     python -m analysis.collect results -o runs.csv      # every run, for a notebook
+    python -m analysis.report sweeps/paper-ablations.yaml   # every table + figure, report.md, report.html
 """

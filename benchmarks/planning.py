@@ -35,7 +35,7 @@ from ablations.spec.sweep import expand, load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("ablations.run", "ablations.status", "ablations.cancel", "ablations.train", "analysis.tables",
-            "analysis.plots", "analysis.collect")
+            "analysis.plots", "analysis.collect", "analysis.report")
 
 
 def grid_sweep_yaml(levels: int, seeds: int) -> str:

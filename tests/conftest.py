@@ -68,6 +68,30 @@ def slurm_cluster():
     subprocess.run(["bash", str(ROOT / "scripts/slurm/stop.sh")], capture_output=True, timeout=120)
 
 
+# ---- a browser engine ---------------------------------------------------------------------------------------------
+BROWSER = "chromium-headless-shell"  # Debian's headless Chromium: a real browser engine from the package registry
+
+
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """The path of a headless Chromium: on PATH, or installed with apt-get (root). Fails under CI when it cannot
+    be had; elsewhere skips (no root or no apt-get)."""
+    found = shutil.which(BROWSER)
+    if found:
+        return found
+    in_ci = bool(os.environ.get("CI"))
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "install", "-y", "-q", BROWSER], ["apt-get", "update", "-q"],
+                        ["apt-get", "install", "-y", "-q", BROWSER]):
+            subprocess.run(command, capture_output=True, timeout=900, env=env)
+            if shutil.which(BROWSER):
+                return shutil.which(BROWSER)
+    if in_ci:
+        pytest.fail(f"{BROWSER} is not installed and apt-get could not install it")
+    pytest.skip(f"{BROWSER} is not installed here and cannot be (needs root and apt-get)")
+
+
 @pytest.fixture
 def sweep_dir(tmp_path):
     """An empty sweep folder; any SLURM job still pending or running in it is cancelled afterwards."""

@@ -22,9 +22,10 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 LIGHT_MODULES = ("ablations.spec.config", "ablations.spec.dataset_checks", "ablations.spec.sweep",
                  "ablations.spec.recipe", "ablations.store", "ablations.experiment", "ablations.plan", "ablations.run",
                  "ablations.status", "ablations.cancel", "ablations.train", "ablations.executors.job",
-                 "ablations.executors.slurm", "analysis.source", "analysis.runs", "analysis.collect", "analysis.tables")
+                 "ablations.executors.slurm", "analysis.source", "analysis.runs", "analysis.collect", "analysis.tables",
+                 "analysis.report", "ablations.results_root", "ablations.spec.study")
 COMMANDS = ("ablations.run", "ablations.status", "ablations.cancel", "ablations.train", "analysis.tables",
-            "analysis.plots", "analysis.collect")
+            "analysis.plots", "analysis.collect", "analysis.report")
 
 
 def python(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
@@ -61,7 +62,7 @@ def test_status_help_shows_only_the_flags_that_select_runs():
 
 
 def test_the_output_flag_has_one_name():
-    for args in (["analysis.tables"], ["analysis.collect"], ["analysis.plots", "table"],
+    for args in (["analysis.tables"], ["analysis.collect"], ["analysis.report"], ["analysis.plots", "table"],
                  ["analysis.plots", "scaling"], ["analysis.plots", "attention"]):
         out = python("-m", *args, "--help").stdout
         assert "-o OUTPUT, --output OUTPUT" in out and "--out " not in out, args

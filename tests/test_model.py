@@ -666,7 +666,8 @@ def test_compiles_as_one_graph_in_eval_and_training(mode):
     if mode == "eval":
         model.eval()
         with torch.no_grad():
-            torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+            # AOTAutograd decomposes the norms: float32 sums in another order (1e-4 relative, as for the gradients)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
         return
     model.train()
     model(x).square().mean().backward()

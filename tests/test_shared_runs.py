@@ -113,13 +113,13 @@ def test_a_later_launch_keeps_the_origin_and_a_ledger_names_only_folders_of_the_
     assert results_root.members(reduction.results_dir) == [(run_dir, reduction.meta(dwconv))]
 
 
-@pytest.mark.parametrize("name", ["runs"])
+@pytest.mark.parametrize("name", ["runs", "reports"])
 def test_a_sweep_may_not_take_the_run_stores_name(tmp_path, name):
     from ablations.spec.sweep import SweepError, load_sweep
 
     path = tmp_path / "s.yaml"
     path.write_text(PE.read_text().replace("name: pe", f"name: {name}"))
-    with pytest.raises(SweepError, match="every sweep's runs"):
+    with pytest.raises(SweepError, match="a folder of every sweep"):
         load_sweep(path)
 
 

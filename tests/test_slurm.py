@@ -550,7 +550,7 @@ def test_a_two_task_ddp_job_on_cpu_trains_end_to_end(slurm_cluster, tmp_path, wa
          "data.train_limit=32", "--set", "data.val_limit=16", "--set", "train.batch_size=16", "--no-eta",
          "--no-progress", "--wait"],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
-    [run_dir] = store.run_dirs_in(results / "ddp")
+    [(run_dir, _)] = members(results / "ddp")
     try:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert store.run_state(run_dir).state == store.DONE
@@ -562,4 +562,4 @@ def test_a_two_task_ddp_job_on_cpu_trains_end_to_end(slurm_cluster, tmp_path, wa
         wait_until(lambda: history(run_dir)[-1][1] == "COMPLETED", 120, "the job to record COMPLETED")
         assert [state for _, state, _ in history(run_dir)] == ["SUBMITTED", "RUNNING", "COMPLETED"]
     finally:
-        cancel(results / "ddp")
+        cancel(results / "runs")

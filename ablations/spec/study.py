@@ -67,3 +67,12 @@ def sweep_paths(paths: list[Path]) -> list[Path]:
             if sweep.resolve() not in {p.resolve() for p in out}:
                 out.append(sweep)
     return out
+
+
+def study_name(given: list[Path], sweeps: list[Path]) -> str:
+    """What a report of these files is called: the study file's name when one study file is given, else the
+    sweeps' file names joined with "+"."""
+    given = [Path(p) for p in given]
+    if len(given) == 1 and given[0].is_file() and is_study(raw := _peek(given[0])):
+        return str(raw["study"])
+    return "+".join(p.stem for p in sweeps)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.results_root import STORE
+from ablations.results_root import REPORTS, STORE
 from ablations.spec.config import RunConfig, check_value, pin_data_root, with_overrides
 from ablations.spec.errors import InputError, bounded_repr
 from ablations.spec.metrics import DEFAULT_COLUMNS, METRIC_NAMES
@@ -176,9 +176,9 @@ def _load_sweep(path: Path) -> Sweep:
     name = expect(path, "name", raw["name"], str)
     if not NAME_PATTERN.fullmatch(name):
         raise SweepError(path, "name", f"{bounded_repr(name)} must be a folder name: letters, digits, '_', '-', '.'")
-    if name == STORE:
-        raise SweepError(path, "name", f"{name!r} is the folder that holds every sweep's runs (results/{STORE}/); "
-                                       "name the sweep otherwise")
+    if name in (STORE, REPORTS):
+        raise SweepError(path, "name", f"{name!r} is a folder of every sweep's (results/{STORE}/: the runs; "
+                                       f"results/{REPORTS}/: reports of several sweeps); name the sweep otherwise")
     model = expect(path, "model", raw["model"], str)
     check_config_value(path, "model", "model.name", model)
     overrides = parse_overrides(path, "overrides", raw.get("overrides", {}))
