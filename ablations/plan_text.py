@@ -56,7 +56,8 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
     by_cell: dict[str, list] = defaultdict(list)
     for planned in plan.runs:
         by_cell[planned.run.cell.label].append(planned)
-    header = f"  {'cell':<24} {'seeds':<22} {'params':>9} {'GMACs':>7} {'GMACs+attn':>10} {'img-epochs':>11} {'ETA':>9}"
+    header = f"  {'cell':<24} {'seeds':<22}" + (f" {'params':>9} {'GMACs':>7} {'GMACs+attn':>10} {'img-epochs':>11} "
+                                               f"{'ETA':>9}" if costs else "")
     lines += ["", header, "  " + "-" * (len(header) - 2)]
     total_eta, total_image_epochs = 0.0, 0
     for label, planned_runs in by_cell.items():
@@ -71,7 +72,7 @@ def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool,
                       f"{cost.image_epochs:>11,} {eta:>9}")
             total_eta += cost.eta_s if speed else 0.0
             total_image_epochs += cost.image_epochs
-        lines.append(cells)
+        lines.append(cells.rstrip())
     cache.save()
     counts = plan.counts()
     summary = ", ".join(f"{counts[s]} {s}" for s in store.STATE_ORDER if counts[s])
@@ -196,7 +197,10 @@ def study_cost(plans: list[Plan], todo, measure: bool, on_slurm: bool) -> str:
     if unknown == len(todo):
         return (f"cost of what is left: {image_epochs:,} image-epochs; no device-hours: no finished run has "
                 f"recorded a speed for these models here yet" + ("" if on_slurm else " (a launch measures one)"))
-    hours = f"{device_s / 3600:.2f} device-hours ({format_duration(device_s)} on one device)"
+    sources = {speed.source for speed in speeds.values() if speed}
+    how = ("speeds recorded by finished runs" if sources <= {"recorded", "recorded-gpu"} else
+           "a speed measurement on this machine" + (" and recorded speeds" if len(sources) > 1 else ""))
+    hours = f"{device_s / 3600:.2f} device-hours ({format_duration(device_s)} on one device, from {how})"
     missing = f", not counting {unknown} run(s) of models with no recorded speed" if unknown else ""
     return f"cost of what is left: {image_epochs:,} image-epochs, {hours}{missing}"
 

@@ -314,8 +314,9 @@ def launch_here(plans: list[Plan], todo: list[Launch], args: argparse.Namespace)
         print(f"  failed  {run_id}: {reason}")
     for run_id, why in report.skipped.items():
         print(f"  skipped {run_id}: {why}")
+    tables = ("tables", "analysis.tables") if len(plans) == 1 else ("report", "analysis.report")
     print(f"runs: {plans[0].experiment.store_dir}/\nstatus: {follow_up('ablations.status', args)}\n"
-          f"tables: {follow_up('analysis.tables', args)}")
+          f"{tables[0]}: {follow_up(tables[1], args)}")
     return EXIT_FAILED if report.failed else EXIT_OK
 
 

@@ -48,6 +48,7 @@ def short_protocol(table: Table) -> str:
     p = table.protocol
     text = (f"ours: {p['dataset']}, recipe {p['recipe']}" + (f" with {p['overrides']}" if p.get("overrides") else "")
             + f", {p['epochs']} epochs, {p['img_size']} px, seeds {p['seeds']}, device {p['device']}")
+    text += f"; shared runs: {p['reused']}" if p.get("reused") else ""
     return text + ("; ATTENTION INERT (1x1 key maps): its knobs cannot act" if p.get("inert") else "")
 
 

@@ -113,6 +113,8 @@ def caption(table: Table) -> str:
     if p.get("inert"):
         text += (f" WARNING: attention cannot act in these cells (a 1x1 key map: one key per query): {p['inert']};"
                  f" their attention knobs are compared without effect.")
+    if p.get("reused"):
+        text += f" Runs shared with another table (one config, one run, launched there): {p['reused']}."
     if has_paper(table):
         text += " Paper: the published numbers (the paper's own protocol and hardware)."
     else:
@@ -228,3 +230,17 @@ def to_long_csv(table: Table) -> str:
                         "ci_high": row[f"{metric}_ci_high"] if compared else math.nan,
                         "ci_method": row[f"{metric}_ci_method"] if compared else ""})
     return pd.DataFrame(out).to_csv(index=False)
+
+
+def write_table(table: Table, out_dir: Path) -> list[Path]:
+    """table.md, table.tex, table.csv and table_long.csv of one table into out_dir (each written atomically)."""
+    from ablations.store import atomic_write_bytes
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, render in (("table.md", to_markdown), ("table.tex", to_latex), ("table.csv", to_csv),
+                         ("table_long.csv", to_long_csv)):
+        path = out_dir / name
+        atomic_write_bytes(path, render(table).encode())
+        paths.append(path)
+    return paths

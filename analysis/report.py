@@ -55,7 +55,8 @@ def to_markdown(blocks: list[Block]) -> str:
         elif b.kind == "table":
             header, *rows = b.items
             cells = lambda row: "| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"  # noqa: E731
-            out.append("\n".join([cells(header), "| " + " | ".join("---" for _ in header) + " |",
+            rule = "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(header))) + " |"  # numbers right
+            out.append("\n".join([cells(header), rule,
                                   *map(cells, rows)]))
         elif b.kind == "img":
             out.append(f"![{b.text}]({b.path.as_posix()})")
@@ -222,9 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from analysis.figures import table_figures  # pandas, matplotlib: not for --help
+    from analysis.render import write_table
     from analysis.runs import collect
     from analysis.table import build_table
-    from analysis.tables import write_table
 
     selection = selection_from_args(args)
     paths = sweep_paths(args.sweeps)

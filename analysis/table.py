@@ -233,7 +233,17 @@ def protocol(runs: pd.DataFrame, layout: Layout) -> dict[str, str]:
         "seeds": distinct("seed") if len(runs) else ", ".join(map(str, layout.seeds)) or "n/a",
         "overrides": layout.overrides,
         "inert": inert_cells(runs),
+        "reused": reused_cells(runs),
     }
+
+
+def reused_cells(runs: pd.DataFrame) -> str:
+    """The cells whose runs another sweep or cell launched (one config, one run): "DWConv = pe PA", ..."""
+    if not len(runs) or "origin" not in runs.columns:
+        return ""
+    shared = runs[runs["origin"].notna()]
+    return ", ".join(dict.fromkeys(f"{cell} = {origin}" for cell, origin in zip(shared["cell"], shared["origin"],
+                                                                                  strict=True)))
 
 
 def inert_cells(runs: pd.DataFrame) -> str:

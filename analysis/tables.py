@@ -16,30 +16,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from ablations import store
 from ablations.cli import OUTPUT_FLAGS
 from ablations.experiment import add_selection_flags, selection_from_args
 from analysis.runs import collect
 from analysis.source import InputError, cli, load_layout, note, output_dir, warn
-from analysis.table import METRICS, Table, build_table
+from analysis.table import METRICS, build_table
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------
-def write_table(table: Table, out_dir: Path) -> list[Path]:
-    from analysis.render import to_csv, to_latex, to_long_csv, to_markdown  # pandas: not for --help
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, render in (("table.md", to_markdown), ("table.tex", to_latex), ("table.csv", to_csv),
-                         ("table_long.csv", to_long_csv)):
-        path = out_dir / name
-        store.atomic_write_bytes(path, render(table).encode())
-        paths.append(path)
-    return paths
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis.tables", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     table = build_table(df, layout)
     warn(table.problems)
     note(layout)
+    from analysis.render import to_markdown, write_table
+
     paths = write_table(table, args.output or output_dir(layout))
-    from analysis.render import to_markdown
 
     print(to_markdown(table), end="")
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)

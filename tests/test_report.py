@@ -10,6 +10,7 @@ from pathlib import Path
 import html5lib
 import pytest
 
+from ablations.experiment import Selection
 from analysis import report
 from analysis.synthetic import write_run
 
@@ -46,6 +47,17 @@ def test_the_report_folder_holds_every_table_and_figure(written):
     assert "pe: the published numbers come from recipe paper-ablation, these runs from quick" in text
     assert "| DWConv | 3 |" in text and "72.88" in text  # the shared baseline is the reduction table's DWConv row
     assert "code: git commit " + "0" * 40 in text and "seeds: 0, 1, 2" in text
+    # reduction's DWConv is pe's PA run: the caption and the figures' subtitle say where it was launched
+    assert "Runs shared with another table (one config, one run, launched there): DWConv = pe PA." in text
+    from analysis.figures import short_protocol
+    from analysis.runs import collect
+    from analysis.source import load_layout
+    from analysis.table import build_table
+
+    results = written.parents[2]
+    layout = load_layout(REDUCTION, results_root=results, selection=Selection(seeds=(0, 1, 2)))
+    table = build_table(collect(results, run_dirs=layout.run_dirs, metas=layout.run_meta)[0], layout)
+    assert "shared runs: DWConv = pe PA" in short_protocol(table)
 
 
 def test_what_the_numbers_show_follows_the_numbers(written):

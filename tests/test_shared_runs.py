@@ -66,6 +66,7 @@ def test_two_sweeps_launched_at_the_same_moment_train_the_shared_baseline_once(t
     for target in (str(REDUCTION), str(results / "reduction")):  # the sweep file, or the bare sweep folder
         table = command("analysis.tables", target, "--results-root", str(results), *SELECT, cwd=tmp_path)
         assert table.returncode == 0, table.stderr
+        assert ("DWConv = pe PA" in table.stdout) == ("(reused: pe PA)" in dwconv)  # the caption names the origin
         rows = [line.split("|")[1].strip() for line in table.stdout.splitlines() if line.startswith("| ")][2:]
         assert rows == ["DWConv", "Avg", "Max"] or sorted(rows) == ["Avg", "DWConv", "Max"], table.stdout
     collected = command("analysis.collect", str(REDUCTION), "--results-root", str(results), *SELECT,
@@ -184,6 +185,7 @@ def test_a_study_launch_trains_each_distinct_run_once(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "launching 6 run(s)" in out and "6 run(s) finished, 0 failed" in out, out
     assert f"status: python -m ablations.status {PE} {REDUCTION}" in out
+    assert f"report: python -m analysis.report {PE} {REDUCTION}" in out  # analysis.tables is about one sweep
     assert {meta["cell"] for _, meta in results_root.members(results / "reduction")} == {"DWConv", "Avg", "Max"}
     assert run_cli.main([str(PE), str(REDUCTION), "--results-root", str(results), *SELECT, "--executor", "local",
                          "--no-eta"]) == 0
