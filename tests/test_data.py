@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from ablations.spec.config import RunConfig, with_overrides
+from ablations.spec.recipe import list_recipes, load_recipe
 from ablations.training.loaders import (
     ENV_ROOT,
     DatasetError,
@@ -12,8 +13,11 @@ from ablations.training.loaders import (
     build_datasets,
     build_loaders,
     check_dataset,
+    image_transforms,
     load_digits_arrays,
+    posterize_keeping,
     resolve_data_root,
+    with_zero_bit_posterize,
 )
 
 
@@ -237,3 +241,30 @@ def test_the_launch_check_counts_training_images_as_the_loaders_do(tmp_path):
         else:
             with pytest.raises(ValueError, match="fewer than one global batch"):
                 build_loaders(config)
+
+
+@pytest.mark.parametrize("recipe", list_recipes())
+def test_every_recipes_training_transform_survives_ten_thousand_images(recipe):
+    """The recipe's image-file augmentation (RandAugment included) on 10,000 draws, whatever Pillow is installed:
+    with Pillow 13, timm's posterize asks for 0 bits about once in a thousand images and Pillow refuses it."""
+    import random
+
+    loaded = load_recipe(recipe)
+    config = with_overrides(RunConfig(), {**loaded.overrides, "data.img_size": 32})  # the same ops, small
+    train, _ = image_transforms(config)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    random.seed(0)
+    torch.manual_seed(0)
+    for _ in range(10_000):
+        assert train(image).shape == (3, 32, 32)
+
+
+def test_zero_bits_of_posterize_give_a_black_image_as_pillow_did_before_13():
+    from timm.data.auto_augment import AugmentOp
+
+    image = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
+    assert np.asarray(posterize_keeping(image, 0)).max() == 0
+    assert np.array_equal(np.asarray(posterize_keeping(image, 4)), np.full((8, 8, 3), 192))  # keeps 4 high bits
+    assert posterize_keeping(image, 8) is image
+    op = with_zero_bit_posterize(AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10))  # asks for 0 bits
+    assert np.asarray(op(image)).max() == 0

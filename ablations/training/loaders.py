@@ -154,7 +154,8 @@ def _bundled(config: RunConfig, images: np.ndarray, labels: np.ndarray, train_id
 # --------------------------------------------------------------------------------------------------------
 # image files: ImageFolder / CIFAR with timm transforms
 # --------------------------------------------------------------------------------------------------------
-def _transforms(config: RunConfig):
+def image_transforms(config: RunConfig):
+    """(train, val) transforms of image files: timm's create_transform at the recipe's settings."""
     from timm.data import create_transform
 
     aug, size = config.aug, config.data.img_size
@@ -163,7 +164,38 @@ def _transforms(config: RunConfig):
         auto_augment=aug.rand_augment, interpolation="bicubic", re_prob=aug.reprob, re_mode="pixel",
     )
     val = create_transform(size, is_training=False, interpolation="bicubic", crop_pct=config.data.eval_crop_pct)
-    return train, val
+    return with_zero_bit_posterize(train), val
+
+
+def posterize_keeping(img, bits_to_keep: int, **_):
+    """timm's posterize, also for 0 bits kept: a black image, as Pillow gave before version 13 (which refuses
+    bits < 1). timm's RandAugment asks for 0 bits at full magnitude ("PosterizeIncreasing", e.g. the official
+    recipe's rand-m9-mstd0.5-inc1 once the magnitude noise reaches 10), about once in a thousand images."""
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def with_zero_bit_posterize(transform):
+    """The transform with every posterize op of its (Rand/Auto)Augment policies as posterize_keeping: the same
+    augmentation, whichever Pillow is installed."""
+    from timm.data.auto_augment import AugmentOp, posterize
+
+    pending = [transform]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, AugmentOp):
+            if item.aug_fn is posterize:
+                item.aug_fn = posterize_keeping
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        else:  # Compose.transforms, RandAugment.ops, AutoAugment.policy (a list of lists of ops)
+            pending.extend(getattr(item, name) for name in ("transforms", "ops", "policy") if hasattr(item, name))
+    return transform
 
 
 def load_image(path: str):
@@ -183,7 +215,7 @@ def _imagefolder(config: RunConfig) -> tuple[Dataset, Dataset]:
 
     check_dataset(config)
     root = require_root(config)
-    train_tf, val_tf = _transforms(config)
+    train_tf, val_tf = image_transforms(config)
     try:
         return (ImageFolder(str(root / "train"), train_tf, loader=load_image),
                 ImageFolder(str(root / "val"), val_tf, loader=load_image))
@@ -196,7 +228,7 @@ def _cifar(config: RunConfig) -> tuple[Dataset, Dataset]:
 
     base = cifar_dir(config)
     cls = CIFAR10 if config.data.dataset == "cifar10" else CIFAR100
-    train_tf, val_tf = _transforms(config)
+    train_tf, val_tf = image_transforms(config)
     try:
         return (cls(str(base.parent), train=True, transform=train_tf, download=False),
                 cls(str(base.parent), train=False, transform=val_tf, download=False))
