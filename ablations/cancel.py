@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from ablations.cli import EXIT_OK, command
-from ablations.experiment import add_selection_flags, resolve, selection_from_args
+from ablations.experiment import add_selection_flags, launch_job_name, resolve, selection_from_args
 from ablations.spec.study import sweep_paths
 
 
@@ -34,24 +34,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     selection = selection_from_args(args)
-    for path in sweep_paths(args.sweeps):
-        cancel_experiment(resolve(path, selection, args.results_root), whole=args.seeds is None)
+    experiments = [resolve(path, selection, args.results_root) for path in sweep_paths(args.sweeps)]
+    name = launch_job_name(experiments)
+    for experiment in experiments:
+        cancel_experiment(experiment, whole=args.seeds is None, job_name=name)
     return EXIT_OK
 
 
-def cancel_experiment(experiment, whole: bool) -> None:
+def cancel_experiment(experiment, whole: bool, job_name: str) -> None:
     """Cancel one experiment's jobs and say what was cancelled. whole: every run of the experiment is selected (no
     --seeds), so a job of this experiment whose run cannot be told is one of them."""
     from ablations.executors import slurm
 
     run_dirs = [experiment.run_dir(r) for r in experiment.runs]
     launched = [d for d in run_dirs if d.is_dir()]
-    never = (f"nothing to cancel: {experiment.describe()} was never launched (none of its runs is in "
-             f"{experiment.store_dir}/)")
+    never = f"nothing to cancel: {experiment.describe()} was never launched (none of its run folders exists)"
     if not launched and not (experiment.store_dir / slurm.SUBMITIT_DIR).is_dir():
         print(never)
         return
-    named = slurm.jobs_named(experiment.store_dir, experiment.job_name(), launched)
+    named = slurm.jobs_named(experiment.store_dir, job_name, launched)
     if not launched and not named.unknown:
         print(never)
         return

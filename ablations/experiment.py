@@ -30,7 +30,7 @@ from typing import Any
 from ablations import results_root
 from ablations.results_root import RunIndex
 from ablations.spec.errors import InputError
-from ablations.spec.sweep import Run, Sweep, expand, load_sweep, parse_cli_sets
+from ablations.spec.sweep import Run, Sweep, expand, load_sweep, parse_cli_grid, parse_cli_sets, with_grid
 
 DEFAULT_RESULTS_ROOT = Path("results")
 
@@ -45,10 +45,15 @@ class Selection:
     seeds: tuple[int, ...] | None = None
     data_root: str | None = None
     typed: tuple[tuple[str, Any], ...] = ()  # (dotted key, value) from flags argparse has checked (--logger)
+    grids: tuple[str, ...] = ()  # --grid key=v1,v2: axes added to the sweep's
 
     @property
     def given(self) -> bool:
-        return bool(self.recipe or self.sets or self.seeds is not None or self.data_root or self.typed)
+        return bool(self.recipe or self.sets or self.seeds is not None or self.data_root or self.typed or self.grids)
+
+    def grid(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The --grid axes as (key, level names), checked (a bad key or value raises InputError)."""
+        return tuple((axis.name, tuple(axis.levels)) for axis in parse_cli_grid(self.grids))
 
     def overrides(self) -> dict[str, Any]:
         """The dotted overrides the flags make (--set, the typed flags, then --data-root), checked."""
@@ -68,6 +73,9 @@ def add_selection_flags(parser: argparse.ArgumentParser, *, results_root: bool =
     group.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                        help="a config override for every run (repeatable), e.g. --set optim.lr=0.1")
     group.add_argument("--seeds", help="comma-separated seeds, replacing the sweep's (e.g. 0,1,2)")
+    group.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=V1,V2",
+                       help="an axis added to the sweep's (repeatable: cells are the product), e.g. --grid "
+                            "model.reduction=dwconv,avg")
     group.add_argument("--data-root", help="dataset folder (sets data.root; or set REST_DATA_ROOT)")
     if results_root:
         group.add_argument("--results-root", type=Path, default=DEFAULT_RESULTS_ROOT,
@@ -77,7 +85,7 @@ def add_selection_flags(parser: argparse.ArgumentParser, *, results_root: bool =
 def selection_from_args(args: argparse.Namespace) -> Selection:
     seeds = parse_seed_list(args.seeds) if getattr(args, "seeds", None) else None
     return Selection(getattr(args, "recipe", None), tuple(getattr(args, "sets", ()) or ()), seeds,
-                     getattr(args, "data_root", None))
+                     getattr(args, "data_root", None), grids=tuple(getattr(args, "grids", ()) or ()))
 
 
 def parse_seed_list(text: str) -> tuple[int, ...]:
@@ -107,9 +115,10 @@ class ExperimentKey:
 
     recipe: str
     overrides: tuple[tuple[str, str], ...] = ()  # sorted (dotted key, JSON value)
+    grid: tuple[tuple[str, tuple[str, ...]], ...] = ()  # --grid axes: (key, level names), in order
 
     @classmethod
-    def of(cls, recipe: str, overrides: dict[str, Any]) -> ExperimentKey:
+    def of(cls, recipe: str, overrides: dict[str, Any], grid=()) -> ExperimentKey:
         """Keys outside the run id (train.logger, train.keep_checkpoints...) do not make another experiment."""
         from ablations.spec.config import NOT_IDENTITY
 
@@ -118,31 +127,39 @@ class ExperimentKey:
             return name not in NOT_IDENTITY.get(section, ())
 
         kept = {k: v for k, v in overrides.items() if in_identity(k)}
-        return cls(recipe, tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in kept.items())))
+        return cls(recipe, tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in kept.items())),
+                   tuple((str(k), tuple(map(str, names))) for k, names in grid))
 
     @classmethod
     def from_meta(cls, meta: dict) -> ExperimentKey:
-        overrides = meta.get("overrides")
-        return cls.of(str(meta.get("recipe", "unknown")), overrides if isinstance(overrides, dict) else {})
+        overrides, grid = meta.get("overrides"), meta.get("grid")
+        grid = [(k, v) for k, v in grid.items() if isinstance(v, list)] if isinstance(grid, dict) else []
+        return cls.of(str(meta.get("recipe", "unknown")), overrides if isinstance(overrides, dict) else {}, grid)
+
+    def grid_flags(self) -> list[str]:
+        return [f"--grid {key}={','.join(names)}" for key, names in self.grid]
 
     def describe(self) -> str:
         sets = ", ".join(f"{k}={plain_value(v)}" for k, v in self.overrides)
-        return f"recipe {self.recipe}" + (f" with {sets}" if sets else "")
+        grid = "; ".join(f"grid {key}={','.join(names)}" for key, names in self.grid)
+        return f"recipe {self.recipe}" + (f" with {sets}" if sets else "") + (f"; {grid}" if grid else "")
 
     def flags(self) -> str:
         """The selection flags that pick this experiment."""
-        return " ".join([f"--recipe {self.recipe}", *(f"--set {k}={v}" for k, v in self.overrides)])
+        return " ".join([f"--recipe {self.recipe}", *(f"--set {k}={v}" for k, v in self.overrides),
+                         *self.grid_flags()])
 
     def folder_name(self, seeds: Iterable[int]) -> str:
         """The name of the folder that holds this experiment's tables and plots for these seeds: the recipe,
         every override and the seeds, readable, and with overrides a hash of their exact values (so two
         experiments never share a folder, whatever characters their values hold); cut when long."""
-        readable = "+".join([self.recipe, *(f"{k}={plain_value(v)}" for k, v in self.overrides)])
+        readable = "+".join([self.recipe, *(f"{k}={plain_value(v)}" for k, v in self.overrides),
+                             *(f"grid-{k}={','.join(names)}" for k, names in self.grid)])
         readable = re.sub(r"[^A-Za-z0-9_.,=+-]", "~", readable)[:90]
         seeds = "_seeds-" + "-".join(map(str, sorted(seeds)))
-        if not self.overrides:
+        if not self.overrides and not self.grid:
             return readable + seeds
-        exact = json.dumps([self.recipe, list(self.overrides)])
+        exact = json.dumps([self.recipe, list(self.overrides)] + ([list(self.grid)] if self.grid else []))
         return f"{readable}~{hashlib.sha256(exact.encode()).hexdigest()[:8]}{seeds}"
 
 
@@ -158,8 +175,10 @@ class Experiment:
     index: RunIndex  # where the results root holds each run (results/runs/, or a folder of the earlier layout)
     key: ExperimentKey = field(init=False)
 
+    grid: tuple[tuple[str, tuple[str, ...]], ...] = ()  # the --grid axes (key, level names)
+
     def __post_init__(self) -> None:
-        self.key = ExperimentKey.of(self.recipe.name, self.overrides)
+        self.key = ExperimentKey.of(self.recipe.name, self.overrides, self.grid)
 
     @property
     def store_dir(self) -> Path:
@@ -171,7 +190,8 @@ class Experiment:
 
     def meta(self, run: Run) -> dict[str, Any]:
         """config.json's meta: where the run sits in its sweep, and the experiment it belongs to."""
-        return {**self.sweep.meta(run, self.recipe.name), "overrides": dict(self.overrides)}
+        meta = {**self.sweep.meta(run, self.recipe.name), "overrides": dict(self.overrides)}
+        return {**meta, "grid": {key: list(names) for key, names in self.grid}} if self.grid else meta
 
     def describe(self) -> str:
         return f"sweep {self.sweep.name}, {self.key.describe()}"
@@ -181,8 +201,18 @@ class Experiment:
         apart from every other (its results folder, recipe and identity overrides; not its seeds, which the
         runs of one experiment differ by). status and cancel find the experiment's jobs by it (squeue -n) even
         where no file recorded their ids: a submission that died between sbatch and writing them."""
-        identity = json.dumps([str(self.results_dir.resolve()), self.key.recipe, list(self.key.overrides)])
+        identity = json.dumps([str(self.results_dir.resolve()), self.key.recipe, list(self.key.overrides)]
+                              + ([list(self.key.grid)] if self.key.grid else []))
         return f"{self.sweep.name}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
+
+
+def launch_job_name(experiments: list[Experiment]) -> str:
+    """The SLURM job name of a launch: its experiment's; for several sweeps (a study), one name for the study,
+    which status and cancel given the same sweeps look for too (a job no file recorded is found by it)."""
+    if len(experiments) == 1:
+        return experiments[0].job_name()
+    names = json.dumps([experiment.job_name() for experiment in experiments])
+    return f"study-{hashlib.sha256(names.encode()).hexdigest()[:10]}"
 
 
 def resolve(sweep_path: Path | str, selection: Selection = NO_SELECTION,
@@ -198,9 +228,14 @@ def resolve(sweep_path: Path | str, selection: Selection = NO_SELECTION,
             raise InputError("--recipe", err.describe()) from None
         raise InputError(sweep.path, "recipe", err.describe()) from None
     overrides = selection.overrides()
+    grid = parse_cli_grid(selection.grids)
+    if clash := sorted({axis.name for axis in grid} & set(overrides)):
+        raise InputError("--grid", clash[0], "--set gives it one value and --grid several: keep one of them")
+    sweep = with_grid(sweep, grid)
     seeds = list(selection.seeds) if selection.seeds is not None else list(sweep.seeds)
     runs = expand(sweep, recipe, overrides, seeds)
-    return Experiment(sweep, recipe, overrides, seeds, runs, Path(root) / sweep.name, RunIndex.scan(root))
+    return Experiment(sweep, recipe, overrides, seeds, runs, Path(root) / sweep.name, RunIndex.scan(root),
+                      tuple((axis.name, tuple(axis.levels)) for axis in grid))
 
 
 # ---- the other experiments in a results folder -----------------------------------------------------------------------
@@ -261,9 +296,10 @@ def select_in_folder(results_dir: Path, selection: Selection) -> tuple[Experimen
         raise InputError(results_dir, "<folder>", f"no runs here (no */config.json, no {results_root.LEDGER})")
     if selection.given:
         wanted = selection.overrides() if (selection.sets or selection.data_root or selection.typed) else {}
+        grid = selection.grid()
         matching = {k: v for k, v in groups.items()
                     if (selection.recipe is None or k.recipe == Path(selection.recipe).stem)
-                    and k == ExperimentKey.of(k.recipe, wanted)}
+                    and k == ExperimentKey.of(k.recipe, wanted, grid)}
     else:
         matching = groups
     if len(matching) == 1:

@@ -103,6 +103,8 @@ def record_members(sweep_dir: Path, members: Iterable[tuple[Path, dict]]) -> Non
     if not lines:
         return
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not store.ends_cleanly(sweep_dir / LEDGER):  # a line cut by a crash: end it, or it swallows the next
+        lines.insert(0, "\n")
     with store.open_file(sweep_dir / LEDGER, "ab") as f:
         f.write("".join(lines).encode())
         f.flush()
@@ -124,8 +126,8 @@ def members(sweep_dir: Path) -> list[tuple[Path, dict]]:
         if not isinstance(name, str) or not LEDGER_ENTRY.fullmatch(name) or not isinstance(meta, dict):
             continue
         run_dir = sweep_dir.parent / name
-        if (run_dir / store.CONFIG).is_file():
-            found[(run_dir, _experiment_of(meta))] = meta
+        if not run_dir.parent.is_symlink() and not run_dir.is_symlink() and (run_dir / store.CONFIG).is_file():
+            found[(run_dir, _experiment_of(meta))] = meta  # a link could lead out of the results root: not read
     return [(run_dir, meta) for (run_dir, _), meta in found.items()]
 
 

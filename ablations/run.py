@@ -4,6 +4,7 @@
     python -m ablations.run sweeps/pe.yaml --dry-run             # the plan only; writes nothing
     python -m ablations.run sweeps/pe.yaml --recipe paper-ablation --data-root /data/imagenet
     python -m ablations.run sweeps/pe.yaml --seeds 0,1,2 --set train.epochs=2
+    python -m ablations.run sweeps/pe.yaml --grid model.reduction=dwconv,avg   # 4 x 2 cells
     python -m ablations.run sweeps/paper-ablations.yaml          # every ablation table as one study
     python -m ablations.status sweeps/pe.yaml                    # every cell's state
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +30,13 @@ from pathlib import Path
 from ablations import results_root, store
 from ablations.checks import check_datasets, check_devices, check_live_attention
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
-from ablations.experiment import DEFAULT_RESULTS_ROOT, add_selection_flags, resolve, selection_from_args
+from ablations.experiment import (
+    DEFAULT_RESULTS_ROOT,
+    add_selection_flags,
+    launch_job_name,
+    resolve,
+    selection_from_args,
+)
 from ablations.plan import Launch, Plan, distinct_runs, make_plan, pending_states
 from ablations.plan_text import format_plan, format_study, resource_groups
 from ablations.spec.config import KEEP_CHECKPOINTS, LOGGERS
@@ -225,10 +231,11 @@ def submit_to_slurm(plans: list[Plan], todo: list[Launch], settings: dict, args:
     created_now = not created.exists()
     new_dirs = [t.planned.run_dir for t in todo if not t.planned.run_dir.exists()]
     job_ids: list[str] = []
+    job_name = launch_job_name([plan.experiment for plan in plans])
     try:
         write_configs(todo)
         for group_settings, planned_runs in groups.values():
-            job_ids += slurm.submit(store_dir, [p.run_dir for p in planned_runs], group_settings, job_name(plans),
+            job_ids += slurm.submit(store_dir, [p.run_dir for p in planned_runs], group_settings, job_name,
                                     retry_failed=args.retry_failed, force=args.force, num_workers=args.workers)
     except slurm.SubmissionError as err:
         for run_dir in new_dirs:  # folders this launch made for runs that never went out
@@ -255,15 +262,6 @@ def submit_to_slurm(plans: list[Plan], todo: list[Launch], settings: dict, args:
     if not args.wait:
         return EXIT_OK
     return wait_for_jobs(plans, args)
-
-
-def job_name(plans: list[Plan]) -> str:
-    """The SLURM job name of a launch: its experiment's (status and cancel find unrecorded jobs by it); for
-    several sweeps, one name for the study."""
-    if len(plans) == 1:
-        return plans[0].experiment.job_name()
-    names = json.dumps([plan.experiment.job_name() for plan in plans])
-    return f"study-{hashlib.sha256(names.encode()).hexdigest()[:10]}"
 
 
 def wait_for_jobs(plans: list[Plan], args: argparse.Namespace, poll_s: float = 5.0) -> int:
@@ -323,8 +321,8 @@ def launch_here(plans: list[Plan], todo: list[Launch], args: argparse.Namespace)
 def follow_up(module: str, args: argparse.Namespace) -> str:
     """The command line of `module` that is about the same runs: the sweeps and every selection flag given."""
     flags = [*(["--recipe", args.recipe] if args.recipe else []), *(x for s in args.sets for x in ("--set", s)),
-             *(["--seeds", args.seeds] if args.seeds else []), *(["--data-root", args.data_root] if args.data_root
-                                                                   else [])]
+             *(x for g in args.grids for x in ("--grid", g)), *(["--seeds", args.seeds] if args.seeds else []),
+             *(["--data-root", args.data_root] if args.data_root else [])]
     if Path(args.results_root) != Path(DEFAULT_RESULTS_ROOT):
         flags += ["--results-root", str(args.results_root)]
     return shlex.join(["python", "-m", module, *map(str, args.sweeps), *flags])

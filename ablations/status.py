@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ablations import store
 from ablations.cli import EXIT_FAILED, EXIT_OK, command
-from ablations.experiment import add_selection_flags, describe_others, resolve, selection_from_args
+from ablations.experiment import add_selection_flags, describe_others, launch_job_name, resolve, selection_from_args
 from ablations.plan import Plan, PlannedRun, distinct_runs, make_plan
 from ablations.results_root import origin
 from ablations.spec.study import sweep_paths
@@ -59,7 +59,7 @@ def _number(value) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else "?"
 
 
-def cluster_view(plan: Plan) -> tuple[dict, dict[str, str]]:
+def cluster_view(plan: Plan, job_name: str) -> tuple[dict, dict[str, str]]:
     """(run id -> ablations.executors.slurm.RunStatus for the runs submitted to SLURM, {job id: state} of the
     experiment's live jobs whose run cannot be told). A run counts as submitted with a slurm.json, or with a live
     job of the experiment's job name that no file recorded (the submission died before writing its ids)."""
@@ -70,7 +70,7 @@ def cluster_view(plan: Plan) -> tuple[dict, dict[str, str]]:
     if not submitted and not (store_dir / slurm.SUBMITIT_DIR).is_dir():  # never submitted: no squeue
         return {}, {}
     launched = [p.run_dir for p in plan.runs if p.run_dir.is_dir()]
-    named = slurm.jobs_named(store_dir, plan.experiment.job_name(), launched)
+    named = slurm.jobs_named(store_dir, job_name, launched)
     dirs = [*submitted, *(d for d in named.by_run if d not in set(submitted))]
     rows = {s.run_id: s for s in slurm.status(store_dir, dirs, named)} if dirs else {}
     return rows, {j: state for j, state in sorted(named.unknown.items()) if state in slurm.ACTIVE_STATES}
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     plans = [make_plan(resolve(path, selection, args.results_root)) for path in sweep_paths(args.sweeps)]
     reports, texts = [], []
     for plan in plans:
-        cluster, unrecorded = cluster_view(plan)
+        cluster, unrecorded = cluster_view(plan, launch_job_name([p.experiment for p in plans]))
         rows = [describe(p, cluster, plan.meta(p.run)) for p in plan.runs]
         others = describe_others(plan.experiment)
         unknown = [dict(job_id=j, state=state.lower()) for j, state in unrecorded.items()]

@@ -143,6 +143,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def atomic_create_json(path: Path, obj: Any) -> bool:
+    """Write `path` whole (temp file + hard link) only if it does not exist; False if it does (nothing written)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write((json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # fails if `path` exists, a link planted there included: never written through
+        return True
+    except FileExistsError:
+        return False
+    except OSError as err:
+        if err.filename:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from None  # disk full: say which file
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Strict JSON (NaN and infinity are refused: they are not JSON, and a reader would choke on them)."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
@@ -430,6 +453,10 @@ def write_config(run_dir: Path, config: Any, meta: dict) -> bool:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     existing, problem = read_json(run_dir / CONFIG)
+    if existing is None and problem.endswith(": missing"):  # the first launch: two at once keep one origin
+        if atomic_create_json(run_dir / CONFIG, {"config": config.to_dict(), "meta": meta}):
+            return True
+        existing, problem = read_json(run_dir / CONFIG)  # another launch made it a moment ago
     if problem is None and isinstance(existing, dict) and isinstance(existing.get("meta"), dict):
         meta = existing["meta"]
     document = {"config": config.to_dict(), "meta": meta}

@@ -68,7 +68,8 @@ def model_from_run(run_dir: Path) -> tuple[torch.nn.Module, int, str]:
     except RuntimeError as err:
         raise InputError(f"{path}: the weights do not fit {name} with the run's knobs: {err}") from None
     meta = document.meta
-    return model.eval(), img_size, f"run {run_dir.name} (cell {meta.get('cell', name)}, {path.name})"
+    first = f"{meta['sweep']} {meta['cell']}" if "sweep" in meta and "cell" in meta else name
+    return model.eval(), img_size, f"run {run_dir.name} (first launched as {first}, {path.name})"
 
 
 def validation_input(run_dir: Path, size: int, index: int = 0) -> tuple[torch.Tensor, np.ndarray, str]:

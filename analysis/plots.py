@@ -3,8 +3,8 @@
     python -m analysis.plots table sweeps/pe.yaml          # results/pe/reports/quick_seeds-0/{bars,curves}.{png,pdf}
     python -m analysis.plots table results/pe --recipe quick --set train.epochs=1
     python -m analysis.plots scaling --sizes 112,160,224   # results/plots/scaling.{png,pdf,csv}: MSA vs EMSA
-    python -m analysis.plots attention --run results/pe/pa-s0-83da6d5ced   # on the run's own validation image
-    python -m analysis.plots attention --run results/pe/pa-s0-83da6d5ced --image cat.jpg --stage 3
+    python -m analysis.plots attention --run results/runs/rest-lite-s0-b2fc20285d   # its own validation image
+    python -m analysis.plots attention --run results/runs/rest-lite-s0-b2fc20285d --image cat.jpg --stage 3
 
 table: per metric of the sweep's table, our mean ± std as bars with seeds as dots and the paper's value as a
 marker; validation top-1 against epoch for every cell. scaling: inference throughput and peak memory of
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ablations.cli import OUTPUT_FLAGS
 from ablations.experiment import add_selection_flags, selection_from_args
-from analysis.source import InputError, cli, load_layout, note, output_dir, warn
+from analysis.source import InputError, cli, load_layout, note, output_dir, require_runs, warn
 
 
 def sizes(text: str) -> list[int]:
@@ -76,8 +76,7 @@ def plot_table(args) -> list[Path]:
     from analysis.runs import collect
 
     layout = load_layout(args.target, args.sweep, args.results_root, selection=selection_from_args(args))
-    if not layout.results_dir.is_dir():
-        raise InputError(f"{layout.results_dir}: no such folder; the sweep {layout.source} has no results yet.")
+    require_runs(layout)
     df, problems = collect(layout.results_dir, run_dirs=layout.run_dirs, metas=layout.run_meta)
     warn(problems)
     note(layout)

@@ -110,29 +110,37 @@ def reading(table) -> str:
     protocol."""
     rows, metric = table.rows, next(iter(table.compared), None)
     n = [int(v) for v in rows["n"]]
-    parts = []
+    parts: list[str] = []
     missing = [c for c, k in zip(rows["cell"], n, strict=True) if k == 0]
     if missing:
         parts.append(f"No finished run for {', '.join(missing)}: those rows show nothing yet.")
+    separated = []  # rows whose interval excludes 0
     if metric and table.baseline:
         header = metric.replace("top", "top-")
-        if max(n, default=0) < 2:
-            parts.append(f"One seed per cell: no interval, so no difference in {header} between rows is "
-                         "established; run more seeds (--seeds 0,1,2) before reading the rows against each other.")
-        else:
-            found = [f"{r.cell} ({getattr(r, f'{metric}_delta'):+.2f}, 95 % CI [{getattr(r, f'{metric}_ci_low'):+.2f}, "
-                     f"{getattr(r, f'{metric}_ci_high'):+.2f}])" for r in rows.itertuples()
-                     if getattr(r, f"{metric}_ci_contains_zero") is False]
-            parts.append(f"Against {table.baseline}, {header} differs beyond seed-to-seed noise for: "
-                         f"{', '.join(found)}." if found else
-                         f"No row's {header} differs from {table.baseline} beyond seed-to-seed noise (every 95 % "
-                         "interval contains 0): these seeds do not separate the knobs.")
+        others = [r for r in rows.itertuples() if r.cell != table.baseline]
+        verdict = {r.cell: getattr(r, f"{metric}_ci_contains_zero") for r in others}
+        separated = [r for r in others if verdict[r.cell] is False]
+        within = [r.cell for r in others if verdict[r.cell] is True]
+        untested = [r.cell for r in others if verdict[r.cell] is None and r.cell not in missing]
+        if separated:
+            parts.append(f"Against {table.baseline}, {header} differs beyond seed-to-seed noise for: " + ", ".join(
+                f"{r.cell} ({getattr(r, f'{metric}_delta'):+.2f}, 95 % CI [{getattr(r, f'{metric}_ci_low'):+.2f}, "
+                f"{getattr(r, f'{metric}_ci_high'):+.2f}])" for r in separated) + ".")
+        if within:
+            parts.append(f"The 95 % interval of {', '.join(within)} against {table.baseline} contains 0: these seeds "
+                         "do not separate " + ("it" if len(within) == 1 else "them") + " from the baseline.")
+        if untested:
+            them = "it" if len(untested) == 1 else "them"
+            parts.append(f"No interval for {', '.join(untested)} (one seed, or seeds other than the baseline's): "
+                         f"nothing is established about {them}; run more seeds (--seeds 0,1,2).")
     ours = rows[[f"{metric}_mean", f"{metric}_paper", "cell"]].dropna() if metric else rows.iloc[0:0]
     if len(ours) >= 2:
         by_paper = list(ours.sort_values(f"{metric}_paper", ascending=False)["cell"])
-        by_ours = list(ours.sort_values(f"{metric}_mean", ascending=False)["cell"])
-        parts.append("The paper's order of the rows (" + " > ".join(by_paper) + ") " +
-                      ("holds here." if by_paper == by_ours else f"does not hold here ({' > '.join(by_ours)})."))
+        by_ours = list(ours.sort_values(f"{metric}_mean", ascending=False, kind="stable")["cell"])
+        order = "holds in our means" if by_paper == by_ours else f"does not hold in our means ({' > '.join(by_ours)})"
+        noise = "" if len(separated) == len(ours) - 1 else \
+            ", but differences within seed noise (or without an interval) leave the order unestablished"
+        parts.append(f"The paper's order of the rows ({' > '.join(by_paper)}) {order}{noise}.")
     published, recipe = table.layout.published_recipe, table.protocol["recipe"]
     if published and recipe != published:
         parts.append(f"These runs use recipe {recipe}, not {published} (the protocol of the published numbers): "
@@ -167,9 +175,12 @@ def protocol_blocks(sections: list[Section]) -> list[Block]:
              f"{config.train.epochs} epochs", *lines]
     deviations = []
     for s in sections:
-        if s.layout.published_recipe and s.layout.published_recipe != first.recipe.name:
+        recipe = s.experiment.recipe.name
+        if recipe != first.recipe.name:  # the protocol above is the first table's: say where another applies
+            items.append(f"{s.layout.name}: recipe {recipe} (the sweep file's), not {first.recipe.name}")
+        if s.layout.published_recipe and s.layout.published_recipe != recipe:
             deviations.append(f"{s.layout.name}: the published numbers come from recipe {s.layout.published_recipe}, "
-                              f"these runs from {first.recipe.name}")
+                              f"these runs from {recipe}")
         changed = recipe_deviations(make_plan(s.experiment))
         if changed:
             deviations.append(f"{s.layout.name}: command-line overrides of the recipe: {changed}")

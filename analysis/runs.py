@@ -138,7 +138,7 @@ def read_run(run_dir: Path, curves: bool = True, shown_as: dict | None = None) -
         "run_id": run_dir.name,
         "levels": json.dumps(meta.get("levels") or {}, sort_keys=False),
         "paper_table": meta.get("paper_table"),
-        "origin": None if first == (meta.get("sweep"), meta.get("cell")) else f"{first[0]} {first[1]}",
+        "origin": None if not own or first == (meta.get("sweep"), meta.get("cell")) else f"{first[0]} {first[1]}",
         "model": section["model"].get("name"),
         "dataset": section["data"].get("dataset"),
         "img_size": section["data"].get("img_size"),

@@ -197,6 +197,14 @@ def check_results_folder(folder: Path) -> None:
                      f"folder of a sweep that has been launched, e.g. results/pe.")
 
 
+def require_runs(layout: Layout) -> None:
+    """InputError when nothing of the experiment exists yet: neither its sweep's folder nor any of its runs (a
+    run another sweep launched counts: the table has that row)."""
+    if not layout.results_dir.is_dir() and not any(Path(d).is_dir() for d in layout.run_dirs or ()):
+        raise InputError(f"{layout.results_dir}: no such folder, and none of the runs of {layout.source} exists "
+                         f"yet (launch it first, or pass --results-root).")
+
+
 def warn(problems: list[str]) -> None:
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)

@@ -19,7 +19,7 @@ from pathlib import Path
 from ablations.cli import OUTPUT_FLAGS
 from ablations.experiment import add_selection_flags, selection_from_args
 from analysis.runs import collect
-from analysis.source import InputError, cli, load_layout, note, output_dir, warn
+from analysis.source import InputError, cli, load_layout, note, output_dir, require_runs, warn
 from analysis.table import METRICS, build_table
 
 
@@ -46,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.columns and (unknown := [c for c in args.columns if c not in METRICS]):
         raise InputError(f"--columns: unknown metric(s) {', '.join(unknown)}; choose among {', '.join(METRICS)}.")
     layout = load_layout(args.target, args.sweep, args.results_root, args.columns, selection_from_args(args))
-    if not layout.results_dir.is_dir():
-        raise InputError(f"{layout.results_dir}: no such folder; the sweep {layout.source} has no results yet "
-                         f"(launch it first, or pass --results-root).")
+    require_runs(layout)
     # a table needs no curves
     df, problems = collect(layout.results_dir, curves=False, run_dirs=layout.run_dirs, metas=layout.run_meta)
     warn(problems)

@@ -388,7 +388,15 @@ def test_bad_input_is_one_paragraph_and_exit_2(tmp_path, capsys, make, message):
 
 def test_sweep_without_results_yet(sweep, capsys):
     assert tables.main([str(sweep), "--results-root", str(sweep.parent / "elsewhere")]) == 2
-    assert "has no results yet" in capsys.readouterr().err
+    assert "none of the runs of" in capsys.readouterr().err
+
+
+def test_a_sweep_whose_only_runs_another_sweep_launched_is_tabulated(tmp_path, capsys):
+    """reduction was never launched, but pe's PA run is its DWConv row: the table shows it."""
+    root = Path(__file__).resolve().parents[1]
+    write_run(tmp_path / "results" / "pe", "PA", 0, sweep_file=root / "sweeps" / "pe.yaml")
+    assert tables.main([str(root / "sweeps" / "reduction.yaml"), "--results-root", str(tmp_path / "results")]) == 0
+    assert "| DWConv | 1 |" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -64,8 +64,10 @@ def test_what_the_numbers_show_follows_the_numbers(written):
     text = (written / "report.md").read_text()
     pe, reduction = text.split("(sweep reduction)")
     assert re.search(r"top-1 differs beyond seed-to-seed noise for: LE \(-3\.27, 95 % CI \[-\d", pe), pe
-    assert "The paper's order of the rows (PA > GL > LE > none) does not hold here" in pe
-    assert "No row's top-1 differs from DWConv beyond seed-to-seed noise" in reduction
+    assert "The 95 % interval of none, GL against PA contains 0" in pe
+    assert "The paper's order of the rows (PA > GL > LE > none) does not hold in our means" in pe
+    assert "leave the order unestablished" in pe
+    assert "The 95 % interval of Avg, Max against DWConv contains 0" in reduction
     assert "not comparable with the paper's" in reduction
 
 
@@ -107,3 +109,19 @@ def test_a_report_of_sweeps_never_launched_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no run of these sweeps" in err and err.count("\n") == 1
     assert not (tmp_path / "results").exists()
+
+
+def test_a_row_without_an_interval_is_never_said_to_be_within_noise(tmp_path):
+    """PA with 3 seeds, GL with one seed far above: GL has no interval, and the text says so."""
+    from analysis.runs import collect
+    from analysis.source import load_layout
+    from analysis.table import build_table
+
+    results = tmp_path / "results"
+    for seed in range(3):
+        write_run(results / "pe", "PA", seed, top1=72.0 + seed / 10, sweep_file=PE)
+    write_run(results / "pe", "GL", 0, top1=80.0, sweep_file=PE)
+    layout = load_layout(PE, results_root=results, selection=Selection(seeds=(0, 1, 2)))
+    text = report.reading(build_table(collect(results, run_dirs=layout.run_dirs, metas=layout.run_meta)[0], layout))
+    assert "No interval for GL" in text and "contains 0" not in text and "differs beyond" not in text, text
+    assert "No finished run for none, LE" in text

@@ -229,3 +229,26 @@ def test_a_study_goes_to_slurm_as_one_array_and_one_cancel_stops_it(slurm_cluste
         assert out.startswith("cancelled 4 job(s)") and "cancelled 2 job(s)" in out, out  # pe's 4, reduction's 2 more
     finally:
         slurm.cancel(results_root.store_dir(results))
+
+
+def test_two_launches_writing_a_new_runs_config_at_once_keep_one_origin(tmp_path, monkeypatch):
+    """config.json is created exclusively: a launch that found none, but writes after another launch made it,
+    keeps the other's meta (the window between reading and writing, made to happen here)."""
+    results = tmp_path / "results"
+    pe, reduction = (resolve(s, NO_SELECTION, results) for s in (PE, REDUCTION))
+    (pa,) = [r for r in pe.runs if r.cell.label == "PA"]
+    (dwconv,) = [r for r in reduction.runs if r.cell.label == "DWConv"]
+    run_dir = pe.run_dir(pa)
+    store.write_config(run_dir, pa.config, pe.meta(pa))  # pe's launch made it first
+    real, calls = store.read_json, []
+
+    def late(path):  # reduction's launch read config.json just before pe's launch wrote it
+        calls.append(path)
+        return (None, f"{path}: missing") if len(calls) == 1 else real(path)
+
+    monkeypatch.setattr(store, "read_json", late)
+    store.write_config(run_dir, dwconv.config, reduction.meta(dwconv))
+    monkeypatch.undo()
+    assert store.read_meta(run_dir)["cell"] == "PA" and not list(run_dir.glob(".*.tmp"))
+    store.write_config(run_dir, dwconv.config, reduction.meta(dwconv))  # a later launch: the origin stays
+    assert store.read_meta(run_dir)["cell"] == "PA"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ablations.spec.errors import InputError
+from ablations.spec.sweep import NAME_PATTERN
 from ablations.spec.yamlio import YamlError, load_yaml_strict
 
 KEYS = {"study": "the study's name", "description": "what it is (optional)",
@@ -32,8 +33,9 @@ def read_study(path: Path) -> list[Path]:
         if key not in KEYS:
             raise InputError(path, str(key), "unknown key; allowed keys are: "
                              + "; ".join(f"{k} ({v})" for k, v in KEYS.items()))
-    if not isinstance(raw.get("study"), str) or not raw["study"].strip():
-        raise InputError(path, "study", "missing; a study names itself, e.g. study: paper-ablations")
+    if not isinstance(raw.get("study"), str) or not NAME_PATTERN.fullmatch(raw["study"]):
+        raise InputError(path, "study", "missing or not a folder name (letters, digits, '_', '-', '.'); a study "
+                                        "names itself, e.g. study: paper-ablations")
     sweeps = raw["sweeps"]
     if not isinstance(sweeps, list) or not sweeps or not all(isinstance(s, str) and s for s in sweeps):
         raise InputError(path, "sweeps", "expected a non-empty list of sweep file names, e.g. [pe.yaml, "

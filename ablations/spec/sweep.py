@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +372,49 @@ def parse_cli_sets(items: Iterable[str]) -> dict[str, Any]:
             value = text
         out[key.strip()] = check_config_value(Path("--set"), key.strip(), key.strip(), value)
     return out
+
+
+def parse_cli_grid(items: Iterable[str]) -> list[Axis]:
+    """--grid key=v1,v2,...: one axis per flag, as Hydra's multirun sweeps a key; its levels are named by the
+    values as written, each value checked like a --set value; the first value is the axis's baseline."""
+    axes: list[Axis] = []
+    keys: set[str] = set()
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        names = [v.strip() for v in text.split(",")]
+        if not sep or not key or len(names) < 2 or not all(names):
+            raise SweepError("--grid", item, "expected key=value,value,... with two values or more, e.g. --grid "
+                                             "model.reduction=dwconv,avg")
+        if key in keys:
+            raise SweepError("--grid", key, "given twice; one --grid per key (its values comma-separated)")
+        if len(set(names)) != len(names):
+            raise SweepError("--grid", key, f"a value is listed twice: {','.join(names)}")
+        keys.add(key)
+        levels = {}
+        for name in names:
+            try:
+                value = parse_cli_sets([f"{key}={name}"])[key]
+            except InputError as err:
+                raise SweepError("--grid", key, err.message) from None
+            levels[check_name(Path("--grid"), key, name)] = {key: value}
+        axes.append(Axis(key, names[0], levels))
+    return axes
+
+
+def with_grid(sweep: Sweep, grid: list[Axis]) -> Sweep:
+    """The sweep with the command line's grid axes after its own: cells are the product, labelled from every
+    axis's level. A key that the sweep's axes set is refused (the sweep varies it already). The paper's numbers
+    belong to the sweep's own cells, so a grid's table shows none."""
+    if not grid:
+        return sweep
+    owners = {key: axis.name for axis in sweep.axes for overrides in axis.levels.values() for key in overrides}
+    for axis in grid:
+        if axis.name in owners:
+            raise SweepError("--grid", axis.name, f"axis {owners[axis.name]!r} of {sweep.path} varies it already")
+    extended = replace(sweep, axes=[*sweep.axes, *grid], published={}, published_note="")
+    check_cells(Path("--grid"), extended)
+    return extended
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""--grid: axes from the command line, as Hydra's multirun adds them; part of the experiment's identity."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_runner import SELECT_TINY, write_sweep
+
+from ablations import run as run_cli
+from ablations import status as status_cli
+from analysis import collect as collect_cli
+from analysis import tables as tables_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+PE = ROOT / "sweeps" / "pe.yaml"
+GRID = ["--grid", "model.reduction=dwconv,avg"]
+
+
+def test_a_grid_axis_multiplies_the_cells_labelled_by_its_values(tmp_path, capsys):
+    assert run_cli.main([str(PE), *GRID, "--results-root", str(tmp_path / "r"), "--dry-run", "--no-eta"]) == 0
+    out = capsys.readouterr().out
+    cells = [line.split("0:")[0].strip() for line in out.splitlines() if " 0:new" in line]
+    assert cells == ["none / dwconv", "none / avg", "LE / dwconv", "LE / avg", "GL / dwconv", "GL / avg",
+                     "PA / dwconv *", "PA / avg"]  # the first value is the grid axis's baseline
+    assert "8 cells x 1 seeds = 8 runs" in out and not (tmp_path / "r").exists()
+    two = ["--grid", "model.reduction=dwconv,avg", "--grid", "model.head_norm=true,false"]
+    assert run_cli.main([str(PE), *two, "--results-root", str(tmp_path / "r"), "--dry-run", "--no-eta"]) == 0
+    assert "16 cells x 1 seeds = 16 runs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--grid", "model.reduction=dwconv,bogus"], ["model.reduction", "dwconv"]),  # names what is allowed
+    (["--grid", "model.pos_encoding=pa,gl"], ["model.pos_encoding", "varies it already"]),
+    (["--grid", "model.reduction=avg"], ["two values or more"]),
+    (["--grid", "model.reduction=avg,avg"], ["listed twice"]),
+    (["--grid", "optim.lrr=1,2"], ["optim.lrr"]),
+    (["--grid", "model.reduction=dwconv,avg", "--grid", "model.reduction=max,avg"], ["given twice"]),
+    (["--grid", "model.reduction=dwconv,avg", "--set", "model.reduction=avg"], ["--set gives it one value"]),
+])
+def test_a_bad_grid_is_refused_with_one_line(tmp_path, capsys, flags, words):
+    assert run_cli.main([str(PE), *flags, "--results-root", str(tmp_path / "r"), "--dry-run", "--no-eta"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and all(w in err for w in words), err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_grid_is_part_of_the_experiment_every_command_selects(tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "tiny.yaml", levels="{PA: pa, GL: gl}")
+    results = tmp_path / "results"
+    select = [str(sweep), "--results-root", str(results), *SELECT_TINY, *GRID]
+    assert run_cli.main([*select, "--executor", "local", "--no-eta", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "4 run(s) finished" in out and "--grid model.reduction=dwconv,avg" in out.splitlines()[-1]
+    assert status_cli.main([*select, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(r["cell"], r["state"]) for r in shown["runs"]] == [
+        ("PA / dwconv", "done"), ("PA / avg", "done"), ("GL / dwconv", "done"), ("GL / avg", "done")]
+    # without the grid: the sweep as written, whose runs are the grid's dwconv cells (dwconv is the default)
+    assert status_cli.main([str(sweep), "--results-root", str(results), *SELECT_TINY, "--json"]) == 0
+    assert [r["state"] for r in json.loads(capsys.readouterr().out)["runs"]] == ["done", "done"]
+
+    assert tables_cli.main(select) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| axis / model.reduction |") and len(lines) == 2 + 4, captured.out
+    assert "grid model.reduction=dwconv,avg" in captured.err  # the experiment shown names its grid
+    (folder,) = (results / "tiny" / "reports").iterdir()
+    assert "+grid-" in folder.name  # its own folder (the name is cut when long; a hash tells experiments apart)
+    assert collect_cli.main([*select, "-o", str(tmp_path / "runs.csv")]) == 0
+    import pandas as pd
+
+    assert sorted(pd.read_csv(tmp_path / "runs.csv")["cell"]) == ["GL / avg", "GL / dwconv", "PA / avg",
+                                                                   "PA / dwconv"]
+    # a bare sweep folder: the grid picks its experiment
+    assert tables_cli.main([str(results / "tiny"), *SELECT_TINY, *GRID]) == 0
+    assert sum(line.startswith("| ") for line in capsys.readouterr().out.splitlines()) == 2 + 4
