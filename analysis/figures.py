@@ -47,14 +47,16 @@ def save(fig: Figure, base: Path) -> list[Path]:
 def short_protocol(table: Table) -> str:
     p = table.protocol
     text = (f"ours: {p['dataset']}, recipe {p['recipe']}" + (f" with {p['overrides']}" if p.get("overrides") else "")
+            + (f", grid {p['grid']}" if p.get("grid") else "")
             + f", {p['epochs']} epochs, {p['img_size']} px, seeds {p['seeds']}, device {p['device']}")
     text += f"; shared runs: {p['reused']}" if p.get("reused") else ""
     return text + ("; ATTENTION INERT (1x1 key maps): its knobs cannot act" if p.get("inert") else "")
 
 
-def grid(count: int, panel_w: float, panel_h: float = 3.4) -> tuple[Figure, list]:
-    """A figure of `count` panels, at most PANEL_COLUMNS a row (never one long strip); unused panels hidden."""
-    cols = max(1, min(PANEL_COLUMNS, count))
+def grid(count: int, panel_w: float, panel_h: float = 3.4, cols: int | None = None) -> tuple[Figure, list]:
+    """A figure of `count` panels, at most PANEL_COLUMNS a row (never one long strip), or `cols` a row;
+    unused panels hidden."""
+    cols = max(1, min(cols or PANEL_COLUMNS, count))
     rows = max(1, math.ceil(count / cols))
     fig = Figure(figsize=(panel_w * cols, panel_h * rows + 0.9), layout="constrained")
     axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
@@ -72,6 +74,19 @@ def saturated(values: list[float], metric: str) -> bool:
     return REGISTRY[metric].unit == "%" and bool(values) and min(values) >= SATURATED
 
 
+def facets(table: Table) -> list[tuple[str, list[str]]]:
+    """The cells by level of the table's last axis when it has two or more (a --grid): (title, cell labels)
+    per level, one row of panels each; else one facet of every cell."""
+    labels = list(table.rows["cell"])
+    axes = table.layout.axes
+    if len(axes) < 2:
+        return [("", labels)]
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(label.rsplit(" / ", 1)[-1], []).append(label)
+    return [(f"{axes[-1]} = {level}", cells) for level, cells in groups.items()]
+
+
 def bars(table: Table, runs: pd.DataFrame) -> Figure:
     """One panel per metric, in a grid of at most three a row.
 
@@ -83,10 +98,13 @@ def bars(table: Table, runs: pd.DataFrame) -> Figure:
     CPU measurement.
     """
     metrics = list(table.columns)
-    labels = list(table.rows["cell"])
-    fig, axes = grid(len(metrics), panel_w=min(5.5, max(3.6, 0.7 * len(labels) + 1.8)))
+    rows = facets(table)  # a grid: one row of panels per level of its last axis
+    widest = max(len(labels) for _, labels in rows)
+    fig, axes = grid(len(metrics) * len(rows), panel_w=min(5.5, max(3.6, 0.7 * widest + 1.8)),
+                     cols=len(metrics) if len(rows) > 1 else None)
     done = runs[runs["state"] == store.DONE] if len(runs) else runs
-    for ax, metric in zip(axes, metrics, strict=True):
+    panels = [(metric, facet, labels) for facet, labels in rows for metric in metrics]
+    for ax, (metric, facet, labels) in zip(axes, panels, strict=True):
         ours_values = [v for label in labels for v in seed_values(done, label, metric).values()]
         if saturated(ours_values, metric):
             span = f"{min(ours_values):.1f}" + ("" if min(ours_values) == max(ours_values) else
@@ -96,7 +114,7 @@ def bars(table: Table, runs: pd.DataFrame) -> Figure:
                     transform=ax.transAxes, fontsize=10, color="dimgray")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(SHORT[metric])
+            ax.set_title(SHORT[metric] + (f" ({facet})" if facet else ""))
             continue
         if metric in table.compared and table.baseline:
             delta_panel(ax, table, done, metric, labels)
@@ -107,7 +125,7 @@ def bars(table: Table, runs: pd.DataFrame) -> Figure:
         ax.set_xticks(range(len(labels)), ticks, rotation=30 if slanted else 0, ha="right" if slanted else "center")
         ax.set_xlim(-0.6, len(labels) - 0.4)  # every cell keeps its slot, drawn or not
         ax.grid(axis="y", alpha=0.3)
-        ax.set_title(SHORT[metric])
+        ax.set_title(SHORT[metric] + (f" ({facet})" if facet else ""))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best", framealpha=0.8)
     fig.suptitle(f"paper: {table.title}\n{short_protocol(table)}", fontsize=10)
@@ -193,8 +211,12 @@ def side_by_side_panel(ax, table: Table, done: pd.DataFrame, metric: str, labels
 def curves(table: Table, runs: pd.DataFrame) -> Figure:
     """Validation top-1 and validation loss against epoch, one colour per cell: the mean over seeds with a
     band of ± one standard deviation over seeds (none for one seed); failed runs dotted, ending in x."""
-    fig, (ax_top1, ax_loss) = grid(2, panel_w=5.2, panel_h=3.8)
+    rows = facets(table)  # a grid: a pair of panels per level of its last axis
+    fig, axes = grid(2 * len(rows), panel_w=5.2, panel_h=3.8, cols=2)
+    pairs = {label: (axes[2 * k], axes[2 * k + 1], facet) for k, (facet, labels) in enumerate(rows)
+             for label in labels}
     for i, row in table.rows.iterrows():
+        ax_top1, ax_loss, _ = pairs[row["cell"]]
         color = CELL_COLORS[i % len(CELL_COLORS)]
         style, marker = CELL_STYLES[i % len(CELL_STYLES)], CELL_MARKERS[i % len(CELL_MARKERS)]
         cell_runs = runs[runs["cell"] == row["cell"]] if len(runs) else runs
@@ -222,12 +244,15 @@ def curves(table: Table, runs: pd.DataFrame) -> Figure:
                 if r.state == store.FAILED:
                     ax.plot(r.curve_epoch, getattr(r, column), color=color, ls=FAILED_STYLE, lw=0.8, alpha=0.7)
                     ax.plot(r.curve_epoch[-1], getattr(r, column)[-1], marker="x", color=color, ms=8)
-    for ax, ylabel in ((ax_top1, "validation top-1 (%)"), (ax_loss, "validation loss")):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    ax_top1.legend(fontsize=7, title="cell (runs)", title_fontsize=7)
+    for ax_top1, ax_loss, facet in dict.fromkeys(pairs.values()):
+        for ax, ylabel in ((ax_top1, "validation top-1 (%)"), (ax_loss, "validation loss")):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            if facet:
+                ax.set_title(facet, fontsize=9)
+        ax_top1.legend(fontsize=7, title="cell (runs)", title_fontsize=7)
     fig.suptitle(f"paper: {table.title}\n{short_protocol(table)}; mean over seeds, band = ± 1 std over seeds, "
                  f"dotted to x = a failed run", fontsize=9)
     return fig

@@ -100,6 +100,8 @@ def caption(table: Table) -> str:
             f"model {p['model']}, device {p['device']}, seeds {p['seeds']}.")
     if p.get("overrides"):
         text += f" Overrides of the recipe: {p['overrides']}."
+    if p.get("grid"):
+        text += f" Grid axes added to the sweep's (--grid): {p['grid']}."
     published, changed = table.layout.published_recipe, table.layout.protocol_overrides
     compare = "compare rankings and differences between rows, not absolute numbers with the paper's."
     if has_paper(table) and p["recipe"] != "n/a":  # n/a: no run yet, nothing to compare

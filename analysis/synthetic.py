@@ -32,6 +32,7 @@ def write_run(
     overrides: dict | None = None,
     sweep_file: Path | None = None,
     sets: dict | None = None,
+    grid: dict[str, list[str]] | None = None,
 ) -> Path:
     """One run folder. state: done (result.json), failed (error.json at the last epoch), partial (metrics only).
 
@@ -39,9 +40,11 @@ def write_run(
     expands to for this cell and seed, where a launch puts it: its real config and meta in the results root's
     run store (results_dir is the sweep's folder, results/<sweep>), listed in the sweep's runs.jsonl. Without
     it, a free-standing run folder <results_dir>/<cell>-s<seed>-<hash> with a default config plus `overrides`.
+    `grid`: with `sweep_file`, the experiment's --grid axes ({key: [values]}).
     """
     if sweep_file is not None:
-        config, run_dir, meta = _experiment_run(Path(results_dir), Path(sweep_file), cell, seed, recipe, sets or {})
+        config, run_dir, meta = _experiment_run(Path(results_dir), Path(sweep_file), cell, seed, recipe, sets or {},
+                                                grid or {})
         epochs = config.train.epochs
         results_root.record_members(Path(results_dir), [(run_dir, meta)])
     else:
@@ -75,11 +78,14 @@ def write_run(
     return run_dir
 
 
-def _experiment_run(results_dir: Path, sweep_file: Path, cell: str, seed: int, recipe: str, sets: dict):
+def _experiment_run(results_dir: Path, sweep_file: Path, cell: str, seed: int, recipe: str, sets: dict,
+                    grid: dict[str, list[str]]):
     from ablations.experiment import Selection, resolve
 
     flags = tuple(f"{key}={json.dumps(value)}" for key, value in sets.items())
-    experiment = resolve(sweep_file, Selection(recipe=recipe, sets=flags, seeds=(seed,)), results_dir.parent)
+    grids = tuple(f"{key}={','.join(values)}" for key, values in grid.items())
+    experiment = resolve(sweep_file, Selection(recipe=recipe, sets=flags, seeds=(seed,), grids=grids),
+                         results_dir.parent)
     if experiment.results_dir != results_dir:
         raise ValueError(f"{sweep_file} keeps its runs in {experiment.results_dir}, not {results_dir}")
     run = next((r for r in experiment.runs if r.cell.label == cell), None)

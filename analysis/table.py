@@ -232,6 +232,7 @@ def protocol(runs: pd.DataFrame, layout: Layout) -> dict[str, str]:
         "device": distinct("device", done) if len(done) else "n/a (no finished run)",
         "seeds": distinct("seed") if len(runs) else ", ".join(map(str, layout.seeds)) or "n/a",
         "overrides": layout.overrides,
+        "grid": "; ".join(f"{k}={','.join(v)}" for k, v in layout.key.grid) if layout.key else "",
         "inert": inert_cells(runs),
         "reused": reused_cells(runs),
     }

@@ -65,6 +65,7 @@ def test_a_grid_is_part_of_the_experiment_every_command_selects(tmp_path, capsys
     lines = [line for line in captured.out.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| axis / model.reduction |") and len(lines) == 2 + 4, captured.out
     assert "grid model.reduction=dwconv,avg" in captured.err  # the experiment shown names its grid
+    assert "Grid axes added to the sweep's (--grid): model.reduction=dwconv,avg." in captured.out  # and the caption
     (folder,) = (results / "tiny" / "reports").iterdir()
     assert "+grid-" in folder.name  # its own folder (the name is cut when long; a hash tells experiments apart)
     assert collect_cli.main([*select, "-o", str(tmp_path / "runs.csv")]) == 0
@@ -75,3 +76,27 @@ def test_a_grid_is_part_of_the_experiment_every_command_selects(tmp_path, capsys
     # a bare sweep folder: the grid picks its experiment
     assert tables_cli.main([str(results / "tiny"), *SELECT_TINY, *GRID]) == 0
     assert sum(line.startswith("| ") for line in capsys.readouterr().out.splitlines()) == 2 + 4
+
+
+def test_the_plots_of_a_grid_facet_by_its_last_axis(tmp_path):
+    from ablations.experiment import Selection
+    from analysis.figures import bars, curves
+    from analysis.runs import collect
+    from analysis.source import load_layout
+    from analysis.synthetic import write_run
+    from analysis.table import build_table
+
+    results = tmp_path / "results"
+    for cell in ("none / dwconv", "none / avg", "LE / dwconv", "LE / avg", "GL / dwconv", "GL / avg",
+                 "PA / dwconv", "PA / avg"):
+        write_run(results / "pe", cell, 0, sweep_file=PE, grid={"model.reduction": ["dwconv", "avg"]})
+    layout = load_layout(PE, results_root=results, selection=Selection(grids=("model.reduction=dwconv,avg",)))
+    df = collect(results, run_dirs=layout.run_dirs, metas=layout.run_meta)[0]
+    table = build_table(df, layout)
+    titles = [ax.get_title() for ax in bars(table, df).axes if ax.get_visible()]
+    assert titles == ["Top-1 (model.reduction = dwconv)", "Top-5 (model.reduction = dwconv)",
+                      "Top-1 (model.reduction = avg)", "Top-5 (model.reduction = avg)"], titles
+    panels = [ax for ax in curves(table, df).axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["model.reduction = dwconv"] * 2 + ["model.reduction = avg"] * 2
+    legend = [t.get_text() for t in panels[2].get_legend().get_texts()]
+    assert [text.split(" (")[0] for text in legend] == ["none / avg", "LE / avg", "GL / avg", "PA / avg"]
