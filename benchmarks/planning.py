@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ablations import store
 from ablations.experiment import Selection, resolve
 from ablations.plan import make_plan
+from ablations.results_root import store_dir
 from ablations.spec.recipe import load_recipe
 from ablations.spec.study import sweep_paths
 from ablations.spec.sweep import expand, load_sweep
@@ -60,7 +61,7 @@ def populate(results_root: Path, sweep_path: Path) -> int:
     for i, run in enumerate(tqdm(runs, desc="writing run folders", unit="run")):
         if i % 4 == 3:
             continue
-        run_dir = results_root / sweep.name / run.run_id
+        run_dir = store_dir(results_root) / run.run_id  # where a launch puts it
         run_dir.mkdir(parents=True)
         store.atomic_write_json(run_dir / store.CONFIG, {"config": run.config.to_dict(), "meta": {}})
         (run_dir / store.METRICS).write_text('{"epoch": 1, "top1": 10.0}\n')

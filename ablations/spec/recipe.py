@@ -19,7 +19,7 @@ from typing import Any
 
 from ablations.spec.config import ModelConfig, RunConfig, check_value, flatten, with_overrides
 from ablations.spec.errors import InputError, bounded_repr
-from ablations.spec.yamlio import YamlError, errors_located, load_yaml_strict
+from ablations.spec.yamlio import YamlError, errors_located, load_yaml_strict, read_text_bounded
 
 __all__ = ["RECIPES_DIR", "Recipe", "RecipeError", "list_recipes", "load_recipe", "load_yaml_strict", "resolve"]
 
@@ -147,7 +147,7 @@ def _key_at_line(path: Path, message: str) -> str:
     if duplicate:
         return duplicate.group(1)
     if found:
-        lines = Path(path).read_text(errors="replace").splitlines()
+        lines = read_text_bounded(path).splitlines()
         number = int(found.group(1))
         if 1 <= number <= len(lines):
             key = re.match(r"\s*([^:#\s][^:#]*?)\s*:", lines[number - 1])

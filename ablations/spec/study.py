@@ -43,8 +43,11 @@ def read_study(path: Path) -> list[Path]:
     out = []
     for name in sweeps:
         sweep = (path.parent / name)
-        if not sweep.is_file():
+        if not sweep.exists():
             raise InputError(path, "sweeps", f"{name!r}: no such file beside the study ({sweep})")
+        if not sweep.is_file():
+            raise InputError(path, "sweeps", f"{name!r}: {sweep} is not a regular file (a folder, a FIFO or a "
+                                             "device); list sweep files")
         if is_study(_peek(sweep)):
             raise InputError(path, "sweeps", f"{name!r} is a study file itself; a study lists sweep files")
         out.append(sweep)

@@ -10,7 +10,9 @@ refused with a message saying to write the keys out.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,15 +80,41 @@ def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool 
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def read_text_bounded(path: Path | str, limit: int = MAX_BYTES) -> str:
+    """A text file's content, reading at most `limit` + 1 bytes: an endless file (/dev/zero) or a huge one is
+    refused without being read whole, and a FIFO, a device or a socket without being waited on (opened
+    non-blocking, refused unless a regular file). YamlError naming the file otherwise."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise YamlError(path, "no such file") from None
+    except OSError as err:
+        raise YamlError(path, f"cannot be opened ({err.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise YamlError(path, "is a folder, not a file")
+        if not stat.S_ISREG(mode):
+            raise YamlError(path, "is not a regular file (a FIFO, a device or a socket); give a YAML file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as err:
+        raise YamlError(path, f"cannot be read ({err.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise YamlError(path, f"is too large (more than {limit:,} bytes; at most {limit:,})")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise YamlError(path, "cannot be read as a text file (not UTF-8)") from None
+
+
 def load_yaml_strict(path: Path | str) -> Any:
     """Parse a YAML file with safe types only; raise YamlError with the file and the problem."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise YamlError(path, "no such file") from None
-    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as err:
-        raise YamlError(path, f"cannot be read as a text file ({err.__class__.__name__})") from None
+    text = read_text_bounded(path)
     try:
         problem = shape_problem(text)
         if problem:
@@ -151,11 +179,11 @@ def key_lines(path: Path | str) -> dict[str, int]:
     Errors found after parsing use it to say where the key is. Best effort: {} for a file that does not parse.
     """
     try:
-        text = Path(path).read_text()
+        text = read_text_bounded(path)  # bounded, never waits on a FIFO: this runs after an error too
         if shape_problem(text):
             return {}
         root = yaml.compose(text, Loader=StrictLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+    except (YamlError, yaml.YAMLError, RecursionError):
         return {}
     lines: dict[str, int] = {}
 
