@@ -102,7 +102,7 @@ def make_plan(experiment: Experiment) -> Plan:
     planned, problems = [], []
     for run in experiment.runs:
         run_dir = experiment.run_dir(run)
-        state = store.live_run_state(run_dir) if run_dir.is_dir() else store.RunState(store.NEW)
+        state = store.live_run_state(run_dir) if experiment.index.exists(run.run_id) else store.RunState(store.NEW)
         problems += state.problems
         planned.append(PlannedRun(run, run_dir, state))
     return Plan(experiment, planned, problems)

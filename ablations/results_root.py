@@ -49,35 +49,44 @@ def _progress(run_dir: Path) -> tuple:
 @dataclass
 class RunIndex:
     """The run folders of a results root by config hash: the store's, and those of the earlier layout in the
-    sweep folders. Scanned once per command (names only: no file is read until a run is located)."""
+    sweep folders. Scanned once per command, names only (planning 10,000 runs reads no file here)."""
 
     root: Path
-    by_hash: dict[str, list[Path]] = field(default_factory=dict)
+    by_hash: dict[str, list[str]] = field(default_factory=dict)  # hash -> "<folder>/<run folder>", store first
 
     @classmethod
     def scan(cls, results_root: Path | str) -> RunIndex:
         root = Path(results_root)
         index = cls(root)
-        for folder in [store_dir(root), *sorted(f for f in _subfolders(root) if f.name != STORE)]:
-            for run_dir in sorted(_subfolders(folder)):
-                if RUN_FOLDER.fullmatch(run_dir.name):
-                    index.by_hash.setdefault(config_hash(run_dir.name), []).append(run_dir)
+        folders = [STORE, *sorted(name for name in _subfolder_names(root) if name != STORE)]
+        for folder in folders:
+            for name in _subfolder_names(root / folder):
+                if RUN_FOLDER.fullmatch(name):
+                    index.by_hash.setdefault(config_hash(name), []).append(f"{folder}/{name}")
         return index
 
+    def exists(self, run_id: str) -> bool:
+        """Whether a folder of this run exists (in the store or the earlier layout)."""
+        return config_hash(run_id) in self.by_hash
+
     def locate(self, run_id: str) -> Path:
-        """The folder of the run with this id: the one that exists with its config (in the store, or a sweep
-        folder of the earlier layout; the furthest along if several do), else where the store will hold it."""
-        found = [d for d in dict.fromkeys(self.by_hash.get(config_hash(run_id), ())) if (d / store.CONFIG).is_file()]
+        """The folder of the run with this id: the one that exists (in the store, or a sweep folder of the
+        earlier layout; of several, the one with a config.json that got furthest), else where the store will
+        hold it."""
+        found = self.by_hash.get(config_hash(run_id))
         if not found:
             return store_dir(self.root) / run_id
-        return found[0] if len(found) == 1 else max(found, key=_progress)
+        if len(found) == 1:
+            return self.root / found[0]
+        candidates = [self.root / name for name in found if (self.root / name / store.CONFIG).is_file()]
+        return max(candidates, key=_progress) if candidates else self.root / found[0]
 
 
-def _subfolders(folder: Path) -> list[Path]:
-    """Folders directly in `folder` (not hidden, not links); [] if it is not a folder."""
+def _subfolder_names(folder: Path) -> list[str]:
+    """Names of the folders directly in `folder` (not hidden, not links); [] if it is not a folder."""
     try:
         with os.scandir(folder) as entries:
-            return [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+            return [e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
     except (FileNotFoundError, NotADirectoryError):
         return []
 
