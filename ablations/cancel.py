@@ -14,18 +14,16 @@ cancelled too. Such a job whose run cannot be told is one of this experiment's; 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ablations.cli import EXIT_OK, command
-from ablations.experiment import add_selection_flags, launch_job_name, resolve, selection_from_args
+from ablations.experiment import add_selection_flags, add_sweeps_argument, launch_job_name, resolve, selection_from_args
 from ablations.spec.study import sweep_paths
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.cancel", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweeps", nargs="+", type=Path, metavar="SWEEP",
-                   help="sweep file(s) or study file(s), e.g. sweeps/pe.yaml or sweeps/paper-ablations.yaml")
+    add_sweeps_argument(p)
     add_selection_flags(p)
     return p
 

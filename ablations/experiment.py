@@ -67,6 +67,13 @@ class Selection:
 NO_SELECTION = Selection()  # no flags: the sweep as written
 
 
+def add_sweeps_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional SWEEP... of the commands that take several sweeps (run, status, cancel, report)."""
+    parser.add_argument("sweeps", nargs="+", type=Path, metavar="SWEEP",
+                        help="sweep file(s) or study file(s), e.g. sweeps/pe.yaml or sweeps/paper-ablations.yaml: "
+                             "several are one study (each run once)")
+
+
 def add_selection_flags(parser: argparse.ArgumentParser, *, results_root: bool = True) -> None:
     group = parser.add_argument_group("which runs (the same flags as ablations.run)")
     group.add_argument("--recipe", help="training protocol by name or path (default: the sweep's recipe)")

@@ -33,6 +33,7 @@ from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
 from ablations.experiment import (
     DEFAULT_RESULTS_ROOT,
     add_selection_flags,
+    add_sweeps_argument,
     launch_job_name,
     resolve,
     selection_from_args,
@@ -47,9 +48,7 @@ from ablations.spec.study import sweep_paths
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweeps", nargs="+", type=Path, metavar="SWEEP",
-                   help="sweep file(s) or study file(s), e.g. sweeps/pe.yaml or sweeps/paper-ablations.yaml: several "
-                        "are planned, launched and followed as one, each run once")
+    add_sweeps_argument(p)
     add_selection_flags(p)
     launch = p.add_argument_group("launching")
     launch.add_argument("--executor", choices=("local", "slurm", "auto"), default="auto",

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ablations import store
 from ablations.cli import EXIT_FAILED, EXIT_OK, command
-from ablations.experiment import add_selection_flags, describe_others, launch_job_name, resolve, selection_from_args
+from ablations.experiment import (
+    add_selection_flags,
+    add_sweeps_argument,
+    describe_others,
+    launch_job_name,
+    resolve,
+    selection_from_args,
+)
 from ablations.plan import Plan, PlannedRun, distinct_runs, make_plan
 from ablations.results_root import origin
 from ablations.spec.study import sweep_paths
@@ -79,8 +85,7 @@ def cluster_view(plan: Plan, job_name: str) -> tuple[dict, dict[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.status", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweeps", nargs="+", type=Path, metavar="SWEEP",
-                   help="sweep file(s) or study file(s), e.g. sweeps/pe.yaml or sweeps/paper-ablations.yaml")
+    add_sweeps_argument(p)
     add_selection_flags(p)
     p.add_argument("--json", action="store_true", help="print the runs as JSON (one object) instead of a table")
     return p

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ablations import store
 from ablations.cli import OUTPUT_FLAGS
-from ablations.experiment import add_selection_flags, resolve, selection_from_args
+from ablations.experiment import add_selection_flags, add_sweeps_argument, resolve, selection_from_args
 from ablations.results_root import REPORTS
 from ablations.spec.study import study_name, sweep_paths
 from analysis.source import InputError, cli, load_layout, warn
@@ -222,8 +222,7 @@ def provenance_blocks(sections: list[Section]) -> list[Block]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweeps", nargs="+", type=Path, metavar="SWEEP",
-                   help="sweep file(s) or study file(s), e.g. sweeps/paper-ablations.yaml")
+    add_sweeps_argument(p)
     add_selection_flags(p)
     p.add_argument(*OUTPUT_FLAGS, type=Path, help="the report's folder (default: <results>/reports/<study>/"
                                                   "<recipe+overrides_seeds>/)")
