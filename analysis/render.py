@@ -149,12 +149,16 @@ def legend(table: Table) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+def md_row(cells: list[str]) -> str:
+    """A Markdown table row; a "|" inside a cell (an axis or level name) is escaped, never a column break."""
+    return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+
 def to_markdown(table: Table) -> str:
     head = headers(table)
     align = ["---"] + ["---:"] * (len(head) - 1)
-    lines = [f"**{table.title}**", "", caption(table), "",
-             "| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in body(table)]
+    lines = [f"**{table.title}**", "", caption(table), "", md_row(head), "| " + " | ".join(align) + " |"]
+    lines += [md_row(line) for line in body(table)]
     lines += [""] + [f"- {note}" for note in legend(table)]
     return "\n".join(lines) + "\n"
 
@@ -208,7 +212,7 @@ def to_csv(table: Table) -> str:
     out = table.rows.copy()
     for i, (key, value) in enumerate(context.items()):
         out.insert(1 + i, key, value)
-    return out.to_csv(index=False)
+    return spreadsheet_safe(out).to_csv(index=False)
 
 
 def to_long_csv(table: Table) -> str:
@@ -231,7 +235,21 @@ def to_long_csv(table: Table) -> str:
                         "ci_low": row[f"{metric}_ci_low"] if compared else math.nan,
                         "ci_high": row[f"{metric}_ci_high"] if compared else math.nan,
                         "ci_method": row[f"{metric}_ci_method"] if compared else ""})
-    return pd.DataFrame(out).to_csv(index=False)
+    return spreadsheet_safe(pd.DataFrame(out)).to_csv(index=False)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every text cell that a spreadsheet would run as a formula (a level named
+    =HYPERLINK(...)) prefixed with an apostrophe, as spreadsheets expect; numbers are left as they are."""
+    out = df.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START)
+                                          else v)
+    return out
 
 
 def write_table(table: Table, out_dir: Path) -> list[Path]:

@@ -280,7 +280,9 @@ def export(df: pd.DataFrame, path: Path) -> None:
                 out[column] = out[column].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v))
         out.to_parquet(path, index=False)
     elif path.suffix == ".csv":
-        out = df.copy()
+        from analysis.render import spreadsheet_safe  # a level named =HYPERLINK(...) is text, not a formula
+
+        out = spreadsheet_safe(df)
         for column in LIST_COLUMNS:
             out[column] = out[column].map(lambda v: None if v is None else json.dumps(v))
         out.to_csv(path, index=False)

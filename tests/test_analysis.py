@@ -623,3 +623,26 @@ def test_collect_flattens_the_config_and_writes_long_curves(sweep, tmp_path, cap
         last = le1[(le1["metric"] == "top1") & (le1["epoch"] == 5)]["value"]
         assert last.iloc[0] == pytest.approx(73.0)
     assert "curve points" in capsys.readouterr().err
+
+
+def test_names_with_a_pipe_or_a_formula_stay_text_in_markdown_and_csv(tmp_path, capsys):
+    """An axis named ax|is keeps the Markdown header's columns; a level named =HYPERLINK(...) is not a spreadsheet
+    formula in table.csv, table_long.csv or collect's CSV."""
+    path = tmp_path / "odd.yaml"
+    path.write_text(SWEEP.replace("name: pos_encoding", "name: 'ax|is'").replace(
+        "levels: {none: none, LE: le, GL: gl, PA: pa}", "levels: {'=HYPERLINK(\"http://x\")': none, PA: pa}")
+        .replace("published:\n  none: {top1: 71.54, top5: 89.82}\n  LE: {top1: 71.98, top5: 90.32}\n"
+                 "  GL: {top1: 72.04, top5: 90.41}\n", "published:\n"))
+    for cell in ('=HYPERLINK("http://x")', "PA"):
+        write_run(tmp_path / "results" / "pe", cell, 0, sweep_file=path)
+    out_dir = tmp_path / "out"
+    assert tables.main([str(path), "--results-root", str(tmp_path / "results"), "--seeds", "0", "-o",
+                        str(out_dir)]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| "))
+    assert header.startswith("| ax\\|is | n |") and header.count(" | ") == header.replace("\\|", "").count(" | ")
+    table_csv = pd.read_csv(out_dir / "table.csv")
+    assert '\'=HYPERLINK("http://x")' in set(table_csv["cell"])
+    assert '\'=HYPERLINK("http://x")' in set(pd.read_csv(out_dir / "table_long.csv")["cell"])
+    assert collect_command.main([str(path), "--results-root", str(tmp_path / "results"), "--seeds", "0", "-o",
+                                 str(tmp_path / "runs.csv")]) == 0
+    assert '\'=HYPERLINK("http://x")' in set(pd.read_csv(tmp_path / "runs.csv")["cell"])
