@@ -3,6 +3,8 @@ epoch, attention can act at every cell's input size, and SLURM jobs start the pr
 Each refusal is an InputError (exit 2, one paragraph naming the file and key)."""
 from __future__ import annotations
 
+import importlib.util
+
 from ablations.plan import Plan
 from ablations.spec.errors import InputError
 from rest_knobs import inert_attention, smallest_live_size
@@ -106,3 +108,11 @@ def check_devices(plan: Plan, settings) -> None:
             raise InputError("train.devices", f"cell {planned.run.cell.label!r} is configured for {wanted} "
                              f"device(s) but its SLURM job would start {tasks} task(s) (nodes x tasks per node); "
                              f"give --tasks-per-node / --nodes to match, or --set train.devices={tasks}")
+
+
+def check_loggers(plans) -> None:
+    """train.logger wandb needs the wandb package: refused before anything is written, not when a run starts."""
+    for plan in plans:
+        if any(p.run.config.train.logger == "wandb" for p in plan.runs) and importlib.util.find_spec("wandb") is None:
+            raise InputError("train.logger", "wandb, but the wandb package is not installed here: pip install "
+                                             "'.[wandb]', or --logger tensorboard")

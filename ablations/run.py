@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from ablations import results_root, store
-from ablations.checks import check_datasets, check_devices, check_live_attention
+from ablations.checks import check_datasets, check_devices, check_live_attention, check_loggers
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
 from ablations.experiment import (
     DEFAULT_RESULTS_ROOT,
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--array-parallelism", type=int, help="at most this many runs at once")
     cluster.add_argument("--signal-delay-s", type=int, help="send the checkpoint signal (USR2) this many seconds "
                                                             "before the time limit (default 120)")
-    cluster.add_argument("--max-requeues", type=int, dest="max_num_timeout",
+    cluster.add_argument("--max-requeues", type=int, dest="max_num_timeout", metavar="N",
                          help="requeues after a time limit before a run is given up (default 3)")
     cluster.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
                          help="any other sbatch option: KEY=VALUE, or a bare flag such as --sbatch exclusive "
@@ -110,14 +110,17 @@ def load_plans(args: argparse.Namespace) -> list[Plan]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.workers is not None and args.workers < 0:
+        raise InputError("--workers", f"{args.workers}: expected 0 (load in the training process) or more")
     plans = load_plans(args)
+    check_loggers(plans)
     executor, why = resolve_executor(args.executor)
     # checked for every executor: a bad slurm: block is a bad sweep
     settings = {plan.sweep.path: slurm_settings(args, plan) for plan in plans}
     for plan in plans:
         if executor == "slurm":
             check_devices(plan, settings[plan.sweep.path])
-        elif not args.dry_run and any(p.run.config.train.devices > 1 for p in plan.runs):
+        elif any(p.run.config.train.devices > 1 for p in plan.runs):  # the dry run refuses it too
             raise InputError("train.devices", "the local executor runs one process per run; train.devices > 1 "
                              "needs the SLURM executor (--tasks-per-node N) or torchrun "
                              "(python -m torch.distributed.run --nproc-per-node N -m ablations.train RUN_DIR)")

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ablations.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a run folder holding config.json")
-    parser.add_argument("--num-workers", type=int, default=None,
+    parser.add_argument("--workers", type=int, default=None,
                         help="data loader processes (default: the job's CPU cores but one, at most 8: "
                              "--cpus-per-task on SLURM, this machine's cores locally)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     from ablations.spec.errors import InputError
     from ablations.training.trainer import Preempted
 
-    job = RunJob(args.run_dir, force=args.force, retry_failed=args.retry_failed, num_workers=args.num_workers,
+    if args.workers is not None and args.workers < 0:
+        print_error(InputError("--workers", f"{args.workers}: expected 0 (load in the training process) or more"))
+        return 2
+    job = RunJob(args.run_dir, force=args.force, retry_failed=args.retry_failed, num_workers=args.workers,
                  progress=not args.no_progress)
     try:
         outcome = job.run()

@@ -152,6 +152,14 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         self.batch_split()  # the global batch splits into devices x device batch x accumulation steps
+        if not math.isfinite(self.lr):
+            raise InputError("optim.lr", f"{self.optim.lr:g} x {self.train.batch_size} / {self.optim.lr_base_batch} = "
+                                         f"{self.lr:g} after the linear scaling rule: not a finite learning rate")
+        if self.sched.warmup_epochs > self.train.epochs:
+            raise InputError("sched.warmup_epochs", f"a warm-up of {self.sched.warmup_epochs} epochs is longer than "
+                                                    f"the training ({self.train.epochs} epochs): the schedule would "
+                                                    f"never leave it; use --set sched.warmup_epochs="
+                                                    f"{min(self.sched.warmup_epochs, self.train.epochs // 2)}")
 
     def batch_split(self) -> tuple[int, int, int]:
         """(devices, per-device batch, accumulation steps) of the global batch train.batch_size; InputError if
@@ -164,8 +172,11 @@ class RunConfig:
                                                      f"train.devices={t.devices} devices")
             device_batch = t.batch_size // t.devices
         if t.batch_size % (t.devices * device_batch):
+            fix = (f"--set train.device_batch={t.batch_size // t.devices} (or a divisor of it)"
+                   if t.batch_size % t.devices == 0 else f"a train.batch_size that is a multiple of {t.devices}")
             raise InputError("train.batch_size", f"the global batch {t.batch_size} is not a multiple of "
-                                                 f"train.devices x train.device_batch = {t.devices} x {device_batch}")
+                                                 f"train.devices x train.device_batch = {t.devices} x {device_batch}: "
+                                                 f"use {fix}")
         return t.devices, device_batch, t.batch_size // (t.devices * device_batch)
 
     @property

@@ -105,11 +105,10 @@ def check_dataset(config: RunConfig) -> None:
         if not classes:
             raise not_found(dataset, root / split, f"no class folders in {split}/ (expected {split}/<class>/<image>, "
                                                   "the ImageNet / Imagenette layout)")
-        for name in classes:  # one directory entry each: still cheap for 1,000 classes
-            with os.scandir(root / split / name) as entries:
-                if not any(e.is_file() for e in entries):
-                    raise DatasetError(f"dataset 'imagefolder' at {root}: class folder {split}/{name}/ holds no "
-                                       "image file")
+        for name in classes:  # stops at the first image of each: still cheap for 1,000 classes
+            if not has_image(root / split / name):
+                raise DatasetError(f"dataset 'imagefolder' at {root}: class folder {split}/{name}/ holds no image "
+                                   f"file (none with an extension ImageFolder reads: {', '.join(IMAGE_EXTENSIONS)})")
     if class_dirs(root / "train") != class_dirs(root / "val"):
         raise DatasetError(f"dataset 'imagefolder' at {root}: train/ and val/ have different class folders")
 
@@ -151,6 +150,14 @@ def train_images(config: RunConfig, at_most: int | None = None) -> int:
         caps = [x for x in (at_most, limit) if x is not None]
         n = count_images(require_root(config) / "train", min(caps) if caps else None)
     return min(n, limit) if limit is not None else n
+
+
+def has_image(class_folder: Path) -> bool:
+    """Whether a class folder holds a file ImageFolder would load (an image extension; subfolders included)."""
+    for _, _, files in os.walk(class_folder, followlinks=True):
+        if any(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
+            return True
+    return False
 
 
 def count_images(folder: Path, at_most: int | None = None) -> int:

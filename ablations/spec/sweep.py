@@ -218,8 +218,8 @@ def expect(path: Path, key: str, value: Any, kind: type) -> Any:
 def check_config_value(path: Path, where: str, key: str, value: Any) -> Any:
     try:
         return check_value(key, value)
-    except InputError as err:
-        raise SweepError(path, where, err.describe()) from None
+    except InputError as err:  # "where" names the key already: the message once, not "key: key: ..."
+        raise SweepError(path, where, err.message if err.key == where else err.describe()) from None
 
 
 def parse_overrides(path: Path, where: str, raw: Any) -> dict[str, Any]:
