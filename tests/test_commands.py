@@ -225,6 +225,9 @@ def test_jobs_runs_several_at_once_and_refuses_more_than_the_cores(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 run(s) finished, 0 failed" in proc.stdout
     assert all(store.run_state(d).state == store.DONE for d in run_dirs(results))
+    epochs = [line for line in proc.stderr.splitlines() if "epoch 1/1" in line]
+    names = {d.name for d in run_dirs(results)}
+    assert len(epochs) == 2 and all(any(f"[{n}]" in line for n in names) for line in epochs), proc.stderr
     too_many = cli(str(sweep), "--results-root", str(results), *TINY, "--jobs", "999", cwd=tmp_path)
     assert too_many.returncode == 2 and too_many.stderr.startswith("error: --jobs: 999")
 

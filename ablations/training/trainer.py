@@ -593,14 +593,18 @@ class _LogFile(logging.StreamHandler):
 
 
 def _log_handlers(run_dir: Path, main: bool) -> list[logging.Handler]:
+    """The terminal's lines name the run (several train at once with --jobs N); log.txt, in its folder, needs not."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    named = logging.Formatter(f"%(asctime)s %(levelname)s [{Path(run_dir).name.replace('%', '%%')}] %(message)s",
+                              "%Y-%m-%d %H:%M:%S")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setFormatter(named)
     if main:
         handlers.append(_LogFile(store.open_log(run_dir)))
+        handlers[1].setFormatter(fmt)
     else:
         handlers[0].setLevel(logging.WARNING)
     for h in handlers:
-        h.setFormatter(fmt)
         log.addHandler(h)
     log.setLevel(logging.INFO)
     log.propagate = False
