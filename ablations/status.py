@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 
 from ablations import store
 from ablations.cli import EXIT_FAILED, EXIT_OK, command
@@ -50,7 +51,9 @@ def describe(planned: PlannedRun, cluster: dict, meta: dict) -> dict:
         shown = on_cluster.state  # pending / running / requeued / done / failed / cancelled, from SLURM + folder
         job_id = on_cluster.job_id
         detail = f"job {on_cluster.job_id}  {detail}".strip()
-        if on_cluster.state in FAILED_STATES and on_cluster.error:
+        if on_cluster.state == "cancelled" and state.state != store.FAILED:  # the job's log says nothing of why
+            detail = f"{detail}  cancelled: launching again resumes it from its checkpoint"
+        elif on_cluster.state in FAILED_STATES and on_cluster.error:
             detail = f"{detail}  error: {on_cluster.error.strip().splitlines()[-1]}"
     elif state.state == store.FAILED:
         detail = f"{detail}  error: {state.error}".strip()
@@ -101,8 +104,10 @@ def format_table(plan: Plan, rows: list[dict]) -> str:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:
             lines.append("  " + "  ".join("-" * w for w in widths))
-    counts = plan.counts()
-    lines.append("  " + ", ".join(f"{counts[s]} {s}" for s in store.STATE_ORDER if counts[s]))
+    counts = Counter(r["state"] for r in rows)  # as shown: a run SLURM cancelled counts as cancelled, not new
+    order = [*map(str, store.STATE_ORDER), "pending", "requeued", "cancelled"]
+    lines.append("  " + ", ".join(f"{counts[state]} {state}" for state in sorted(
+        counts, key=lambda state: order.index(state) if state in order else len(order))))
     return "\n".join(lines)
 
 

@@ -252,3 +252,21 @@ def test_two_launches_writing_a_new_runs_config_at_once_keep_one_origin(tmp_path
     assert store.read_meta(run_dir)["cell"] == "PA" and not list(run_dir.glob(".*.tmp"))
     store.write_config(run_dir, dwconv.config, reduction.meta(dwconv))  # a later launch: the origin stays
     assert store.read_meta(run_dir)["cell"] == "PA"
+
+
+def test_status_shows_a_run_slurm_cancelled_as_cancelled(tmp_path):
+    """After ablations.cancel: the state and the summary say cancelled (not new), and the detail says what to do,
+    not the last INFO line of the job's log."""
+    from ablations import status as status_cli
+    from ablations.executors.slurm import RunStatus
+
+    results = tmp_path / "results"
+    plan = make_plan(resolve(PE, NO_SELECTION, results))
+    planned = plan.runs[0]
+    store.write_config(planned.run_dir, planned.run.config, plan.meta(planned.run))
+    cluster = {planned.run_dir.name: RunStatus(planned.run_dir.name, planned.run_dir, "cancelled", "7_0", "CANCELLED",
+                                               0, "2026-12-07 INFO epoch 1/3: train_loss 0.8")}
+    row = status_cli.describe(planned, cluster, plan.meta(planned.run))
+    assert row["state"] == "cancelled" and "INFO" not in row["detail"] and "resumes it" in row["detail"]
+    rows = [row, *(status_cli.describe(p, {}, plan.meta(p.run)) for p in plan.runs[1:])]
+    assert status_cli.format_table(plan, rows).splitlines()[-1].strip() == "3 new, 1 cancelled"
