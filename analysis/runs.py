@@ -268,6 +268,8 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 def export(df: pd.DataFrame, path: Path) -> None:
     """CSV (list columns as JSON text) or parquet (list columns native; needs pyarrow, a dependency)."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"-o {path}: the folder {path.parent} does not exist; create it first or write elsewhere.")
     if path.suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401

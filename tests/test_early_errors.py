@@ -69,3 +69,19 @@ def test_a_class_folder_without_an_image_file_is_found_by_the_dataset_check(tmp_
     config = with_overrides(RunConfig(), {"data.dataset": "imagefolder", "data.root": str(tmp_path)})
     with pytest.raises(DatasetError, match=r"train/bird/ holds no image file"):
         check_dataset(config)
+
+
+def test_collect_into_a_missing_folder_and_a_data_root_that_is_a_file_say_so(tmp_path, capsys):
+    from analysis import collect as collect_cli
+    from analysis.synthetic import write_run
+
+    write_run(tmp_path / "results" / "pe", "PA", 0, sweep_file=ROOT / "sweeps" / "pe.yaml")
+    target = tmp_path / "no" / "such" / "runs.csv"
+    assert collect_cli.main([str(tmp_path / "results"), "-o", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the folder {target.parent} does not exist" in err
+    a_file = tmp_path / "imagenet.tar"
+    a_file.write_text("not a folder")
+    assert run_cli.main([PE, "--results-root", str(tmp_path / "r"), "--dry-run", "--no-eta", "--set",
+                         "data.dataset=imagefolder", "--data-root", str(a_file)]) == 2
+    assert "a file, not a folder" in capsys.readouterr().err

@@ -50,6 +50,8 @@ def require_root(config: RunConfig) -> Path:
     dataset = config.data.dataset
     if root is None:
         raise not_found(dataset, None, "data.root is not set and neither is " + ENV_ROOT)
+    if Path(root).exists() and not Path(root).is_dir():
+        raise not_found(dataset, root, "that is a file, not a folder: give the dataset's folder")
     if not Path(root).is_dir():
         raise not_found(dataset, root, "the folder does not exist")
     return Path(root)
