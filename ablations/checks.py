@@ -7,7 +7,7 @@ import importlib.util
 
 from ablations.plan import Plan
 from ablations.spec.errors import InputError
-from rest_knobs import inert_attention, smallest_live_size
+from rest_knobs import VARIANTS, inert_attention, smallest_live_size
 
 
 def check_datasets(plan: Plan, runs) -> None:
@@ -56,6 +56,8 @@ def inert_attention_cells(plan: Plan) -> dict[str, str]:
     out = {}
     for planned in plan.runs:
         config = planned.run.config
+        if config.model.name not in VARIANTS:  # another timm model: no ResT attention knob to check
+            continue
         problems = inert_attention(config.data.img_size, config.model.stem, config.model.reduction)
         if problems and planned.run.cell.label not in out:
             out[planned.run.cell.label] = f"at {config.data.img_size} px, {'; '.join(problems)}"
@@ -69,7 +71,8 @@ def check_live_attention(plan: Plan, allow: bool) -> None:
     if not inert or allow:
         return
     label, why = next(iter(inert.items()))
-    live = max(smallest_live_size(p.run.config.model.stem, p.run.config.model.reduction) for p in plan.runs)
+    live = max(smallest_live_size(p.run.config.model.stem, p.run.config.model.reduction) for p in plan.runs
+               if p.run.config.model.name in VARIANTS)
     more = f" (and {len(inert) - 1} more cell{'s' if len(inert) > 2 else ''})" if len(inert) > 1 else ""
     raise InputError(plan.sweep.path, "data.img_size",
                      f"cell {label!r}{more}: {why}: one key per query, so softmax, Conv-1 and IN cannot act and "
@@ -116,3 +119,32 @@ def check_loggers(plans) -> None:
         if any(p.run.config.train.logger == "wandb" for p in plan.runs) and importlib.util.find_spec("wandb") is None:
             raise InputError("train.logger", "wandb, but the wandb package is not installed here: pip install "
                                              "'.[wandb]', or --logger tensorboard")
+
+
+def check_models(plans, runs) -> None:
+    """Every model that is not a ResT size is one timm knows and takes its run's input size (a forward pass on
+    the meta device); refused naming the cell, the model and the sizes it takes. Imports timm and torch only
+    when such a model is in `runs` (PlannedRuns)."""
+    others = {}
+    for planned in runs:
+        config = planned.run.config
+        if config.model.name not in VARIANTS:
+            others.setdefault((config.model.name, config.data.img_size), planned)
+    if not others:
+        return
+    import timm
+
+    from ablations.training.models import size_problem, sizes_taken
+
+    sweep = plans[0].sweep.path if plans else "<sweep>"
+    for (name, size), planned in others.items():
+        if not timm.is_model(name):
+            raise InputError(sweep, "model.name", f"{name!r} (cell {planned.run.cell.label!r}) is neither a ResT size "
+                             f"({', '.join(VARIANTS)}) nor a model timm knows; python -c \"import timm; "
+                             f"print(timm.list_models('*{name[:6]}*'))\" lists names")
+        problem = size_problem(planned.run.config, 10)
+        if problem:
+            taken = sizes_taken(planned.run.config, 10)
+            raise InputError(sweep, "data.img_size", f"{name} (cell {planned.run.cell.label!r}) cannot take {size} px "
+                             f"({problem}); sizes it takes: {', '.join(map(str, taken)) or 'none of those tried'} "
+                             f"(--set data.img_size=N)")

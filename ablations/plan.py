@@ -186,15 +186,13 @@ def complexity_of(config: RunConfig, num_classes: int, cache: PlanCache) -> dict
     """params / MACs of the model a run trains, at its own input size (computed on the meta device)."""
 
     def compute() -> dict[str, int]:
-        import timm
         import torch
 
         import rest
+        from ablations.training.models import create_model
 
-        knobs = dict(config.to_dict()["model"])
-        name = knobs.pop("name")
         with torch.device("meta"):
-            model = timm.create_model(name, num_classes=num_classes, img_size=config.data.img_size, **knobs)
+            model = create_model(config, num_classes)
         return rest.complexity(model, config.data.img_size)
 
     return cache.get("complexity", model_key(config, num_classes), compute)
@@ -287,17 +285,16 @@ def recorded_gpu_speed(plan: Plan, config: RunConfig, num_classes: int, cache: P
 
 def measure_speed(config: RunConfig, num_classes: int, cache: PlanCache, repeats: int = 3) -> Speed:
     """Training images/s of one model on this machine: a few forward/backward/step iterations, repeated."""
-    import timm
     import torch
 
+    from ablations.training.models import create_model
     from rest.complexity import time_iterations
 
-    knobs = dict(config.to_dict()["model"])
-    name = knobs.pop("name")
+    name = config.model.name
     batch = min(config.train.batch_size, 32)
     size = config.data.img_size
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = timm.create_model(name, num_classes=num_classes, img_size=size, **knobs).to(device).train()
+    model = create_model(config, num_classes).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, num_classes, (batch,), device=device)

@@ -20,7 +20,7 @@ from ablations.spec.metrics import COMPARED, PAPER_DEVICE_CLASS, device_class
 from ablations.spec.metrics import METRICS as REGISTRY
 from analysis.source import CellSpec, InputError, Layout
 from analysis.stats import compare, summarize
-from rest_knobs import REDUCTIONS, STEMS, inert_attention
+from rest_knobs import REDUCTIONS, STEMS, VARIANTS, inert_attention
 
 # metric -> (header, decimals), from the one registry. Accuracies are in percent, as result.json and the
 # paper give them. Only accuracies vary with the seed (COMPARED): params/FLOPs are fixed by the architecture,
@@ -255,7 +255,8 @@ def inert_cells(runs: pd.DataFrame) -> str:
         return ""
     found: dict[str, str] = {}
     # each distinct (cell, size, stem, reduction) once: a table of many seeds does not recompute the maps
-    for cell, size, stem, reduction in runs[columns].drop_duplicates().itertuples(index=False):
+    rest_runs = runs[runs["model"].isin(list(VARIANTS))] if "model" in runs.columns else runs  # ResT's knobs only
+    for cell, size, stem, reduction in rest_runs[columns].drop_duplicates().itertuples(index=False):
         if not (isinstance(size, int | float) and stem in STEMS and reduction in REDUCTIONS) or math.isnan(size):
             continue
         problems = inert_attention(int(size), stem, reduction)

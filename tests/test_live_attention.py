@@ -19,7 +19,7 @@ from ablations import run as run_cli
 from ablations.experiment import Selection, resolve
 from ablations.spec.recipe import list_recipes
 from ablations.spec.study import sweep_paths
-from rest_knobs import inert_attention, key_grids, smallest_live_size, token_grids
+from rest_knobs import VARIANTS, inert_attention, key_grids, smallest_live_size, token_grids
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sweep_paths(sorted((ROOT / "sweeps").glob("*.yaml")))  # the study file expands to its sweeps
@@ -80,6 +80,8 @@ def shipped_models() -> dict[tuple, str]:
             for run in experiment.runs:
                 model = dict(run.config.to_dict()["model"])
                 name = model.pop("name")
+                if name not in VARIANTS:  # another timm model (sweeps/main.yaml): no ResT attention to check
+                    continue
                 model.pop("drop_path_rate")
                 found.setdefault((name, tuple(sorted(model.items())), run.config.data.img_size),
                                  f"{sweep.name} cell {run.cell.label} under recipe {recipe}")

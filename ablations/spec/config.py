@@ -49,9 +49,16 @@ PROBABILITY = dict(min=0.0, max=1.0)
 SEED_LIMIT = 2**32  # numpy's seeds
 
 
+MODEL_NAME = "|".join([r"(?!rest_)[a-z0-9][a-z0-9_.]{0,99}", *VARIANTS])
+REST_KNOBS = ("pos_encoding", "reduction", "head_conv", "head_norm", "stem")  # what only ResT takes
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = knob("rest_lite", choices=tuple(VARIANTS))
+    # a ResT size, or any other timm model (its existence and input sizes are checked at launch: timm imports
+    # torch, and this module does not); a rest_ name that is not a size is a typo, refused here
+    name: str = knob("rest_lite", pattern=MODEL_NAME,
+                     pattern_text=f"a ResT size ({', '.join(VARIANTS)}) or another timm model's name (e.g. resnet18)")
     pos_encoding: str = knob("pa", choices=POS_ENCODINGS)
     reduction: str = knob("dwconv", choices=REDUCTIONS)
     head_conv: bool = True
@@ -152,6 +159,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         self.batch_split()  # the global batch splits into devices x device batch x accumulation steps
+        if self.model.name not in VARIANTS:  # another timm model: ResT's knobs cannot reach it
+            defaults = ModelConfig()
+            for knob_name in REST_KNOBS:
+                value = getattr(self.model, knob_name)
+                if value != getattr(defaults, knob_name):
+                    raise InputError(f"model.{knob_name}", f"{value!r} is a ResT knob, and {self.model.name} is not "
+                                                           f"a ResT model ({', '.join(VARIANTS)}): it cannot act there")
         if not math.isfinite(self.lr):
             raise InputError("optim.lr", f"{self.optim.lr:g} x {self.train.batch_size} / {self.optim.lr_base_batch} = "
                                          f"{self.lr:g} after the linear scaling rule: not a finite learning rate")

@@ -19,6 +19,7 @@ from 0.
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import math
@@ -48,10 +49,12 @@ from tqdm import tqdm
 import rest
 from ablations import store
 from ablations.provenance import code_provenance
-from ablations.spec.config import RunConfig
+from ablations.spec.config import REST_KNOBS, RunConfig
 from ablations.training.loaders import build_loaders, mix_seed, seed_everything
+from ablations.training.models import create_model
 from ablations.training.tracking import Tracker, open_tracker
 from rest.complexity import time_iterations
+from rest_knobs import VARIANTS
 
 log = logging.getLogger("ablations.train")
 
@@ -165,11 +168,7 @@ class Trainer:
         """A fresh model, EMA, optimizer, schedule and scaler, and the progress counters of a new run."""
         c = self.config
         seed_everything(c.train.seed)
-        self.model = timm.create_model(
-            c.model.name, pos_encoding=c.model.pos_encoding, reduction=c.model.reduction,
-            head_conv=c.model.head_conv, head_norm=c.model.head_norm, stem=c.model.stem,
-            drop_path_rate=c.model.drop_path_rate, num_classes=self.num_classes, img_size=c.data.img_size,
-        ).to(self.device, memory_format=self.memory_format)
+        self.model = create_model(c, self.num_classes).to(self.device, memory_format=self.memory_format)
         self.ema = ModelEmaV3(self.model, decay=c.train.ema_decay) if c.train.ema else None
         self.optimizer = create_optimizer_v2(self.model, opt=TIMM_OPTIMIZERS[c.optim.name], lr=c.lr,
                                              weight_decay=c.optim.weight_decay, momentum=c.optim.momentum)
@@ -456,11 +455,13 @@ class Trainer:
         kept: dict = {"checkpoint": store.CHECKPOINT if keep == "last" else None,
                       "best_weights": store.BEST_WEIGHTS if keep in ("last", "best") else None}
         if kept["best_weights"]:
-            knobs = ", ".join(f"{k}={getattr(c.model, k)!r}" for k in ("pos_encoding", "reduction", "head_conv",
-                                                                         "head_norm", "stem"))
+            rest_model = c.model.name in VARIANTS
+            knobs = "".join(f"{k}={getattr(c.model, k)!r}, " for k in REST_KNOBS) if rest_model else ""
+            size = f"img_size={c.data.img_size}, " if rest_model or "img_size" in inspect.signature(
+                type(self.model).__init__).parameters else ""
             n = self.num_classes
             kept["load_with"] = (f"timm.create_model({c.model.name!r}, pretrained=True, num_classes={n}, "
-                                 f"img_size={c.data.img_size}, {knobs}, "
+                                 f"{size}{knobs}"
                                  f"pretrained_cfg_overlay=dict(file='{store.BEST_WEIGHTS}', num_classes={n}))"
                                  f"  # after import rest")
         return kept
