@@ -121,23 +121,24 @@ def check_loggers(plans) -> None:
                                              "'.[wandb]', or --logger tensorboard")
 
 
-def check_models(plans, runs) -> None:
+def check_models(plans) -> None:
     """Every model that is not a ResT size is one timm knows and takes its run's input size (a forward pass on
-    the meta device); refused naming the cell, the model and the sizes it takes. Imports timm and torch only
-    when such a model is in `runs` (PlannedRuns)."""
+    the meta device); refused naming the sweep, the cell, the model and the sizes it takes. Imports timm and
+    torch only when such a model is in a plan."""
     others = {}
-    for planned in runs:
-        config = planned.run.config
-        if config.model.name not in VARIANTS:
-            others.setdefault((config.model.name, config.data.img_size), planned)
+    for plan in plans:
+        for planned in plan.runs:
+            config = planned.run.config
+            if config.model.name not in VARIANTS:
+                others.setdefault((config.model.name, config.data.img_size), (plan, planned))
     if not others:
         return
     import timm
 
     from ablations.training.models import size_problem, sizes_taken
 
-    sweep = plans[0].sweep.path if plans else "<sweep>"
-    for (name, size), planned in others.items():
+    for (name, size), (plan, planned) in others.items():
+        sweep = plan.sweep.path
         if not timm.is_model(name):
             raise InputError(sweep, "model.name", f"{name!r} (cell {planned.run.cell.label!r}) is neither a ResT size "
                              f"({', '.join(VARIANTS)}) nor a model timm knows; python -c \"import timm; "
@@ -148,3 +149,14 @@ def check_models(plans, runs) -> None:
             raise InputError(sweep, "data.img_size", f"{name} (cell {planned.run.cell.label!r}) cannot take {size} px "
                              f"({problem}); sizes it takes: {', '.join(map(str, taken)) or 'none of those tried'} "
                              f"(--set data.img_size=N)")
+
+
+def check_schedules(plans) -> None:
+    """RunConfig.check_schedule for every cell a launch (or its dry run) would train: at launch only, so tables
+    of runs launched before the check still read them."""
+    for plan in plans:
+        for planned in plan.runs:
+            try:
+                planned.run.config.check_schedule()
+            except InputError as err:
+                raise InputError(plan.sweep.path, err.key, f"cell {planned.run.cell.label!r}: {err.message}") from None

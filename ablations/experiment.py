@@ -140,7 +140,9 @@ class ExperimentKey:
     @classmethod
     def from_meta(cls, meta: dict) -> ExperimentKey:
         overrides, grid = meta.get("overrides"), meta.get("grid")
-        grid = [(k, v) for k, v in grid.items() if isinstance(v, list)] if isinstance(grid, dict) else []
+        # [[key, [names]], ...] in the launch's order (a JSON object would come back sorted: another grid)
+        grid = [tuple(pair) for pair in grid if isinstance(pair, list) and len(pair) == 2
+                and isinstance(pair[1], list)] if isinstance(grid, list) else []
         return cls.of(str(meta.get("recipe", "unknown")), overrides if isinstance(overrides, dict) else {}, grid)
 
     def grid_flags(self) -> list[str]:
@@ -198,7 +200,7 @@ class Experiment:
     def meta(self, run: Run) -> dict[str, Any]:
         """config.json's meta: where the run sits in its sweep, and the experiment it belongs to."""
         meta = {**self.sweep.meta(run, self.recipe.name), "overrides": dict(self.overrides)}
-        return {**meta, "grid": {key: list(names) for key, names in self.grid}} if self.grid else meta
+        return {**meta, "grid": [[key, list(names)] for key, names in self.grid]} if self.grid else meta
 
     def describe(self) -> str:
         return f"sweep {self.sweep.name}, {self.key.describe()}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -165,15 +166,19 @@ def dataset_sizes(config: RunConfig, cache: PlanCache) -> tuple[int, int]:
 
 @functools.cache
 def counting_code() -> str:
-    """A digest of the model and counting code (rest/rest.py, rest/complexity.py, read as files: no torch), part
-    of every cached complexity's key, so counts cached by other code are computed again, never shown."""
+    """A digest of the model and counting code (rest/rest.py, rest/complexity.py, the model factory, read as
+    files: no torch) and of timm's version (its models are counted too), part of every cached complexity's
+    key, so counts cached by other code are computed again, never shown."""
     import rest_knobs
 
-    folder = Path(rest_knobs.__file__).parent / "rest"
+    root = Path(rest_knobs.__file__).parent
     digest = hashlib.sha256()
-    for name in ("rest.py", "complexity.py"):
-        path = folder / name
+    for path in (root / "rest" / "rest.py", root / "rest" / "complexity.py", root / "ablations/training/models.py"):
         digest.update(path.read_bytes() if path.is_file() else b"")
+    try:
+        digest.update(importlib.metadata.version("timm").encode())
+    except importlib.metadata.PackageNotFoundError:
+        pass
     return digest.hexdigest()[:12]
 
 

@@ -141,7 +141,8 @@ def members(sweep_dir: Path) -> list[tuple[Path, dict]]:
 
 
 def _experiment_of(meta: dict) -> str:
-    return json.dumps([meta.get("recipe"), meta.get("overrides"), meta.get("cell"), meta.get("seed")], sort_keys=True)
+    return json.dumps([meta.get("recipe"), meta.get("overrides"), meta.get("grid"), meta.get("cell"), meta.get("seed")],
+                      sort_keys=True)
 
 
 def origin(run_dir: Path, meta: dict) -> str | None:

@@ -28,7 +28,14 @@ import time
 from pathlib import Path
 
 from ablations import results_root, store
-from ablations.checks import check_datasets, check_devices, check_live_attention, check_loggers, check_models
+from ablations.checks import (
+    check_datasets,
+    check_devices,
+    check_live_attention,
+    check_loggers,
+    check_models,
+    check_schedules,
+)
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
 from ablations.experiment import (
     DEFAULT_RESULTS_ROOT,
@@ -128,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         check_jobs(args.jobs)
     wanted = pending_states(args.retry_failed, args.force)
     todo = [launch for launch in distinct_runs(plans) if launch.planned.state.state in wanted]
-    check_models(plans, [p for plan in plans for p in plan.runs])
+    check_schedules(plans)
+    check_models(plans)
     for plan in plans:
         check_live_attention(plan, args.allow_inert_attention)
         own = [launch.planned for launch in todo if launch.plan is plan]

@@ -52,7 +52,9 @@ def describe(planned: PlannedRun, cluster: dict, meta: dict) -> dict:
         job_id = on_cluster.job_id
         detail = f"job {on_cluster.job_id}  {detail}".strip()
         if on_cluster.state == "cancelled" and state.state != store.FAILED:  # the job's log says nothing of why
-            detail = f"{detail}  cancelled: launching again resumes it from its checkpoint"
+            detail = f"{detail}  cancelled: launching again " + ("resumes it from its checkpoint" if
+                                                                  (planned.run_dir / store.CHECKPOINT).exists()
+                                                                  else "starts it")
         elif on_cluster.state in FAILED_STATES and on_cluster.error:
             detail = f"{detail}  error: {on_cluster.error.strip().splitlines()[-1]}"
     elif state.state == store.FAILED:

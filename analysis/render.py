@@ -247,9 +247,19 @@ def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for column in out.columns:
         if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
-            out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START)
-                                          else v)
+            out[column] = out[column].map(lambda v: "'" + v if formula_like(v) else v)
     return out
+
+
+def formula_like(value) -> bool:
+    """Text a spreadsheet would evaluate: starts as a formula and is not a plain number ("-5" stays "-5")."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_START):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
 
 
 def write_table(table: Table, out_dir: Path) -> list[Path]:

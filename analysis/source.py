@@ -35,6 +35,7 @@ from ablations.experiment import (
 )
 from ablations.spec.errors import InputError
 from ablations.spec.metrics import DEFAULT_COLUMNS
+from ablations.spec.sweep import parse_cli_grid, with_grid
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
         check_results_folder(target)
         key, members = select_in_folder(target, selection)
         others = experiments_in(target, exclude={d for d, _ in members})
-        base = layout_from_sweep(read_sweep(Path(sweep)), target) if sweep is not None else \
+        base = layout_from_sweep(with_grid(read_sweep(Path(sweep)), parse_cli_grid(selection.grids)), target) \
+            if sweep is not None else \
             Layout(name=target.resolve().name, results_dir=target)
         seeds = selection.seeds if selection.seeds is not None else seeds_in(members)
         layout = Layout(**{**base.__dict__, "run_dirs": tuple(d for d, _ in members),

@@ -646,3 +646,10 @@ def test_names_with_a_pipe_or_a_formula_stay_text_in_markdown_and_csv(tmp_path, 
     assert collect_command.main([str(path), "--results-root", str(tmp_path / "results"), "--seeds", "0", "-o",
                                  str(tmp_path / "runs.csv")]) == 0
     assert '\'=HYPERLINK("http://x")' in set(pd.read_csv(tmp_path / "runs.csv")["cell"])
+
+
+def test_numbers_written_as_text_stay_numbers_in_csv():
+    from analysis.render import formula_like
+
+    assert [formula_like(v) for v in ("-5", "+1", "1e-3", "=1+1", "-x", "@a", "PA", 3)] == [
+        False, False, False, True, True, True, False, False]

@@ -59,3 +59,16 @@ def test_a_model_that_cannot_run_the_cell_is_refused_by_the_plan(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and all(w in err for w in words), err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_model_without_drop_path_builds_and_the_factory_says_whether_it_took_the_size():
+    import torch
+
+    from ablations.spec.config import RunConfig, with_overrides
+    from ablations.training.models import create_model
+
+    with torch.device("meta"):
+        vgg = create_model(with_overrides(RunConfig(), {"model.name": "vgg11", "data.img_size": 48}), 10)
+        deit = create_model(with_overrides(RunConfig(), {"model.name": "deit_tiny_patch16_224",
+                                                         "data.img_size": 48}), 10)
+    assert vgg.built_img_size is None and deit.built_img_size == 48

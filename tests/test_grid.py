@@ -100,3 +100,28 @@ def test_the_plots_of_a_grid_facet_by_its_last_axis(tmp_path):
     assert [ax.get_title() for ax in panels] == ["model.reduction = dwconv"] * 2 + ["model.reduction = avg"] * 2
     legend = [t.get_text() for t in panels[2].get_legend().get_texts()]
     assert [text.split(" (")[0] for text in legend] == ["none / avg", "LE / avg", "GL / avg", "PA / avg"]
+
+
+def test_two_grid_axes_keep_their_order_in_the_stored_meta_and_a_bare_folder_with_its_sweep(tmp_path):
+    """The axes' order is the experiment's (the cells' labels follow it): stored as pairs, not as a JSON object
+    that comes back sorted; and a results folder with --sweep takes the grid too."""
+    from ablations.experiment import ExperimentKey, Selection, resolve
+    from analysis.source import load_layout
+    from analysis.synthetic import write_run
+
+    grids = ("train.epochs=1,2", "model.reduction=dwconv,avg")  # not in sorted order
+    experiment = resolve(PE, Selection(grids=grids, seeds=(0,)), tmp_path / "results")
+    meta = json.loads(json.dumps(experiment.meta(experiment.runs[0]), sort_keys=True))  # as config.json keeps it
+    assert ExperimentKey.from_meta(meta) == experiment.key
+    write_run(tmp_path / "results" / "pe", "PA / 1 / avg", 0, sweep_file=PE,
+              grid={"train.epochs": ["1", "2"], "model.reduction": ["dwconv", "avg"]})
+    bare = load_layout(tmp_path / "results" / "pe", selection=Selection(grids=grids))
+    assert len(bare.run_dirs) == 1
+    with_sweep = load_layout(tmp_path / "results" / "pe", sweep=PE, selection=Selection(grids=grids))
+    assert [c.label for c in with_sweep.cells][:2] == ["none / 1 / dwconv", "none / 1 / avg"]
+
+
+def test_a_grid_whose_cells_would_be_one_run_is_refused(tmp_path, capsys):
+    assert run_cli.main([str(PE), "--grid", "train.keep_checkpoints=last,best", "--results-root", str(tmp_path),
+                         "--dry-run", "--no-eta"]) == 2
+    assert "are the same run" in capsys.readouterr().err

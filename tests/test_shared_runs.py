@@ -267,6 +267,6 @@ def test_status_shows_a_run_slurm_cancelled_as_cancelled(tmp_path):
     cluster = {planned.run_dir.name: RunStatus(planned.run_dir.name, planned.run_dir, "cancelled", "7_0", "CANCELLED",
                                                0, "2026-12-07 INFO epoch 1/3: train_loss 0.8")}
     row = status_cli.describe(planned, cluster, plan.meta(planned.run))
-    assert row["state"] == "cancelled" and "INFO" not in row["detail"] and "resumes it" in row["detail"]
+    assert row["state"] == "cancelled" and "INFO" not in row["detail"] and "launching again starts it" in row["detail"]
     rows = [row, *(status_cli.describe(p, {}, plan.meta(p.run)) for p in plan.runs[1:])]
     assert status_cli.format_table(plan, rows).splitlines()[-1].strip() == "3 new, 1 cancelled"

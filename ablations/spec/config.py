@@ -166,6 +166,11 @@ class RunConfig:
                 if value != getattr(defaults, knob_name):
                     raise InputError(f"model.{knob_name}", f"{value!r} is a ResT knob, and {self.model.name} is not "
                                                            f"a ResT model ({', '.join(VARIANTS)}): it cannot act there")
+
+    def check_schedule(self) -> None:
+        """What a launch refuses in a run's schedule (not when a stored config is read back: a run launched
+        before a check existed still resumes): an lr that is not finite after the linear scaling rule, a
+        warm-up longer than the training."""
         if not math.isfinite(self.lr):
             raise InputError("optim.lr", f"{self.optim.lr:g} x {self.train.batch_size} / {self.optim.lr_base_batch} = "
                                          f"{self.lr:g} after the linear scaling rule: not a finite learning rate")

@@ -442,4 +442,11 @@ def expand(
         for seed in seeds if seeds is not None else sweep.seeds:
             config = with_overrides(cell_config, {"train.seed": seed})
             runs.append(Run(run_id_for(seed, config), cell, seed, config))
+    seen: dict[str, Run] = {}
+    for run in runs:  # two cells that compute the same thing would be one run shown twice
+        if run.run_id in seen and seen[run.run_id].cell.label != run.cell.label:
+            raise SweepError(sweep.path, "axes", f"cells {seen[run.run_id].cell.label!r} and {run.cell.label!r} are "
+                                                 "the same run (their configs differ only in keys that do not change "
+                                                 "what a run computes, or not at all): drop one of the levels")
+        seen[run.run_id] = run
     return runs

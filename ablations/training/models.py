@@ -20,15 +20,21 @@ def create_model(config: RunConfig, num_classes: int, img_size: int | None = Non
 
     m, size = config.model, img_size or config.data.img_size
     if m.name in VARIANTS:
-        return timm.create_model(m.name, pos_encoding=m.pos_encoding, reduction=m.reduction, head_conv=m.head_conv,
-                                 head_norm=m.head_norm, stem=m.stem, drop_path_rate=m.drop_path_rate,
-                                 num_classes=num_classes, img_size=size)
+        model = timm.create_model(m.name, pos_encoding=m.pos_encoding, reduction=m.reduction, head_conv=m.head_conv,
+                                  head_norm=m.head_norm, stem=m.stem, drop_path_rate=m.drop_path_rate,
+                                  num_classes=num_classes, img_size=size)
+        model.built_img_size = size
+        return model
+    drop_path = m.drop_path_rate or None  # None: not passed (timm drops it), for models without drop path (VGG)
     try:
-        return timm.create_model(m.name, num_classes=num_classes, drop_path_rate=m.drop_path_rate, img_size=size)
+        model = timm.create_model(m.name, num_classes=num_classes, drop_path_rate=drop_path, img_size=size)
     except TypeError as err:
-        if "img_size" not in str(err):
+        if "unexpected keyword argument 'img_size'" not in str(err):
             raise
-        return timm.create_model(m.name, num_classes=num_classes, drop_path_rate=m.drop_path_rate)
+        model = timm.create_model(m.name, num_classes=num_classes, drop_path_rate=drop_path)
+        size = None
+    model.built_img_size = size  # whether the constructor took the size (result.json's load_with repeats it)
+    return model
 
 
 def size_problem(config: RunConfig, num_classes: int, img_size: int | None = None) -> str | None:

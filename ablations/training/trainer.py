@@ -19,7 +19,6 @@ from 0.
 """
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import math
@@ -457,8 +456,7 @@ class Trainer:
         if kept["best_weights"]:
             rest_model = c.model.name in VARIANTS
             knobs = "".join(f"{k}={getattr(c.model, k)!r}, " for k in REST_KNOBS) if rest_model else ""
-            size = f"img_size={c.data.img_size}, " if rest_model or "img_size" in inspect.signature(
-                type(self.model).__init__).parameters else ""
+            size = f"img_size={c.data.img_size}, " if getattr(self.model, "built_img_size", None) else ""
             n = self.num_classes
             kept["load_with"] = (f"timm.create_model({c.model.name!r}, pretrained=True, num_classes={n}, "
                                  f"{size}{knobs}"
