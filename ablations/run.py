@@ -192,6 +192,12 @@ def resolve_executor(name: str) -> tuple[str, str]:
     """(executor, why). auto: inside a SLURM allocation, run locally on it; else SLURM only when a controller
     answers (sbatch on PATH is not enough: a login node whose controller is down, or a laptop with the Slurm
     client installed, would queue the runs nowhere); else local."""
+    if name == "slurm":
+        from ablations.executors.slurm import slurm_installed
+
+        if not slurm_installed():  # refused here: no traceback from submitit, nothing written
+            raise InputError("--executor", "slurm, but this machine has no SLURM client (sbatch is not on PATH): "
+                                           "run it on the cluster's login node, or --executor local here")
     if name != "auto":
         return name, "--executor " + name
     job = os.environ.get("SLURM_JOB_ID")

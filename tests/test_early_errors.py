@@ -85,3 +85,14 @@ def test_collect_into_a_missing_folder_and_a_data_root_that_is_a_file_say_so(tmp
     assert run_cli.main([PE, "--results-root", str(tmp_path / "r"), "--dry-run", "--no-eta", "--set",
                          "data.dataset=imagefolder", "--data-root", str(a_file)]) == 2
     assert "a file, not a folder" in capsys.readouterr().err
+
+
+def test_the_slurm_executor_without_a_slurm_client_is_refused_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from ablations.executors.slurm import queue
+
+    monkeypatch.setattr(queue.shutil, "which", lambda name: None)  # a laptop: no sbatch on PATH
+    results = tmp_path / "results"
+    assert run_cli.main([PE, "--results-root", str(results), "--executor", "slurm", "--no-eta"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no SLURM client" in err and "Traceback" not in err
+    assert not results.exists()
