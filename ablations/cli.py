@@ -20,6 +20,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUT_FLAGS = ("-o", "--output")  # the one name of the output flag, in every command
 
 
+def check_workers(workers: int | None) -> None:
+    """--workers (ablations.run, ablations.train): None (the default share of cores) or 0 and more."""
+    if workers is not None and workers < 0:
+        raise InputError("--workers", f"{workers}: expected 0 (load in the training process) or more")
+
+
 def print_error(err: InputError | str) -> None:
     """One paragraph on stderr, as one line: scripts and terminals alike can take it whole."""
     text = err.describe() if isinstance(err, InputError) else str(err)

@@ -53,7 +53,7 @@ class Selection:
 
     def grid(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         """The --grid axes as (key, level names), checked (a bad key or value raises InputError)."""
-        return tuple((axis.name, tuple(axis.levels)) for axis in parse_cli_grid(self.grids))
+        return grid_key(parse_cli_grid(self.grids))
 
     def overrides(self) -> dict[str, Any]:
         """The dotted overrides the flags make (--set, the typed flags, then --data-root), checked."""
@@ -62,6 +62,11 @@ class Selection:
         if self.data_root:
             cli["data.root"] = self.data_root
         return cli
+
+
+def grid_key(axes) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """--grid axes (ablations.spec.sweep.Axis) as an experiment's identity knows them: (key, level names)."""
+    return tuple((axis.name, tuple(axis.levels)) for axis in axes)
 
 
 NO_SELECTION = Selection()  # no flags: the sweep as written
@@ -244,7 +249,7 @@ def resolve(sweep_path: Path | str, selection: Selection = NO_SELECTION,
     seeds = list(selection.seeds) if selection.seeds is not None else list(sweep.seeds)
     runs = expand(sweep, recipe, overrides, seeds)
     return Experiment(sweep, recipe, overrides, seeds, runs, Path(root) / sweep.name, RunIndex.scan(root),
-                      tuple((axis.name, tuple(axis.levels)) for axis in grid))
+                      grid_key(grid))
 
 
 # ---- the other experiments in a results folder -----------------------------------------------------------------------

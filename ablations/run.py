@@ -36,7 +36,7 @@ from ablations.checks import (
     check_models,
     check_schedules,
 )
-from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, command
+from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, check_workers, command
 from ablations.experiment import (
     DEFAULT_RESULTS_ROOT,
     add_selection_flags,
@@ -117,8 +117,7 @@ def load_plans(args: argparse.Namespace) -> list[Plan]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if args.workers is not None and args.workers < 0:
-        raise InputError("--workers", f"{args.workers}: expected 0 (load in the training process) or more")
+    check_workers(args.workers)
     plans = load_plans(args)
     check_loggers(plans)
     executor, why = resolve_executor(args.executor)
@@ -155,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n--dry-run: nothing was written or launched.")
         return EXIT_OK
     if not todo:
-        for plan in plans:
-            remember(plan)
+        remember(plans)
         failed = sum(launch.planned.state.state == store.FAILED for launch in distinct_runs(plans))
         if failed:
             print(f"\nnothing to run: {failed} run(s) failed earlier (see python -m ablations.status); "
@@ -170,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     return launch_here(plans, todo, args)
 
 
-def remember(plan: Plan) -> None:
-    """List in results/<sweep>/runs.jsonl the runs of the plan that exist (a table of the bare folder finds them)."""
-    results_root.record_members(plan.results_dir, [(p.run_dir, plan.meta(p.run)) for p in plan.runs
-                                                   if (p.run_dir / store.CONFIG).is_file()])
+def remember(plans: list[Plan]) -> None:
+    """List in each results/<sweep>/runs.jsonl the runs of its plan that exist (a table of the bare folder finds
+    them)."""
+    for plan in plans:
+        results_root.record_members(plan.results_dir, [(p.run_dir, plan.meta(p.run)) for p in plan.runs
+                                                       if (p.run_dir / store.CONFIG).is_file()])
 
 
 def check_jobs(jobs: int) -> None:
@@ -259,16 +259,14 @@ def submit_to_slurm(plans: list[Plan], todo: list[Launch], settings: dict, args:
             if not (run_dir / store.SLURM_JSON).exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
         if job_ids:  # an earlier resource group went out: say so, and list its runs as the sweeps'
-            for plan in plans:
-                remember(plan)
+            remember(plans)
             arrays = ", ".join(sorted({j.split("_")[0] for j in job_ids}))
             raise slurm.SubmissionError("sbatch", f"{err.message}; {len(job_ids)} run(s) of other resource groups "
                                                   f"were submitted (job arrays {arrays})") from None
         if created_now:  # nothing went out: leave no trace of this launch
             shutil.rmtree(created, ignore_errors=True)
         raise
-    for plan in plans:
-        remember(plan)
+    remember(plans)
     if not job_ids:
         print("nothing submitted: every pending run already has a queued or running job")
         return EXIT_OK
@@ -314,8 +312,7 @@ def launch_here(plans: list[Plan], todo: list[Launch], args: argparse.Namespace)
     from ablations.executors.local import run_local, write_configs
 
     write_configs(todo)
-    for plan in plans:
-        remember(plan)
+    remember(plans)
     report = run_local([t.planned for t in todo], describe_launch(plans), force=args.force,
                        retry_failed=args.retry_failed, progress=not args.no_progress, num_workers=args.workers,
                        jobs=args.jobs)

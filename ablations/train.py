@@ -41,14 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before the imports below: --help answers without torch
     from ablations import store
-    from ablations.cli import print_error
+    from ablations.cli import check_workers, print_error
     from ablations.executors.job import FAILED_EARLIER, RunJob
     from ablations.spec.dataset_checks import DatasetError
     from ablations.spec.errors import InputError
     from ablations.training.trainer import Preempted
 
-    if args.workers is not None and args.workers < 0:
-        print_error(InputError("--workers", f"{args.workers}: expected 0 (load in the training process) or more"))
+    try:
+        check_workers(args.workers)
+    except InputError as err:
+        print_error(err)
         return 2
     job = RunJob(args.run_dir, force=args.force, retry_failed=args.retry_failed, num_workers=args.workers,
                  progress=not args.no_progress)
