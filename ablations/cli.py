@@ -4,9 +4,10 @@
     def main(argv=None) -> int: ...
 
 InputError (a bad sweep, recipe, flag or run file) is printed as one paragraph naming the file and key,
-exit code 2, with nothing half-done; a file or folder that cannot be used (a results root that is a file, a
-read-only or full disk, a planted symbolic link) is one line naming it, exit code 1; Ctrl-C prints one line
-and exits 130. No torch import here.
+exit code 2, with nothing half-done, and so is a file of the wrong kind (store.UnsafeFile: a planted symbolic
+link, a FIFO or a device where a file belongs); a file or folder the system refuses (a results root that is a
+file, a read-only or full disk) is one line naming it, exit code 1; Ctrl-C prints one line and exits 130. No
+torch import here.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Callable
 
 from ablations.spec.errors import InputError
+from ablations.store import UnsafeFile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUT_FLAGS = ("-o", "--output")  # the one name of the output flag, in every command
@@ -45,7 +47,7 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
         except OSError as err:  # the file system said no: name the file, no traceback
             where = err.filename or "a file"
             print_error(f"{where}: {err.strerror or err}" + (f" (and {err.filename2})" if err.filename2 else ""))
-            return EXIT_FAILED
+            return EXIT_USAGE if isinstance(err, UnsafeFile) else EXIT_FAILED
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             return EXIT_INTERRUPTED

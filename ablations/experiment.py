@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations import results_root
+from ablations import results_root, store
 from ablations.results_root import RunIndex
 from ablations.spec.errors import InputError
 from ablations.spec.sweep import Run, Sweep, expand, load_sweep, parse_cli_grid, parse_cli_sets, with_grid
@@ -248,8 +248,25 @@ def resolve(sweep_path: Path | str, selection: Selection = NO_SELECTION,
     sweep = with_grid(sweep, grid)
     seeds = list(selection.seeds) if selection.seeds is not None else list(sweep.seeds)
     runs = expand(sweep, recipe, overrides, seeds)
-    return Experiment(sweep, recipe, overrides, seeds, runs, Path(root) / sweep.name, RunIndex.scan(root),
-                      grid_key(grid))
+    experiment = Experiment(sweep, recipe, overrides, seeds, runs, Path(root) / sweep.name, RunIndex.scan(root),
+                            grid_key(grid))
+    refuse_links(experiment)
+    return experiment
+
+
+def refuse_links(experiment: Experiment) -> None:
+    """A symbolic link where the experiment's folders are (results/runs, results/<sweep>, its reports/, a run's
+    folder or its tensorboard/, wandb/ or previous/) would carry runs out of the results root: InputError naming
+    it, before anything is read or written. The results root itself may be a link."""
+    folders = [experiment.store_dir, experiment.results_dir, experiment.results_dir / "reports"]
+    for run in experiment.runs:
+        run_dir = experiment.run_dir(run)
+        folders += [run_dir, *(run_dir / name for name in (store.TENSORBOARD, store.WANDB, store.PREVIOUS))]
+    for folder in folders:
+        if folder.is_symlink():
+            raise InputError(folder, "<folder>", "is a symbolic link; the harness neither writes nor reads a run "
+                             "through one, as it could lead out of the results root. Remove the link (and move "
+                             "what it points to into the results root if that is where it belongs)")
 
 
 # ---- the other experiments in a results folder -----------------------------------------------------------------------

@@ -111,7 +111,7 @@ def record_members(sweep_dir: Path, members: Iterable[tuple[Path, dict]]) -> Non
             lines.append(json.dumps({"run": name, "meta": meta}, sort_keys=True, allow_nan=False) + "\n")
     if not lines:
         return
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    store.real_dir(sweep_dir, 1)
     if not store.ends_cleanly(sweep_dir / LEDGER):  # a line cut by a crash: end it, or it swallows the next
         lines.insert(0, "\n")
     with store.open_file(sweep_dir / LEDGER, "ab") as f:

@@ -60,6 +60,7 @@ WANDB = "wandb"
 OUTPUTS = (METRICS, CHECKPOINT, RESULT, ERROR, LOG, BEST_WEIGHTS, TENSORBOARD, WANDB)  # --force archives them
 
 FILE_MODE = 0o644
+RUN_LEVELS = 2  # a run folder is <results root>/<runs or sweep>/<run id>: neither of those two may be a link
 RUN_ID_HASH = re.compile(r"[0-9a-f]{10}")  # the last '-' part of a run folder's name: config.short_hash()
 
 
@@ -85,31 +86,70 @@ class UnsafeFile(OSError):
         return f"{self.filename}: {self.strerror}"
 
 
-def open_fd(path: Path | str, flags: int, mode: int = FILE_MODE) -> int:
-    """os.open without following a symbolic link at `path`; UnsafeFile (naming it) for a link or a directory."""
-    reading = not flags & (os.O_WRONLY | os.O_RDWR)
-    try:  # O_NONBLOCK when reading: opening a planted FIFO must not hang (it is refused below)
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if reading else 0), mode)
+def open_fd(path: Path | str, flags: int, mode: int = FILE_MODE, *, follow_links: bool = False) -> int:
+    """os.open of a regular file, never waiting: UnsafeFile (naming it) for a symbolic link (unless
+    `follow_links`: an image of a dataset may be one), a directory, a FIFO, a device or a socket."""
+    nofollow = 0 if follow_links else os.O_NOFOLLOW
+    try:  # O_NONBLOCK: opening a planted FIFO must not hang, for reading or writing (it is refused below)
+        fd = os.open(path, flags | nofollow | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except OSError as err:
-        if err.errno == errno.ELOOP:
+        if err.errno == errno.ELOOP and not follow_links:
             raise UnsafeFile(err.errno, "is a symbolic link; run files are never opened through one "
                                         "(remove it)", str(path)) from None
         if err.errno == errno.EISDIR:
             raise UnsafeFile(err.errno, "is a directory where a file belongs (remove it)", str(path)) from None
+        if err.errno == errno.ENXIO:  # a FIFO opened for writing with no reader
+            raise UnsafeFile(err.errno, _NOT_REGULAR, str(path)) from None
         raise
-    if reading:
-
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UnsafeFile(errno.EINVAL, "is not a regular file", str(path))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeFile(errno.EINVAL, _NOT_REGULAR, str(path))
+    os.set_blocking(fd, True)  # a regular file: O_NONBLOCK was for the open only
     return fd
 
 
-def open_file(path: Path | str, mode: str = "rb"):
+_NOT_REGULAR = "is not a regular file (a FIFO, a device or a socket: never opened; remove it)"
+
+
+def open_file(path: Path | str, mode: str = "rb", *, follow_links: bool = False):
     """open() for run files, without following symbolic links: "rb", "ab" or "a" (text, for the log)."""
     flags = {"rb": os.O_RDONLY, "ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT,
              "a": os.O_WRONLY | os.O_APPEND | os.O_CREAT}[mode]
-    return os.fdopen(open_fd(path, flags), mode)
+    return os.fdopen(open_fd(path, flags, follow_links=follow_links), mode)
+
+
+def read_tail(path: Path | str, limit: int = 1 << 16) -> str:
+    """The last `limit` bytes of a log as text (a job's log can be gigabytes; its tail says why it ended)."""
+    with open_file(path, "rb", follow_links=True) as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - limit))
+        return f.read().decode(errors="replace")
+
+
+def real_dir(path: Path | str, levels: int) -> Path:
+    """Create the folder `path` (with its parents) where none of its last `levels` components may be a symbolic
+    link: the folders a results root holds (a sweep's folder, a run's, its tensorboard/ or previous/). A
+    planted link would carry a run's files out of the results root: UnsafeFile naming it, nothing written.
+    The results root itself may be a link (results -> /scratch/...): that is the user's choice."""
+    path = Path(path)
+    checked = [path, *path.parents][:levels][::-1]  # outermost first
+    checked[0].parent.mkdir(parents=True, exist_ok=True)
+    for folder in checked:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+        mode = os.lstat(folder).st_mode
+        if stat.S_ISLNK(mode):
+            raise UnsafeFile(errno.ELOOP, "is a symbolic link; nothing under a results root is written through one "
+                                          "(remove it)", str(folder))
+        if not stat.S_ISDIR(mode):
+            raise UnsafeFile(errno.ENOTDIR, "is not a folder (remove it)", str(folder))
+    return path
+
+
+def link_in(path: Path | str, levels: int) -> Path | None:
+    """The first (outermost) of the last `levels` components of `path` that is a symbolic link, or None."""
+    path = Path(path)
+    return next((folder for folder in [path, *path.parents][:levels][::-1] if folder.is_symlink()), None)
 
 
 @contextlib.contextmanager
@@ -370,8 +410,7 @@ def run_lock(run_dir: Path, patience_s: float = LOCK_PATIENCE_S) -> Iterator[Non
     status check (`is_locked`) holds a shared lock for microseconds: the claim retries for `patience_s`
     before it concludes that a job holds the folder, so a status check never makes a launch skip a runnable run.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = real_dir(run_dir, RUN_LEVELS)
     fd = open_fd(run_dir / LOCK, os.O_RDWR | os.O_CREAT)
     try:
         deadline = time.monotonic() + patience_s
@@ -450,8 +489,7 @@ def write_config(run_dir: Path, config: Any, meta: dict) -> bool:
 
     A run folder is shared by every sweep whose cell expands to its config: the meta of the launch that made
     it (its origin) is kept; only the keys outside the run's identity (train.logger...) take the new values."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = real_dir(run_dir, RUN_LEVELS)
     existing, problem = read_json(run_dir / CONFIG)
     if existing is None and problem.endswith(": missing"):  # the first launch: two at once keep one origin
         if atomic_create_json(run_dir / CONFIG, {"config": config.to_dict(), "meta": meta}):
@@ -479,8 +517,7 @@ def run_dirs_in(folder: Path) -> list[Path]:
 # ---- what a run writes ---------------------------------------------------------------------------------------------
 def start_attempt(run_dir: Path) -> None:
     """A job is about to train here: an old failure no longer stands; a save cut short by a kill is removed."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = real_dir(run_dir, RUN_LEVELS)
     (run_dir / ERROR).unlink(missing_ok=True)
     for tmp in run_dir.glob(f".{CHECKPOINT}.*.tmp"):
         tmp.unlink(missing_ok=True)
@@ -522,7 +559,8 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> Any:
     """torch.load with weights_only=True: a checkpoint is data, and a crafted pickle must not run code."""
     import torch
 
-    return torch.load(path, map_location=map_location, weights_only=True)
+    with open_file(path, "rb") as f:  # a regular file, never a link or a FIFO (which would block forever)
+        return torch.load(f, map_location=map_location, weights_only=True)
 
 
 def save_best_weights(run_dir: Path, state_dict: dict) -> None:
@@ -541,11 +579,12 @@ def remove_output(run_dir: Path, name: str) -> None:
 
 
 def tensorboard_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / TENSORBOARD
+    """The run's tensorboard/ folder, created (never through a link)."""
+    return real_dir(Path(run_dir) / TENSORBOARD, RUN_LEVELS + 1)
 
 
 def wandb_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / WANDB
+    return real_dir(Path(run_dir) / WANDB, RUN_LEVELS + 1)
 
 
 def set_aside(path: Path) -> Path:
@@ -578,7 +617,7 @@ def archive_previous(run_dir: Path) -> Path | None:
     n = 1
     while target.exists():  # two archives within a second
         target, n = run_dir / PREVIOUS / f"{stamp}-{n}", n + 1
-    target.mkdir(parents=True)
+    real_dir(target, RUN_LEVELS + 2)  # a planted previous/ link would carry the run's outputs elsewhere
     for path in outputs:
         shutil.move(str(path), target / path.name)
     return target

@@ -113,8 +113,9 @@ def load_image(path: Path | None, size: int) -> np.ndarray:
 
         image = Image.fromarray(load_sample_image("flower.jpg"))
     else:
-        try:
-            image = Image.open(path).convert("RGB")
+        try:  # a regular file (or a link to one): a FIFO is refused, never waited on
+            with store.open_file(path, "rb", follow_links=True) as f:
+                image = Image.open(f).convert("RGB")
         except (OSError, ValueError) as err:
             raise InputError(f"{path}: cannot be read as an image ({err}).") from None
     scale = size / min(image.size)

@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                          "with these flags: launch them first (python -m ablations.run ...), or pass the flags they "
                          "were launched with.")
     first = sections[0].experiment
-    folder = args.output or Path(args.results_root) / REPORTS / name / first.key.folder_name(first.seeds)
+    default = Path(args.results_root) / REPORTS / name / first.key.folder_name(first.seeds)
+    folder = args.output or store.real_dir(default, 3)  # never through a link planted under the results root
     blocks = [Block("h1", f"Report: {name}"),
               Block("p", f"{len(sections)} table{'s' if len(sections) > 1 else ''} "
                          f"({', '.join(s.layout.name for s in sections)}); {first.key.describe()}; "

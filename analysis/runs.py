@@ -306,9 +306,10 @@ def read_export(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     path = Path(path)
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    df = pd.read_csv(path)
+    with store.open_file(path, "rb", follow_links=True) as f:  # a regular file: a FIFO is refused, never waited on
+        if path.suffix == ".parquet":
+            return pd.read_parquet(f)
+        df = pd.read_csv(f)
     for column in LIST_COLUMNS:
         df[column] = df[column].map(lambda v: json.loads(v) if isinstance(v, str) else None)
     return df

@@ -135,7 +135,7 @@ def overrides_text(key, protocol_only: bool = False) -> str:
 def output_dir(layout: Layout) -> Path:
     """Where an experiment's tables and plots go by default: a folder of its own, named from its identity
     (recipe, overrides, seeds), so another experiment's outputs are never overwritten."""
-    return layout.results_dir / "reports" / (layout.output_name or "all-runs")
+    return store.real_dir(layout.results_dir / "reports" / (layout.output_name or "all-runs"), 3)
 
 
 def read_experiment(path: Path, selection: Selection, results_root: str | Path):

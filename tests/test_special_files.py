@@ -52,3 +52,49 @@ def test_a_fifo_listed_in_a_study_is_refused(tmp_path):
     (tmp_path / "study.yaml").write_text("study: s\nsweeps: [pe.yaml]\n")
     proc = run(str(tmp_path / "study.yaml"), "--results-root", str(tmp_path / "results"), cwd=tmp_path)
     assert proc.returncode == 2 and "not a regular file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- a FIFO where a run file or an image belongs: refused at once, never waited on ----------------------------------
+def bounded(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120)
+
+
+def tiny_run_with_fifo_checkpoint(tmp_path: Path) -> Path:
+    from ablations import store
+    from ablations.spec.config import RunConfig, with_overrides
+
+    config = with_overrides(RunConfig(), {"data.img_size": 33, "data.train_limit": 32, "data.val_limit": 16,
+                                          "train.batch_size": 16, "train.epochs": 1})
+    run_dir = tmp_path / "results" / "runs" / config.short_hash()
+    run_dir.mkdir(parents=True)
+    store.atomic_write_json(run_dir / store.CONFIG, {"config": config.to_dict(), "meta": {}})
+    os.mkfifo(run_dir / store.CHECKPOINT)
+    return run_dir
+
+
+def test_a_fifo_as_a_partial_runs_checkpoint_is_set_aside_and_the_run_starts_over(tmp_path):
+    run_dir = tiny_run_with_fifo_checkpoint(tmp_path)
+    proc = bounded("-m", "ablations.train", str(run_dir), "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "not a regular file" in proc.stderr and "starting over" in proc.stderr
+    assert (run_dir / "checkpoint.pt.corrupt").is_fifo() and (run_dir / "result.json").is_file()
+
+
+def test_a_fifo_as_checkpoint_or_image_of_the_attention_plot_is_refused(tmp_path):
+    run_dir = tiny_run_with_fifo_checkpoint(tmp_path)
+    proc = bounded("-m", "analysis.plots", "attention", "--run", str(run_dir), cwd=tmp_path)
+    assert proc.returncode == 2 and "checkpoint.pt" in proc.stderr and "not a regular file" in proc.stderr, proc.stderr
+    os.mkfifo(tmp_path / "cat.jpg")
+    from analysis.attention import load_image
+
+    with pytest.raises(Exception, match="cat.jpg.*not a regular file"):
+        load_image(tmp_path / "cat.jpg", 32)  # opened non-blocking: a regression fails here, it does not hang
+
+
+def test_a_fifo_in_an_image_folder_fails_its_read_naming_it(tmp_path):
+    from ablations.spec.dataset_checks import DatasetError
+    from ablations.training.loaders import load_image
+
+    os.mkfifo(tmp_path / "0.jpg")
+    with pytest.raises(DatasetError, match=r"0\.jpg: not a readable image.*not a regular file"):
+        load_image(str(tmp_path / "0.jpg"))

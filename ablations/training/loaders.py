@@ -49,6 +49,7 @@ from ablations.spec.dataset_checks import (  # noqa: F401 - the checks are part 
     resolve_data_root,
     samples_per_device,
 )
+from ablations.store import open_file
 
 SPLIT_SEED = 0  # the fixed split / subset order, independent of the run seed
 
@@ -202,8 +203,8 @@ def load_image(path: str):
     """An RGB image; DatasetError naming the file for a corrupt or truncated one (PIL's own message may not)."""
     from PIL import Image
 
-    try:
-        with open(path, "rb") as f:
+    try:  # a regular file (a link to one is fine): a FIFO would block the worker forever
+        with open_file(path, "rb", follow_links=True) as f:
             image = Image.open(f)
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError, "image file is truncated"

@@ -69,7 +69,6 @@ class WandbWriter:
             raise MissingLogger("train.logger=wandb needs the wandb package: pip install 'rest-ablations[wandb]' "
                                 "(or pip install wandb); --logger tensorboard or none needs nothing") from None
         folder = store.wandb_dir(run_dir)
-        folder.mkdir(parents=True, exist_ok=True)
         self.wandb = wandb
         self.run = wandb.init(project=project, id=run_id, name=run_id, dir=str(folder), config=config,
                               resume="allow")

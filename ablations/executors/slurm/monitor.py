@@ -114,7 +114,7 @@ def _error_tail(run_dir: Path, store_dir: Path, job_id: str | None, lines: int =
         for folder in dict.fromkeys((store_dir, run_dir.parent)):  # the latter: submitted by an earlier layout
             stderr = JobPaths(folder / SUBMITIT_DIR, job_id=job_id).stderr
             if stderr.is_file():
-                text = stderr.read_text(errors="replace")
+                text = store.read_tail(stderr)
                 tail = text.rstrip().splitlines()[-lines:]
                 reason = failure_reason(text)
                 return "\n".join([*tail, reason] if reason and (not tail or tail[-1] != reason) else tail) or None

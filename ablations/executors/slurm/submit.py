@@ -82,7 +82,7 @@ def snapshot_code(store_dir: Path, root: Path | None = None) -> Path:
     dest = Path(store_dir) / CODE_DIR / digest.hexdigest()[:12]
     if dest.is_dir():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    store.real_dir(dest.parent, 2)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
     try:
         for rel in files:
@@ -111,7 +111,7 @@ class SubmissionError(InputError):
 def submission_lock(store_dir: Path):
     """One submission to a run store at a time (flock on <store_dir>/.submit.lock, waited for): "check existing
     jobs, submit, record ids" is atomic, so two submissions at the same instant give one set of jobs."""
-    Path(store_dir).mkdir(parents=True, exist_ok=True)
+    store.real_dir(store_dir, 1)
     fd = store.open_fd(Path(store_dir) / SUBMIT_LOCK, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
