@@ -153,9 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print("\n--dry-run: nothing was written or launched.")
         return EXIT_OK
+    corrupt = [launch.planned for launch in distinct_runs(plans) if launch.planned.state.state == store.CORRUPT]
     if not todo:
         remember(plans)
         failed = sum(launch.planned.state.state == store.FAILED for launch in distinct_runs(plans))
+        if corrupt:
+            print(f"\nnothing to run; {describe_corrupt(corrupt)}")
+            return EXIT_FAILED
         if failed:
             print(f"\nnothing to run: {failed} run(s) failed earlier (see python -m ablations.status); "
                   "--retry-failed runs them again.")
@@ -163,9 +167,18 @@ def main(argv: list[str] | None = None) -> int:
         print("\nnothing to run: every run is done (or running elsewhere). --force runs them again.")
         return EXIT_OK
     print(f"\nlaunching {len(todo)} run(s) with the {executor} executor", flush=True)
-    if executor == "slurm":
-        return submit_to_slurm(plans, todo, settings, args)
-    return launch_here(plans, todo, args)
+    code = submit_to_slurm(plans, todo, settings, args) if executor == "slurm" else launch_here(plans, todo, args)
+    if corrupt and code == EXIT_OK:
+        print(f"\n{describe_corrupt(corrupt)}")
+        return EXIT_FAILED
+    return code
+
+
+def describe_corrupt(corrupt: list) -> str:
+    """What a launch leaves alone because it cannot be trusted (store.CORRUPT): each run folder and why."""
+    lines = [f"{len(corrupt)} run(s) are corrupt and never launched (their files are not trusted):"]
+    lines += [f"  {planned.run_dir}: {planned.state.error}" for planned in corrupt]
+    return "\n".join(lines) + "\nRestore or move each folder away (python -m ablations.status says the same)."
 
 
 def remember(plans: list[Plan]) -> None:

@@ -37,7 +37,7 @@ def describe(planned: PlannedRun, cluster: dict, meta: dict) -> dict:
     the run was first launched when that was another sweep or cell (`meta`: this sweep's meta for it)."""
     state = planned.state
     on_cluster = cluster.get(planned.run_dir.name)
-    metrics = store.read_metrics(planned.run_dir / store.METRICS).rows if state.state != store.NEW else []
+    metrics = store.read_epochs(planned.run_dir / store.METRICS).rows if state.state != store.NEW else []
     last = metrics[-1] if metrics else {}
     detail, job_id, shown = "", None, str(state.state)
     if state.state == store.DONE:

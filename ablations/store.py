@@ -30,7 +30,6 @@ import errno
 import fcntl
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -231,6 +230,24 @@ def append_jsonl(path: Path, obj: Any) -> None:
 class MetricsRead:
     rows: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    impossible: list[str] = field(default_factory=list)  # read_epochs: rows left out for a number that cannot be
+
+
+def read_epochs(path: Path | str) -> MetricsRead:
+    """metrics.jsonl's rows, each checked: a row holding a number that cannot be (NaN, infinity, a negative loss,
+    an accuracy over 100) is left out and named in `impossible` (run_state calls such a folder corrupt)."""
+    from ablations.spec.metrics import run_numbers_problem  # torch-free
+
+    read = read_metrics(path)
+    rows = []
+    for number, row in enumerate(read.rows, start=1):
+        problem = run_numbers_problem(row, f"{path} (row {number})")
+        if problem:
+            read.impossible.append(problem)
+        else:
+            rows.append(row)
+    read.rows = rows
+    return read
 
 
 def read_metrics(path: Path) -> MetricsRead:
@@ -281,7 +298,7 @@ def read_json(path: Path | str) -> tuple[Any, str | None]:
 
 def result_problem(result: Any) -> str | None:
     """What makes a parsed result.json unusable, or None: it must hold "final" with a finite top-1, and every
-    final number must be a finite number (not null, not text)."""
+    final value must be a number (not null, not text); whether the numbers can be is result_impossible's."""
     if not isinstance(result, dict):
         return f"expected a JSON object, got {type(result).__name__}"
     final = result.get("final")
@@ -289,17 +306,22 @@ def result_problem(result: Any) -> str | None:
         return f"'final' is {type(final).__name__ if final is not None else 'null'}, not an object of metrics"
     if "top1" not in final:
         return "'final' has no top1"
-    for key, value in final.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            return f"final.{key} is {str(value)[:40]!r}, not a finite number"
+    for key, value in final.items():  # a number that cannot be (NaN, 1e308) is for result_impossible
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"final.{key} is {str(value)[:40]!r}, not a number"
     if "epochs" in result and (isinstance(result["epochs"], bool) or not isinstance(result["epochs"], int)):
         return f"'epochs' is {str(result['epochs'])[:40]!r}, not an integer"
     return None
 
 
 def identity_problem(run_dir: Path | str) -> str | None:
-    """None if config.json hashes to the id at the end of the folder's name (`<cell>-s<seed>-<hash>`, or just the
-    hash); else what is wrong. Folders whose name carries no id, and folders without a config.json, pass."""
+    """None if the folder's files can be trusted as the run its name says; else what is wrong:
+    - config.json must hash to the id at the end of the folder's name (`<model>-s<seed>-<hash>`, or just the hash);
+    - its meta (the sweep and cell that launched the run) must match the meta_hash written beside it: a hand edit
+      of the meta would move the run to another cell;
+    - a folder with outputs (result.json, metrics.jsonl, a checkpoint, error.json) must have a config.json: outputs
+      alone cannot be told to belong to this run.
+    Folders whose name carries no id, and a folder with no file at all yet, pass."""
     base = os.fspath(run_dir)
     folder_id = os.path.basename(base.rstrip(os.sep)).rsplit("-", 1)[-1]
     if not RUN_ID_HASH.fullmatch(folder_id):
@@ -307,22 +329,42 @@ def identity_problem(run_dir: Path | str) -> str | None:
     path = os.path.join(base, CONFIG)
     document, problem = read_json(path)
     if problem is not None:
-        return None if problem.endswith(": missing") else problem
+        if not problem.endswith(": missing"):
+            return problem
+        outputs = [name for name in (RESULT, METRICS, CHECKPOINT, ERROR) if os.path.lexists(os.path.join(base, name))]
+        return (f"{path}: missing, while the folder holds {', '.join(outputs)}: they cannot be told to belong to "
+                f"this run (copied by hand?). Restore config.json or move the folder away") if outputs else None
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
         return f"{path}: no 'config' mapping"
-    from ablations.spec.config import NOT_IDENTITY  # torch-free; the same rule as RunConfig.short_hash
-
-    identity = {name: {k: v for k, v in section.items() if k not in NOT_IDENTITY.get(name, ())}
-                if isinstance(section, dict) else section for name, section in config.items()}
-    try:
-        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        canonical = ""
-    if hashlib.sha256(canonical.encode()).hexdigest()[:10] != folder_id:
+    if config_digest(config) != folder_id:
         return (f"{path}: its config does not hash to the folder's id {folder_id} (edited or copied by hand?): the "
                 f"run's files are not trusted. Restore config.json or move the folder away")
+    if META_HASH in document and document[META_HASH] != digest(document.get("meta")):
+        return (f"{path}: its meta (the sweep, cell and seed the run was launched for) was edited after the launch "
+                f"({META_HASH} does not match): the run's place in its sweep is not trusted. Restore config.json "
+                f"or move the folder away")
     return None
+
+
+META_HASH = "meta_hash"  # config.json: the digest of its meta, so an edited meta is found as an edited config is
+
+
+def digest(obj: Any) -> str:
+    """The first 10 hex digits of the SHA-256 of obj's canonical JSON ("" if it holds NaN or infinity)."""
+    try:
+        canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return ""
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def config_digest(config: dict) -> str:
+    """The run id's hash of a config.json "config" mapping: the same rule as RunConfig.short_hash."""
+    from ablations.spec.config import NOT_IDENTITY  # torch-free
+
+    return digest({name: {k: v for k, v in section.items() if k not in NOT_IDENTITY.get(name, ())}
+                   if isinstance(section, dict) else section for name, section in config.items()})
 
 
 @dataclass
@@ -336,9 +378,10 @@ class RunState:
 def run_state(run_dir: Path) -> RunState:
     """The state of a run folder, from its files alone; never raises on corrupt content.
 
-    A done run is decided from result.json and the last byte of metrics.jsonl (every append ends with a
-    newline, so a file that does not was cut mid-write): planning reads thousands of folders, so this
-    uses plain string paths.
+    Every number read is checked (spec.metrics.run_numbers_problem): a result.json or a metrics.jsonl row with a
+    number that cannot be (NaN, infinity, a negative count, an accuracy over 100), or a result.json written for
+    another config, makes the folder corrupt; a file that cannot be read whole (cut, not an object) makes it
+    partial, and the run resumes. Planning reads thousands of folders, so this uses plain string paths.
     """
     base = os.fspath(run_dir)
     tampered = identity_problem(base)
@@ -346,18 +389,24 @@ def run_state(run_dir: Path) -> RunState:
         return RunState(CORRUPT, 0, [tampered], tampered)
     result_path, metrics_path = os.path.join(base, RESULT), os.path.join(base, METRICS)
     problems: list[str] = []
+    result = None
     if os.path.lexists(result_path):
         result, problem = read_json(result_path)
         problem = problem or (f"{result_path}: {why}; the run is run again" if (why := result_problem(result))
                               else None)
-        if problem is None:
-            if ends_cleanly(metrics_path):
-                epochs = result.get("epochs")
-                return RunState(DONE, epochs if isinstance(epochs, int) else 0)
-            problems.append(f"{metrics_path}: ends mid-line (a write was cut off); the run is resumed")
-        else:
+        if problem is not None:
             problems.append(problem)
-    metrics = read_metrics(metrics_path)
+            result = None
+        elif impossible := result_impossible(result, result_path, base):
+            return RunState(CORRUPT, 0, [impossible], impossible)
+    metrics = read_epochs(metrics_path)
+    if metrics.impossible:
+        return RunState(CORRUPT, 0, metrics.impossible, metrics.impossible[0])
+    if result is not None:
+        if ends_cleanly(metrics_path):
+            epochs = result.get("epochs")
+            return RunState(DONE, epochs if isinstance(epochs, int) else 0)
+        problems.append(f"{metrics_path}: ends mid-line (a write was cut off); the run is resumed")
     problems += metrics.problems
     epochs = len(metrics.rows)
     if problems:  # an unreadable result.json or cut metrics: not done; it resumes from its checkpoint
@@ -370,6 +419,24 @@ def run_state(run_dir: Path) -> RunState:
     if epochs or os.path.exists(os.path.join(base, CHECKPOINT)):
         return RunState(PARTIAL, epochs)
     return RunState(NEW, epochs)
+
+
+def result_impossible(result: dict, path: str, run_dir: str) -> str | None:
+    """Why a readable result.json cannot be trusted, or None: a number that cannot be, or a config hash (written
+    since results carry one) that is not the folder's: a result copied from another run."""
+    from ablations.spec.metrics import run_numbers_problem  # torch-free
+
+    if problem := run_numbers_problem(result, path):
+        return problem
+    folder_id = os.path.basename(run_dir.rstrip(os.sep)).rsplit("-", 1)[-1]
+    written_for = result.get(RESULT_CONFIG_HASH)
+    if written_for is not None and RUN_ID_HASH.fullmatch(folder_id) and written_for != folder_id:
+        return (f"{path}: written for the config {str(written_for)[:40]!r}, not this folder's {folder_id} (copied "
+                f"from another run?): not trusted. Move it away, or the folder")
+    return None
+
+
+RESULT_CONFIG_HASH = "config_hash"  # result.json: the hash of the config it was computed for
 
 
 def live_run_state(run_dir: Path) -> RunState:
@@ -492,16 +559,21 @@ def write_config(run_dir: Path, config: Any, meta: dict) -> bool:
     run_dir = real_dir(run_dir, RUN_LEVELS)
     existing, problem = read_json(run_dir / CONFIG)
     if existing is None and problem.endswith(": missing"):  # the first launch: two at once keep one origin
-        if atomic_create_json(run_dir / CONFIG, {"config": config.to_dict(), "meta": meta}):
+        if atomic_create_json(run_dir / CONFIG, config_document(config, meta)):
             return True
         existing, problem = read_json(run_dir / CONFIG)  # another launch made it a moment ago
     if problem is None and isinstance(existing, dict) and isinstance(existing.get("meta"), dict):
         meta = existing["meta"]
-    document = {"config": config.to_dict(), "meta": meta}
+    document = config_document(config, meta)
     if problem is None and existing == document:
         return False
     atomic_write_json(run_dir / CONFIG, document)
     return True
+
+
+def config_document(config: Any, meta: dict) -> dict:
+    """config.json's content: the config, the meta, and the meta's digest (identity_problem checks it)."""
+    return {"config": config.to_dict(), "meta": meta, META_HASH: digest(meta)}
 
 
 def run_dirs_in(folder: Path) -> list[Path]:
@@ -537,9 +609,12 @@ def write_result(run_dir: Path, result: dict) -> None:
 
 
 def read_result(run_dir: Path) -> dict | None:
-    """result.json if it is usable (see result_problem), else None."""
-    result, problem = read_json(Path(run_dir) / RESULT)
-    return result if problem is None and result_problem(result) is None else None
+    """result.json if it is usable (see result_problem) and can be trusted (result_impossible), else None."""
+    path = Path(run_dir) / RESULT
+    result, problem = read_json(path)
+    if problem is not None or result_problem(result) is not None:
+        return None
+    return None if result_impossible(result, str(path), os.fspath(run_dir)) else result
 
 
 def write_error(run_dir: Path, reason: str, traceback_text: str, epoch: int) -> None:

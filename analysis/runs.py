@@ -107,8 +107,9 @@ def read_run(run_dir: Path, curves: bool = True, shown_as: dict | None = None) -
     only result.json, and parsing 300 epochs x 1,000 runs is most of the time (store.run_state does the same).
     """
     document, problem = store.read_json(run_dir / store.CONFIG)
-    if problem is not None:
-        return None, [f"{problem}; run folder skipped (its cell and seed are unknown)"]
+    if problem is not None:  # outputs without a config.json say so (store.identity_problem)
+        why = store.identity_problem(run_dir) or problem
+        return None, [f"{why}; run folder skipped (its cell and seed are unknown)"]
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
         return None, [f"{run_dir / store.CONFIG}: no 'config' mapping; run folder skipped"]
@@ -121,7 +122,7 @@ def read_run(run_dir: Path, curves: bool = True, shown_as: dict | None = None) -
     state = store.live_run_state(run_dir)
     status = state.state
     skip = status == store.DONE and not curves
-    metrics = store.MetricsRead() if skip else store.read_metrics(run_dir / store.METRICS)
+    metrics = store.MetricsRead() if skip else store.read_epochs(run_dir / store.METRICS)
     rows, metric_problems = metrics.rows, metrics.problems
     problems = list(dict.fromkeys(state.problems + metric_problems))
     # A resumed run may repeat an epoch it had logged before being stopped: the last line for an epoch wins.
@@ -237,7 +238,7 @@ def collect_curves(target: str | Path, run_dirs: tuple[Path, ...] | list[Path] |
         if meta is None:
             continue
         meta = shown_as if shown_as is not None else meta
-        rows = store.read_metrics(run_dir / store.METRICS).rows
+        rows = store.read_epochs(run_dir / store.METRICS).rows
         by_epoch = {r["epoch"]: r for r in rows if type(r.get("epoch")) in (int, float)}
         ident = (run_dir.name, meta.get("sweep", run_dir.parent.name), str(meta.get("cell", "?")),
                  meta.get("seed"))

@@ -24,6 +24,7 @@ from ablations.experiment import (
     HARDWARE_KEYS,
     NO_SELECTION,
     ExperimentKey,
+    Member,
     Selection,
     describe_groups,
     describe_others,
@@ -113,6 +114,8 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
         base = layout_from_sweep(with_grid(read_sweep(Path(sweep)), parse_cli_grid(selection.grids)), target) \
             if sweep is not None else \
             Layout(name=target.resolve().name, results_dir=target)
+        if sweep is not None:
+            refuse_foreign_runs(target, sweep, base.name, members)
         seeds = selection.seeds if selection.seeds is not None else seeds_in(members)
         layout = Layout(**{**base.__dict__, "run_dirs": tuple(d for d, _ in members),
                            "run_meta": tuple(meta for _, meta in members), "experiment": key.describe(),
@@ -123,6 +126,16 @@ def load_layout(target: str | Path, sweep: str | Path | None = None, results_roo
     if columns:
         layout = Layout(**{**layout.__dict__, "columns": tuple(columns)})
     return layout
+
+
+def refuse_foreign_runs(folder: Path, sweep_file: str | Path, sweep_name: str, members: list[Member]) -> None:
+    """--sweep names the sweep whose cells and published numbers frame the table: runs the folder lists for
+    another sweep would be shown beside numbers they are not about. InputError naming both."""
+    foreign = sorted({str(meta.get("sweep")) for _, meta in members if meta.get("sweep") != sweep_name})
+    if foreign:
+        raise InputError(f"{folder}: its runs are of sweep {', '.join(map(repr, foreign))}, not of {sweep_name!r} "
+                         f"({sweep_file}): they would be shown beside another sweep's cells and published numbers. "
+                         f"Give --sweep the sweep file of {foreign[0]!r}, or the results folder of {sweep_name!r}.")
 
 
 def overrides_text(key, protocol_only: bool = False) -> str:

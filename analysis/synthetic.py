@@ -55,7 +55,7 @@ def write_run(
                 "seed": seed, "run_id": run_id, "paper_table": paper_table}
         run_dir = Path(results_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / store.CONFIG, {"config": config.to_dict(), "meta": store.read_meta(run_dir) or meta})
+    write_json(run_dir / store.CONFIG, store.config_document(config, store.read_meta(run_dir) or meta))
 
     done_epochs = epochs if state == store.DONE else max(1, epochs // 2)
     lines = []

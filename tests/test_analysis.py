@@ -516,34 +516,62 @@ def test_a_locked_partial_run_is_running(sweep):
     assert "| GL | 1 (1 failed, 1 running) |" in to_markdown(table)
 
 
-def test_a_tampered_run_folder_is_reported_by_status_tables_and_run(sweep, capsys):
-    """config.json edited after the run: its folder id no longer matches, so nothing trusts its numbers."""
+def tamper(run_dir: Path, how: str) -> None:
+    """Edit a finished run folder by hand, as a user might."""
+    config, result = run_dir / "config.json", run_dir / "result.json"
+    document = json.loads(config.read_text())
+    if how == "config":
+        document["config"]["optim"]["lr"] = 0.5
+    elif how == "meta":
+        document["meta"]["cell"] = "none"
+    elif how == "no config":
+        config.unlink()
+        return
+    else:
+        data = json.loads(result.read_text())
+        if how == "number":
+            data["final"]["top1"] = 1e308
+        else:  # a result copied from another run's folder
+            data["config_hash"] = "0123456789"
+        result.write_text(json.dumps(data))
+        return
+    config.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("how, words", [("config", "does not hash to the folder's id"), ("meta", "its meta"),
+                                        ("no config", "cannot be told to belong"), ("number", "which cannot be"),
+                                        ("result", "written for the config")])
+def test_a_tampered_run_folder_is_reported_by_status_tables_and_run(sweep, capsys, how, words):
+    """A run folder edited by hand after the run: nothing trusts its numbers or its place in the sweep."""
     from ablations import run as run_cli
     from ablations import status as status_cli
 
     results = sweep.parent / "results"
     pa0 = runs_of(results / "pe", "PA")[0]
-    document = json.loads((pa0 / "config.json").read_text())
-    document["config"]["optim"]["lr"] = 0.5
-    (pa0 / "config.json").write_text(json.dumps(document))
+    tamper(pa0, how)
 
-    df, problems = collect(results / "pe")
-    assert df.set_index("path").loc[str(pa0), "state"] == "corrupt"
-    assert any("does not hash to the folder's id" in p for p in problems)
+    if how != "no config":  # a folder without config.json is not listed by its sweep folder: the sweep file finds it
+        df, problems = collect(results / "pe")
+        assert df.set_index("path").loc[str(pa0), "state"] == "corrupt"
+        assert any(words in p for p in problems)
 
     assert status_cli.main([str(sweep), "--results-root", str(results)]) == 1
     out = capsys.readouterr().out
-    assert "corrupt" in out and "does not hash" in out
+    assert "corrupt" in out and words in out
 
     assert tables.main([str(sweep), "--results-root", str(results)]) == 0
     captured = capsys.readouterr()
-    assert "does not hash" in captured.err
+    assert words in captured.err
     pa_row = next(line for line in captured.out.splitlines() if line.startswith("| PA "))
-    assert pa_row.split("|")[2].strip() == "2", "the tampered seed is not counted"
+    assert pa_row.split("|")[2].strip().split()[0] == "2", "the tampered seed is not counted"
 
     assert run_cli.main([str(sweep), "--results-root", str(results), "--dry-run", "--no-eta"]) == 0
     out = capsys.readouterr().out
-    assert "1 corrupt" in out and "does not hash" in out
+    assert "1 corrupt" in out and words in out
+    # seed 0 has nothing left to run but the corrupt run: run says so and exits 1, as status does
+    assert run_cli.main([str(sweep), "--results-root", str(results), "--seeds", "0", "--no-eta"]) == 1
+    out = capsys.readouterr().out
+    assert "1 run(s) are corrupt and never launched" in out and str(pa0) in out and words in out
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -103,27 +103,31 @@ def test_done_run_whose_metrics_were_cut_is_partial(tmp_path):
 CORPUS = sorted((__import__("pathlib").Path(__file__).parent / "data" / "bad_run_folders").glob("*.json"))
 
 
-def run_folder(parent, edit_config=None):
-    """A run folder named as a sweep names it (<cell>-s<seed>-<hash>), config.json + one epoch of metrics."""
+def run_folder(parent, edit_config=None, edit_meta=None, remove_config=False):
+    """A run folder named as a sweep names it (<cell>-s<seed>-<hash>), config.json + one epoch of metrics; the
+    corpus case's edits of config.json made by hand after the launch."""
     from ablations.spec.config import RunConfig, with_overrides
 
     config = with_overrides(RunConfig(), {"data.img_size": 32, "train.epochs": 1})
     run_dir = parent / f"cell-s0-{config.short_hash()}"
     run_dir.mkdir(parents=True)
     written = with_overrides(config, edit_config) if edit_config else config
-    store.atomic_write_json(run_dir / store.CONFIG, {"config": written.to_dict(), "meta": {}})
+    document = store.config_document(written, {"sweep": "sweep", "cell": "PA", "seed": 0})
+    document["meta"].update(edit_meta or {})
+    if not remove_config:
+        store.atomic_write_json(run_dir / store.CONFIG, document)
     store.append_metrics(run_dir, {"epoch": 1, "top1": 50.0})
     return run_dir
 
 
 def test_the_run_folder_corpus_is_large_enough():
-    assert len(CORPUS) >= 12
+    assert len(CORPUS) >= 25
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=lambda p: p.stem)
 def test_bad_run_folder_is_reported_never_trusted(case, tmp_path):
     spec = json.loads(case.read_text())
-    run_dir = run_folder(tmp_path / "sweep", spec.get("edit_config"))
+    run_dir = run_folder(tmp_path / "sweep", spec.get("edit_config"), spec.get("edit_meta"), spec.get("remove_config"))
     for name, content in spec.get("outside", {}).items():
         (tmp_path / "sweep" / name).write_text(content)
     for name, content in spec["files"].items():
@@ -137,7 +141,7 @@ def test_bad_run_folder_is_reported_never_trusted(case, tmp_path):
     state = store.run_state(run_dir)  # never raises
     assert state.state == spec["state"], state
     assert spec["problem"] in " ".join(state.problems + [state.error or ""])
-    if spec["state"] == store.PARTIAL and "mid-line" not in spec["problem"]:
+    if (spec["state"] == store.PARTIAL and "mid-line" not in spec["problem"]) or spec.get("result_unread"):
         assert store.read_result(run_dir) is None, "an unusable result.json is never read as a result"
 
 

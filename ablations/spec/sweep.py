@@ -35,7 +35,8 @@ from typing import Any
 from ablations.results_root import REPORTS, STORE
 from ablations.spec.config import RunConfig, check_value, pin_data_root, with_overrides
 from ablations.spec.errors import InputError, bounded_repr
-from ablations.spec.metrics import DEFAULT_COLUMNS, METRIC_NAMES
+from ablations.spec.metrics import DEFAULT_COLUMNS, METRIC_NAMES, value_problem
+from ablations.spec.metrics import METRICS as METRIC_REGISTRY
 from ablations.spec.recipe import list_recipes
 from ablations.spec.yamlio import YamlError, errors_located, load_yaml_strict
 
@@ -333,6 +334,8 @@ def parse_published(path: Path, raw: Any, labels: set[str]) -> dict[str, dict[st
                 raise SweepError(path, f"{where}.{metric}", f"unknown metric; allowed: {', '.join(METRICS)}")
             if not isinstance(number, int | float) or isinstance(number, bool):
                 raise SweepError(path, f"{where}.{metric}", f"expected a number, got {bounded_repr(number)}")
+            if problem := value_problem(f"the published {metric}", number, METRIC_REGISTRY[metric].high):
+                raise SweepError(path, f"{where}.{metric}", problem)
         out[str(label)] = {m: float(v) for m, v in values.items()}
     return out
 
