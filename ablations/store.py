@@ -173,8 +173,13 @@ def atomic_target(path: Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(err, OSError) and not err.filename:  # disk full: say which file could not be written
-            raise OSError(err.errno, err.strerror, str(path)) from None
+            raise write_failure(err, path) from None
         raise
+
+
+def write_failure(err: OSError, path: Path | str) -> OSError:
+    """A write the system refused, naming the file and, for a full disk or a file size limit, what to do."""
+    return OSError(err.errno, f"{err.strerror}{WRITE_FAILURES.get(err.errno, '')}", str(path))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -199,7 +204,7 @@ def atomic_create_json(path: Path, obj: Any) -> bool:
     except OSError as err:
         if err.filename:
             raise
-        raise OSError(err.errno, err.strerror, str(path)) from None  # disk full: say which file
+        raise write_failure(err, path) from None  # disk full: say which file
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -211,10 +216,40 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
+    """torch.save, atomically. A write the system refuses (a full disk, the file size limit) is raised as the
+    OSError naming the file and the cause: torch's own error says only "unexpected pos"."""
     import torch
 
     with atomic_target(path) as f:
-        torch.save(obj, f)
+        writer = _RecordingWriter(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None  # atomic_target names the file
+
+
+WRITE_FAILURES = {errno.ENOSPC: " (the disk is full: free space, then launch again to resume)",
+                  errno.EDQUOT: " (the disk quota is used up: free space, then launch again to resume)",
+                  errno.EFBIG: " (the file size limit, ulimit -f, is lower than the file: raise it, then launch again)"}
+
+
+class _RecordingWriter:
+    """A file's write and flush, keeping the OSError a write raised (torch.save turns it into a RuntimeError)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.error = f, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def append_jsonl(path: Path, obj: Any) -> None:
@@ -615,6 +650,23 @@ def read_result(run_dir: Path) -> dict | None:
     if problem is not None or result_problem(result) is not None:
         return None
     return None if result_impossible(result, str(path), os.fspath(run_dir)) else result
+
+
+WORKER_TRACEBACK = "Original Traceback (most recent call last):"  # torch's re-raise of a data-loading worker's error
+QUALIFIED_EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*: )")  # "pkg.module." of "pkg.module.E: ..."
+
+
+def failure_reason(err: BaseException) -> str:
+    """The one line error.json, status and the launcher's summary give as a failure's reason: the exception and
+    its message, whitespace folded. An error raised in a data-loading worker (a corrupt or empty image, a
+    decompression bomb) reaches the training process as a message holding the worker's whole traceback: its
+    last line is the reason (the full traceback stays in error.json's traceback)."""
+    text = str(err)
+    if WORKER_TRACEBACK in text:
+        last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), text)
+        return f"{QUALIFIED_EXCEPTION.sub('', last)} (in a data-loading worker)"[:2000]
+    text = " ".join(text.split())
+    return f"{type(err).__name__}: {text}"[:2000] if text else type(err).__name__
 
 
 def write_error(run_dir: Path, reason: str, traceback_text: str, epoch: int) -> None:

@@ -681,3 +681,12 @@ def test_numbers_written_as_text_stay_numbers_in_csv():
 
     assert [formula_like(v) for v in ("-5", "+1", "1e-3", "=1+1", "-x", "@a", "PA", 3)] == [
         False, False, False, True, True, True, False, False]
+
+
+def test_a_folder_of_another_sweep_is_not_tabled_beside_this_sweeps_published_numbers(sweep, tmp_path, capsys):
+    other = tmp_path / "pe2.yaml"
+    other.write_text(SWEEP.replace("name: pe\n", "name: pe2\n", 1))
+    assert tables.main([str(tmp_path / "results" / "pe"), "--sweep", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "its runs are of sweep 'pe', not of 'pe2'" in err and str(other) in err
+    assert tables.main([str(tmp_path / "results" / "pe"), "--sweep", str(sweep)]) == 0

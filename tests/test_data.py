@@ -268,3 +268,30 @@ def test_zero_bits_of_posterize_give_a_black_image_as_pillow_did_before_13():
     assert posterize_keeping(image, 8) is image
     op = with_zero_bit_posterize(AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10))  # asks for 0 bits
     assert np.asarray(op(image)).max() == 0
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("empty", "not an image file PIL can identify"),
+    ("bomb", "DecompressionBombError"),
+])
+def test_a_bad_image_read_in_a_loader_worker_fails_the_run_with_one_line_naming_it(tmp_path, monkeypatch, damage,
+                                                                                   words):
+    from ablations import store
+    from ablations.training.trainer import train_run
+
+    root = write_imagefolder(tmp_path / "data", train=4, val=2, size=40)
+    bad = root / "train" / "dog" / "1.png"
+    if damage == "empty":
+        bad.write_bytes(b"")
+    else:  # more than twice PIL's pixel limit (lowered here; the worker forks with it): a decompression bomb
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+        Image.new("RGB", (100, 100)).save(bad)
+    config = cfg(data__dataset="imagefolder", data__root=str(root), data__img_size=32, train__batch_size=8,
+                 train__epochs=1)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(Exception):  # noqa: B017 - whatever the worker raised, the run records it as one line
+        train_run(config, run_dir, progress=False, num_workers=1)
+    reason = store.read_error(run_dir)["reason"]
+    assert "\n" not in reason and str(bad) in reason and words in reason and "data-loading worker" in reason, reason
+    assert "Original Traceback" in store.read_error(run_dir)["traceback"], "the whole traceback is kept"

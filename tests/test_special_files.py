@@ -98,3 +98,20 @@ def test_a_fifo_in_an_image_folder_fails_its_read_naming_it(tmp_path):
     os.mkfifo(tmp_path / "0.jpg")
     with pytest.raises(DatasetError, match=r"0\.jpg: not a readable image.*not a regular file"):
         load_image(str(tmp_path / "0.jpg"))
+
+
+def test_weights_beyond_the_file_size_limit_fail_the_run_naming_the_file_and_the_limit(tmp_path):
+    import resource
+
+    from ablations import store
+
+    run_dir = tiny_run_with_fifo_checkpoint(tmp_path)
+    os.unlink(run_dir / store.CHECKPOINT)
+    limit = 2_000_000  # above config, log and metrics; below ResT-Lite's checkpoint (about 40 MB of weights)
+    proc = subprocess.run([sys.executable, "-m", "ablations.train", str(run_dir), "--no-progress"], cwd=tmp_path,
+                          env=ENV, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    reason = store.read_error(run_dir)["reason"]
+    assert ("best.pt'" in reason or "checkpoint.pt'" in reason) and "file size limit" in reason, reason
+    assert "unexpected pos" not in reason and not list(run_dir.glob(".*.tmp")), "no temporary file is left behind"

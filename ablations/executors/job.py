@@ -232,7 +232,7 @@ class RunJob:
             raise
         except Exception as err:
             if slurm:
-                record_event(run_dir, env.job_id, "FAILED", reason=f"{type(err).__name__}: {err}"[:500])
+                record_event(run_dir, env.job_id, "FAILED", reason=store.failure_reason(err)[:500])
             raise
         if slurm:
             record_event(run_dir, env.job_id, "COMPLETED")

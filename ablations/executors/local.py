@@ -62,7 +62,7 @@ def record(report: LaunchReport, run_id: str, run_dir: Path, outcome: Outcome | 
         report.skipped[run_id] = "stopped by a signal; checkpoint saved, relaunch to resume"
     else:  # the run wrote error.json itself; the sweep goes on
         error_file = store.read_error(run_dir) or {}
-        reason = error_file.get("reason") or f"{type(error).__name__}: {error}"
+        reason = error_file.get("reason") or store.failure_reason(error)
         report.failed[run_id] = str(reason)
         log.error("%s failed: %s", run_id, reason)
 

@@ -201,14 +201,17 @@ def with_zero_bit_posterize(transform):
 
 def load_image(path: str):
     """An RGB image; DatasetError naming the file for a corrupt or truncated one (PIL's own message may not)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:  # a regular file (a link to one is fine): a FIFO would block the worker forever
         with open_file(path, "rb", follow_links=True) as f:
             image = Image.open(f)
             return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError, "image file is truncated"
-        raise DatasetError(f"{path}: not a readable image ({type(err).__name__}: {str(err)[:200]})") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL: UnidentifiedImageError,
+        # "image file is truncated", an image of more pixels than Image.MAX_IMAGE_PIXELS x 2
+        why = ("not an image file PIL can identify: empty, cut short or another format" if
+               isinstance(err, UnidentifiedImageError) else f"{type(err).__name__}: {str(err)[:200]}")
+        raise DatasetError(f"{path}: not a readable image ({why})") from None
 
 
 def _imagefolder(config: RunConfig) -> tuple[Dataset, Dataset]:

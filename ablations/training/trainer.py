@@ -631,7 +631,7 @@ def train_run(config: RunConfig, run_dir: Path, *, progress: bool = True, num_wo
         log.info("%s", err)
         raise
     except Exception as err:
-        reason = str(err) if isinstance(err, RunFailed) else f"{type(err).__name__}: {err}"
+        reason = str(err) if isinstance(err, RunFailed) else store.failure_reason(err)
         log.error("run failed: %s", reason)
         if main:
             store.write_error(run_dir, reason, traceback.format_exc(), trainer.epoch + 1 if trainer else 0)
