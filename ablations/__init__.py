@@ -7,3 +7,7 @@
 
 docs/design.md follows one run through these modules.
 """
+
+from ablations.cli import quiet_interrupt_while_starting  # noqa: E402 - a Ctrl-C while `python -m` imports: one line
+
+quiet_interrupt_while_starting()

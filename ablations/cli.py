@@ -3,15 +3,20 @@
     @command
     def main(argv=None) -> int: ...
 
-InputError (a bad sweep, recipe, flag or run file) is printed as one paragraph naming the file and key,
-exit code 2, with nothing half-done, and so is a file of the wrong kind (store.UnsafeFile: a planted symbolic
-link, a FIFO or a device where a file belongs); a file or folder the system refuses (a results root that is a
-file, a read-only or full disk) is one line naming it, exit code 1; Ctrl-C prints one line and exits 130. No
-torch import here.
+What a command prints on stdout, its log lines and its errors have control characters escaped (printable):
+names come from files anyone could have written. InputError (a bad sweep, recipe, flag or run file) is
+printed as one paragraph naming the file and key, exit code 2, with nothing half-done, and so is a file of
+the wrong kind (store.UnsafeFile: a planted symbolic link, a FIFO or a device where a file belongs); a file
+or folder the system refuses (a results root that is a file, a read-only or full disk) is one line naming it,
+exit code 1; Ctrl-C prints one line and exits 130. No torch import here.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import re
+import signal
 import sys
 from collections.abc import Callable
 
@@ -28,10 +33,53 @@ def check_workers(workers: int | None) -> None:
         raise InputError("--workers", f"{workers}: expected 0 (load in the training process) or more")
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # control characters, tab and newline aside
+
+
+def printable(text: str) -> str:
+    """Text with its control characters escaped (\\x1b, \\x00): a name read from a file or a folder must never
+    move the cursor, clear the screen or cut a line on the terminal it is printed to."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class PrintableStream:
+    """A text stream whose writes go through printable(): every command's stdout (plans, status, tables)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(printable(text))
+
+    def __getattr__(self, name: str):  # flush, isatty, encoding, fileno...: the stream's own
+        return getattr(self.stream, name)
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines for a terminal, control characters escaped (a path or a reason in a message may hold them)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
+def quiet_interrupt_while_starting() -> None:
+    """Ctrl-C before a command's main() runs (importing torch and timm takes seconds) ends it as a Ctrl-C in
+    main() does: one line, exit 130, not a traceback from deep inside an import. The packages' __init__ call
+    this; it acts only while Python starts a command (`python -m`: sys.argv[0] is "-m" while the module is being
+    found), never in a program or a notebook that imports the package. `command` puts Python's handler back."""
+    if sys.argv[:1] == ["-m"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    print("\ninterrupted", file=sys.stderr)
+    raise SystemExit(EXIT_INTERRUPTED)
+
+
 def print_error(err: InputError | str) -> None:
     """One paragraph on stderr, as one line: scripts and terminals alike can take it whole."""
     text = err.describe() if isinstance(err, InputError) else str(err)
-    print(f"error: {' '.join(text.split())}", file=sys.stderr)
+    print(f"error: {printable(' '.join(text.split()))}", file=sys.stderr)
 
 
 def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
@@ -39,8 +87,11 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here, Ctrl-C is caught below
         try:
-            return main(argv)
+            with contextlib.redirect_stdout(PrintableStream(sys.stdout)):
+                return main(argv)
         except InputError as err:
             print_error(err)
             return EXIT_USAGE

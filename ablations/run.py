@@ -36,7 +36,7 @@ from ablations.checks import (
     check_models,
     check_schedules,
 )
-from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, check_workers, command
+from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PrintableFormatter, check_workers, command
 from ablations.experiment import (
     DEFAULT_RESULTS_ROOT,
     add_selection_flags,
@@ -116,7 +116,9 @@ def load_plans(args: argparse.Namespace) -> list[Plan]:
 @command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setFormatter(PrintableFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[terminal])
     check_workers(args.workers)
     plans = load_plans(args)
     check_loggers(plans)

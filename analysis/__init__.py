@@ -10,3 +10,7 @@ run folder. The commands:
     python -m analysis.collect results -o runs.csv      # every run, for a notebook
     python -m analysis.report sweeps/paper-ablations.yaml   # every table + figure, report.md, report.html
 """
+
+from ablations.cli import quiet_interrupt_while_starting  # noqa: E402 - a Ctrl-C while `python -m` imports: one line
+
+quiet_interrupt_while_starting()

@@ -333,3 +333,59 @@ def test_the_plan_shows_the_whole_protocol_and_what_each_slurm_array_requests(tm
     out = capsys.readouterr().out
     assert "  SLURM array for Lite: 1 node x 1 task, 0 GPU/node, 30 min, mem 2 GB; at most 64 at once" in out
     assert "  SLURM array for Small: 1 node x 1 task, 4 GPU/node, 600 min, mem 2 GB, partition big" in out
+
+
+# ---- names from files never drive the terminal ---------------------------------------------------------------------
+ESCAPE = "\x1b[2J\x1b[H"  # clear the screen, cursor home
+
+
+def test_every_command_escapes_control_characters_on_stdout_and_in_errors(capsys):
+    from ablations.cli import command
+    from ablations.spec.errors import InputError
+
+    @command
+    def prints(argv=None):
+        print(f"cell {ESCAPE}none\x00")
+        raise InputError(f"sweeps/{ESCAPE}pe.yaml", "axes", "a\x07bell")
+
+    assert prints([]) == 2
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\x00" not in out and "\x07" not in err
+    assert r"cell \x1b[2J\x1b[Hnone\x00" in out and r"sweeps/\x1b[2J\x1b[Hpe.yaml" in err
+
+
+def test_a_cell_name_and_a_failure_reason_from_run_files_are_printed_escaped(tmp_path, capsys):
+    """A ledger line (results/<sweep>/runs.jsonl) and an error.json are files anyone with access could write."""
+    from ablations import status
+    from analysis import tables
+    from analysis.synthetic import write_run
+
+    results = tmp_path / "results" / "pe"
+    run_dir = write_run(results, "PA", 0, baseline=True)
+    meta = {**store.read_meta(run_dir), "cell": f"{ESCAPE}PA"}
+    (results / "runs.jsonl").write_text(json.dumps({"run": f"pe/{run_dir.name}", "meta": meta}) + "\n")
+    assert tables.main([str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and r"\x1b[2J\x1b[HPA" in out
+    pe = Path(__file__).resolve().parents[1] / "sweeps" / "pe.yaml"
+    failed = write_run(results, "LE", 0, state=store.FAILED, sweep_file=pe)
+    store.write_error(failed, f"RuntimeError: {ESCAPE}out of memory", "", 1)
+    assert status.main([str(pe), "--results-root", str(results.parent)]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and r"RuntimeError: \x1b[2J\x1b[Hout of memory" in out
+
+
+@pytest.mark.parametrize("module", ["ablations.run", "analysis.plots"])
+@pytest.mark.parametrize("after_s", [0.15, 0.3, 0.6])
+def test_ctrl_c_while_a_command_starts_is_one_line_and_exit_130(tmp_path, module, after_s):
+    """Importing torch and timm takes seconds: a Ctrl-C then is the same one line as a Ctrl-C later."""
+    sweep = Path(__file__).resolve().parents[1] / "sweeps" / "pe.yaml"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = ["table"] if module == "analysis.plots" else []
+    proc = subprocess.Popen([sys.executable, "-m", module, *args, str(sweep), "--results-root", str(tmp_path)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    assert proc.poll() is None, "the command ended before the Ctrl-C"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip() == "interrupted" and "Traceback" not in err, err

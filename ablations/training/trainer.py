@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 import rest
 from ablations import store
+from ablations.cli import PrintableFormatter
 from ablations.provenance import code_provenance
 from ablations.spec.config import REST_KNOBS, RunConfig
 from ablations.training.loaders import build_loaders, mix_seed, seed_everything
@@ -595,8 +596,8 @@ class _LogFile(logging.StreamHandler):
 def _log_handlers(run_dir: Path, main: bool) -> list[logging.Handler]:
     """The terminal's lines name the run (several train at once with --jobs N); log.txt, in its folder, needs not."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    named = logging.Formatter(f"%(asctime)s %(levelname)s [{Path(run_dir).name.replace('%', '%%')}] %(message)s",
-                              "%Y-%m-%d %H:%M:%S")
+    named = PrintableFormatter(f"%(asctime)s %(levelname)s [{Path(run_dir).name.replace('%', '%%')}] %(message)s",
+                               "%Y-%m-%d %H:%M:%S")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     handlers[0].setFormatter(named)
     if main:
