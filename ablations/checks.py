@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from ablations import store
 from ablations.plan import Plan
 from ablations.spec.errors import InputError
 from rest_knobs import VARIANTS, inert_attention, smallest_live_size
@@ -111,6 +112,16 @@ def check_devices(plan: Plan, settings) -> None:
             raise InputError("train.devices", f"cell {planned.run.cell.label!r} is configured for {wanted} "
                              f"device(s) but its SLURM job would start {tasks} task(s) (nodes x tasks per node); "
                              f"give --tasks-per-node / --nodes to match, or --set train.devices={tasks}")
+
+
+def check_run_folders(launches) -> None:
+    """A symbolic link inside a run folder a launch will write (its tensorboard/, wandb/ or previous/) would
+    receive the run's files: InputError naming it, before anything is written. (The folders above them are
+    refused for every command: ablations.experiment.refuse_links.)"""
+    for launch in launches:
+        for name in (store.TENSORBOARD, store.WANDB, store.PREVIOUS):
+            if (launch.planned.run_dir / name).is_symlink():
+                raise InputError(launch.planned.run_dir / name, "<folder>", store.LINK_UNDER_ROOT)
 
 
 def check_loggers(plans) -> None:

@@ -16,10 +16,10 @@ import contextlib
 import functools
 import logging
 import re
-import signal
 import sys
 from collections.abc import Callable
 
+from ablations import command_started
 from ablations.spec.errors import InputError
 from ablations.store import UnsafeFile
 
@@ -62,18 +62,10 @@ class PrintableFormatter(logging.Formatter):
         return printable(super().format(record))
 
 
-def quiet_interrupt_while_starting() -> None:
-    """Ctrl-C before a command's main() runs (importing torch and timm takes seconds) ends it as a Ctrl-C in
-    main() does: one line, exit 130, not a traceback from deep inside an import. The packages' __init__ call
-    this; it acts only while Python starts a command (`python -m`: sys.argv[0] is "-m" while the module is being
-    found), never in a program or a notebook that imports the package. `command` puts Python's handler back."""
-    if sys.argv[:1] == ["-m"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _interrupted_while_starting)
-
-
-def _interrupted_while_starting(signum: int, frame: object) -> None:
-    print("\ninterrupted", file=sys.stderr)
-    raise SystemExit(EXIT_INTERRUPTED)
+def say(text: str) -> None:
+    """A line on stderr (a warning, a note, what was written), control characters escaped; stderr itself is not
+    wrapped: progress bars draw there with cursor moves."""
+    print(printable(text), file=sys.stderr)
 
 
 def print_error(err: InputError | str) -> None:
@@ -87,8 +79,7 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
-        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here, Ctrl-C is caught below
+        command_started()  # from here, Ctrl-C is caught below
         try:
             with contextlib.redirect_stdout(PrintableStream(sys.stdout)):
                 return main(argv)

@@ -255,18 +255,20 @@ def resolve(sweep_path: Path | str, selection: Selection = NO_SELECTION,
 
 
 def refuse_links(experiment: Experiment) -> None:
-    """A symbolic link where the experiment's folders are (results/runs, results/<sweep>, its reports/, a run's
-    folder or its tensorboard/, wandb/ or previous/) would carry runs out of the results root: InputError naming
-    it, before anything is read or written. The results root itself may be a link."""
-    folders = [experiment.store_dir, experiment.results_dir, experiment.results_dir / "reports"]
-    for run in experiment.runs:
-        run_dir = experiment.run_dir(run)
-        folders += [run_dir, *(run_dir / name for name in (store.TENSORBOARD, store.WANDB, store.PREVIOUS))]
-    for folder in folders:
-        if folder.is_symlink():
-            raise InputError(folder, "<folder>", "is a symbolic link; the harness neither writes nor reads a run "
-                             "through one, as it could lead out of the results root. Remove the link (and move "
-                             "what it points to into the results root if that is where it belongs)")
+    """A symbolic link where the experiment's folders are (results/runs, its .submitit/ and .code/, results/<sweep>,
+    its reports/, or a folder named as one of its runs) would carry runs out of the results root, or run code from
+    elsewhere: InputError naming it, before anything is read or written. The results root itself may be a link.
+    Links inside the run folders a launch will write are refused by checks.check_run_folders."""
+    store_dir = experiment.store_dir
+    folders = [store_dir, store_dir / ".submitit", store_dir / ".code", experiment.results_dir,
+               experiment.results_dir / "reports"]
+    hashes = (results_root.config_hash(run.run_id) for run in experiment.runs)
+    link = next((folder for folder in folders if folder.is_symlink()), None) or \
+        next((experiment.index.links[h] for h in hashes if h in experiment.index.links), None)
+    if link is not None:
+        raise InputError(link, "<folder>", store.LINK_UNDER_ROOT)
+
+
 
 
 # ---- the other experiments in a results folder -----------------------------------------------------------------------

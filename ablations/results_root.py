@@ -53,6 +53,7 @@ class RunIndex:
 
     root: Path
     by_hash: dict[str, list[str]] = field(default_factory=dict)  # hash -> "<folder>/<run folder>", store first
+    links: dict[str, Path] = field(default_factory=dict)  # hash -> a symbolic link named as a run folder (refused)
 
     @classmethod
     def scan(cls, results_root: Path | str) -> RunIndex:
@@ -63,6 +64,9 @@ class RunIndex:
             for name in _subfolder_names(root / folder):
                 if RUN_FOLDER.fullmatch(name):
                     index.by_hash.setdefault(config_hash(name), []).append(f"{folder}/{name}")
+            for name in _subfolder_names(root / folder, links=True):
+                if RUN_FOLDER.fullmatch(name):
+                    index.links.setdefault(config_hash(name), root / folder / name)
         return index
 
     def exists(self, run_id: str) -> bool:
@@ -82,11 +86,13 @@ class RunIndex:
         return max(candidates, key=_progress) if candidates else self.root / found[0]
 
 
-def _subfolder_names(folder: Path) -> list[str]:
-    """Names of the folders directly in `folder` (not hidden, not links); [] if it is not a folder."""
+def _subfolder_names(folder: Path, links: bool = False) -> list[str]:
+    """Names of the folders directly in `folder` (not hidden, not links), or with `links` of its symbolic links;
+    [] if it is not a folder."""
     try:
         with os.scandir(folder) as entries:
-            return [e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+            return [e.name for e in entries if not e.name.startswith(".")
+                    and (e.is_symlink() if links else e.is_dir(follow_symlinks=False))]
     except (FileNotFoundError, NotADirectoryError):
         return []
 

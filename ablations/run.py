@@ -34,6 +34,7 @@ from ablations.checks import (
     check_live_attention,
     check_loggers,
     check_models,
+    check_run_folders,
     check_schedules,
 )
 from ablations.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PrintableFormatter, check_workers, command
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         check_jobs(args.jobs)
     wanted = pending_states(args.retry_failed, args.force)
     todo = [launch for launch in distinct_runs(plans) if launch.planned.state.state in wanted]
+    check_run_folders(todo)
     check_schedules(plans)
     check_models(plans)
     for plan in plans:

@@ -138,17 +138,26 @@ def real_dir(path: Path | str, levels: int) -> Path:
             os.mkdir(folder)
         mode = os.lstat(folder).st_mode
         if stat.S_ISLNK(mode):
-            raise UnsafeFile(errno.ELOOP, "is a symbolic link; nothing under a results root is written through one "
-                                          "(remove it)", str(folder))
+            raise UnsafeFile(errno.ELOOP, LINK_UNDER_ROOT, str(folder))
         if not stat.S_ISDIR(mode):
             raise UnsafeFile(errno.ENOTDIR, "is not a folder (remove it)", str(folder))
     return path
+
+
+LINK_UNDER_ROOT = ("is a symbolic link; nothing under a results root is read or written through one, as it could lead "
+                   "out of it. Remove it (and move what it points to into the results root if it belongs there)")
 
 
 def link_in(path: Path | str, levels: int) -> Path | None:
     """The first (outermost) of the last `levels` components of `path` that is a symbolic link, or None."""
     path = Path(path)
     return next((folder for folder in [path, *path.parents][:levels][::-1] if folder.is_symlink()), None)
+
+
+def refuse_link(path: Path | str, levels: int) -> None:
+    """UnsafeFile naming the first of the last `levels` components of `path` that is a symbolic link, if any."""
+    if (link := link_in(path, levels)) is not None:
+        raise UnsafeFile(errno.ELOOP, LINK_UNDER_ROOT, str(link))
 
 
 @contextlib.contextmanager
@@ -253,12 +262,19 @@ class _RecordingWriter:
 
 
 def append_jsonl(path: Path, obj: Any) -> None:
-    """Append one line with a single write() call, then fsync."""
+    """Append one line with a single write() call, then fsync. A write the system refuses (a full disk, the file
+    size limit) is cut back off and raised naming the file and the cause."""
     line = (json.dumps(obj, sort_keys=True, allow_nan=False) + "\n").encode()
     with open_file(path, "ab") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+        start = f.seek(0, os.SEEK_END)
+        try:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(f.fileno(), start)  # no half line left for readers
+            raise write_failure(err, path) from None
 
 
 @dataclass
@@ -271,18 +287,35 @@ class MetricsRead:
 def read_epochs(path: Path | str) -> MetricsRead:
     """metrics.jsonl's rows, each checked: a row holding a number that cannot be (NaN, infinity, a negative loss,
     an accuracy over 100) is left out and named in `impossible` (run_state calls such a folder corrupt)."""
-    from ablations.spec.metrics import run_numbers_problem  # torch-free
+    from ablations.spec.metrics import HIGHEST, run_numbers_problem  # torch-free
 
     read = read_metrics(path)
     rows = []
     for number, row in enumerate(read.rows, start=1):
-        problem = run_numbers_problem(row, f"{path} (row {number})")
-        if problem:
+        if _plain_row_can_be(row, HIGHEST):
+            rows.append(row)
+        elif problem := run_numbers_problem(row, f"{path} (row {number})"):
             read.impossible.append(problem)
         else:
             rows.append(row)
     read.rows = rows
     return read
+
+
+def _plain_row_can_be(row: dict, highest: dict[str, float]) -> bool:
+    """The common case of run_numbers_problem, inlined (300 epochs x 1,000 runs): a flat row of numbers that can be.
+    False sends the row to the full check (nested values, or a number out of range: NaN fails every comparison)."""
+    for key, value in row.items():
+        kind = type(value)
+        if kind is float or kind is int:
+            if not 0 <= value <= highest.get(key, _FINITE_MAX):
+                return False
+        elif kind is not str and kind is not bool and value is not None:
+            return False
+    return True
+
+
+_FINITE_MAX = 1.7976931348623157e308  # the largest float: infinity is above it
 
 
 def read_metrics(path: Path) -> MetricsRead:
@@ -394,6 +427,14 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
+def written_config_hash(run_dir: Path | str) -> str | None:
+    """The hash of the config as config.json holds it (the folder's id hashes the same), which a config of an
+    earlier schema (a field added since, filled by its default when read) keeps; None if it cannot be read."""
+    document, problem = read_json(os.path.join(os.fspath(run_dir), CONFIG))
+    config = document.get("config") if problem is None and isinstance(document, dict) else None
+    return config_digest(config) if isinstance(config, dict) else None
+
+
 def config_digest(config: dict) -> str:
     """The run id's hash of a config.json "config" mapping: the same rule as RunConfig.short_hash."""
     from ablations.spec.config import NOT_IDENTITY  # torch-free
@@ -416,7 +457,8 @@ def run_state(run_dir: Path) -> RunState:
     Every number read is checked (spec.metrics.run_numbers_problem): a result.json or a metrics.jsonl row with a
     number that cannot be (NaN, infinity, a negative count, an accuracy over 100), or a result.json written for
     another config, makes the folder corrupt; a file that cannot be read whole (cut, not an object) makes it
-    partial, and the run resumes. Planning reads thousands of folders, so this uses plain string paths.
+    partial, and the run resumes. A done run is decided without parsing metrics.jsonl (planning reads thousands
+    of folders of 300 epochs; analysis.runs checks its rows where it reads them), and with plain string paths.
     """
     base = os.fspath(run_dir)
     tampered = identity_problem(base)
@@ -434,14 +476,14 @@ def run_state(run_dir: Path) -> RunState:
             result = None
         elif impossible := result_impossible(result, result_path, base):
             return RunState(CORRUPT, 0, [impossible], impossible)
-    metrics = read_epochs(metrics_path)
-    if metrics.impossible:
-        return RunState(CORRUPT, 0, metrics.impossible, metrics.impossible[0])
-    if result is not None:
+    if result is not None:  # a done run's metrics rows are checked where they are read (read_epochs: curves)
         if ends_cleanly(metrics_path):
             epochs = result.get("epochs")
             return RunState(DONE, epochs if isinstance(epochs, int) else 0)
         problems.append(f"{metrics_path}: ends mid-line (a write was cut off); the run is resumed")
+    metrics = read_epochs(metrics_path)
+    if metrics.impossible:
+        return RunState(CORRUPT, 0, metrics.impossible, metrics.impossible[0])
     problems += metrics.problems
     epochs = len(metrics.rows)
     if problems:  # an unreadable result.json or cut metrics: not done; it resumes from its checkpoint

@@ -7,9 +7,10 @@ itself is ablations.training.trainer, whose names (train_run, Preempted, request
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
+
+from ablations import command_started
 
 
 def __getattr__(name: str) -> Any:
@@ -40,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before the imports below: --help answers without torch
+    command_started()  # Ctrl-C from here: the run's own handlers
     from ablations import store
-    from ablations.cli import check_workers, print_error
+    from ablations.cli import check_workers, print_error, say
     from ablations.executors.job import FAILED_EARLIER, RunJob
     from ablations.spec.dataset_checks import DatasetError
     from ablations.spec.errors import InputError
@@ -56,21 +58,21 @@ def main(argv: list[str] | None = None) -> int:
                  progress=not args.no_progress)
     try:
         outcome = job.run()
-    except (InputError, DatasetError) as err:
-        print_error(err if isinstance(err, InputError) else f"{args.run_dir}: {err}")
+    except (InputError, DatasetError) as err:  # a worker's DatasetError: its one line, not torch's re-raise
+        print_error(err if isinstance(err, InputError) else f"{args.run_dir}: {store.failure_reason(err)}")
         return 2
-    except store.RunLocked as err:
+    except (store.RunLocked, store.UnsafeFile) as err:  # UnsafeFile: a planted link or FIFO, before training
         print_error(str(err))
         return 2
     except Preempted as err:
-        print(str(err), file=sys.stderr)
+        say(str(err))
         return 3
     except Exception as err:  # recorded in error.json by train_run
-        print(f"run failed: {err}", file=sys.stderr)
+        say(f"run failed: {store.failure_reason(err)}")
         return 1
     if outcome.status == FAILED_EARLIER:
-        print(f"{args.run_dir}: failed earlier ({(store.read_error(args.run_dir) or {}).get('reason')}); "
-              "--retry-failed runs it again", file=sys.stderr)
+        say(f"{args.run_dir}: failed earlier ({(store.read_error(args.run_dir) or {}).get('reason')}); "
+            "--retry-failed runs it again")
         return 1
     return 0
 

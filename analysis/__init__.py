@@ -11,6 +11,4 @@ run folder. The commands:
     python -m analysis.report sweeps/paper-ablations.yaml   # every table + figure, report.md, report.html
 """
 
-from ablations.cli import quiet_interrupt_while_starting  # noqa: E402 - a Ctrl-C while `python -m` imports: one line
-
-quiet_interrupt_while_starting()
+import ablations  # noqa: E402, F401 - its import quiets a Ctrl-C while `python -m analysis...` starts

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 import rest
 from ablations import store
 from analysis.source import InputError
-from rest.rest import instance_norm, map_to_tokens, tokens_to_map
+from rest.rest import attention_map, instance_norm, map_to_tokens, tokens_to_map
 
 # ----------------------------------------------------------------------------------------------------------
 # Model: from a trained run, or random weights
@@ -149,10 +149,8 @@ def attention_probs(attn: torch.nn.Module, x: torch.Tensor, size: tuple[int, int
         key_grid = tuple(reduced.shape[-2:])
         x = attn.sr_norm(map_to_tokens(reduced))
     k = attn.kv(x).view(B, -1, 2, h, d).permute(2, 0, 3, 1, 4)[0]
-    logits = (q * attn.scale) @ k.transpose(-2, -1)
-    if attn.head_conv:  # Conv-1: a 1x1 conv across heads on the logits
-        logits = F.conv2d(logits, attn.transform_conv.weight, attn.transform_conv.bias)
-    return logits.softmax(dim=-1), key_grid
+    weight, bias = attn.conv1_weights()  # Conv-1 on the logits, then softmax: the model's own function, without IN
+    return attention_map(q, k, attn.scale, weight, bias, head_norm=False), key_grid
 
 
 def recompute_output(attn: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -12,10 +12,9 @@ analysis.runs: a corrupt file is a warning naming it, never a crash.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ablations.cli import OUTPUT_FLAGS
+from ablations.cli import OUTPUT_FLAGS, say
 from ablations.experiment import Selection, add_selection_flags, selection_from_args
 from analysis.runs import collect, collect_curves, curves_path, export, export_curves
 from analysis.source import cli, is_sweep_file, load_layout, warn
@@ -50,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         export(df, args.output)
         curves = collect_curves(folder, run_dirs, metas)
         export_curves(curves, curves_path(args.output))
-        print(f"wrote {args.output} ({len(df)} runs, {len(df.columns)} columns) and {curves_path(args.output)} "
-              f"({len(curves)} curve points)", file=sys.stderr)
+        say(f"wrote {args.output} ({len(df)} runs, {len(df.columns)} columns) and {curves_path(args.output)} "
+            f"({len(curves)} curve points)")
     else:
         counts = df.groupby(["sweep", "state"]).size().unstack(fill_value=0) if len(df) else df
         print(f"{len(df)} runs" + ("" if df.empty else f"\n{counts.to_string()}"))

@@ -15,10 +15,9 @@ of its own validation data (see analysis.attention).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ablations.cli import OUTPUT_FLAGS
+from ablations.cli import OUTPUT_FLAGS, say
 from ablations.experiment import add_selection_flags, selection_from_args
 from analysis.source import InputError, cli, load_layout, note, output_dir, require_runs, warn
 
@@ -150,7 +149,7 @@ def plot_attention(args) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = {"table": plot_table, "scaling": plot_scaling, "attention": plot_attention}[args.command](args)
-    print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
+    say("wrote " + ", ".join(map(str, paths)))
     return 0
 
 

@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ablations import store
-from ablations.cli import OUTPUT_FLAGS
+from ablations.cli import OUTPUT_FLAGS, say
 from ablations.experiment import add_selection_flags, add_sweeps_argument, resolve, selection_from_args
 from ablations.results_root import REPORTS
 from ablations.spec.study import study_name, sweep_paths
@@ -268,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         blocks += table_blocks(section, folder, figures)
     store.atomic_write_bytes(folder / "report.md", to_markdown(blocks).encode())
     store.atomic_write_bytes(folder / "report.html", to_html(blocks, folder, f"Report: {name}").encode())
-    print(f"wrote {folder}/report.md, report.html and the tables and figures of "
-          f"{', '.join(s.layout.name for s in sections)}", file=sys.stderr)
+    say(f"wrote {folder}/report.md, report.html and the tables and figures of "
+        f"{', '.join(s.layout.name for s in sections)}")
     print(folder / "report.html")
     return 0
 

@@ -123,7 +123,9 @@ def read_run(run_dir: Path, curves: bool = True, shown_as: dict | None = None) -
     status = state.state
     skip = status == store.DONE and not curves
     metrics = store.MetricsRead() if skip else store.read_epochs(run_dir / store.METRICS)
-    rows, metric_problems = metrics.rows, metrics.problems
+    if metrics.impossible and status == store.DONE:  # run_state decides "done" without parsing the rows
+        status, state.error = store.CORRUPT, metrics.impossible[0]
+    rows, metric_problems = metrics.rows, metrics.problems + metrics.impossible
     problems = list(dict.fromkeys(state.problems + metric_problems))
     # A resumed run may repeat an epoch it had logged before being stopped: the last line for an epoch wins.
     by_epoch = {r["epoch"]: r for r in rows if type(r.get("epoch")) in (int, float)}
@@ -238,7 +240,10 @@ def collect_curves(target: str | Path, run_dirs: tuple[Path, ...] | list[Path] |
         if meta is None:
             continue
         meta = shown_as if shown_as is not None else meta
-        rows = store.read_epochs(run_dir / store.METRICS).rows
+        read = store.read_epochs(run_dir / store.METRICS)
+        if read.impossible:  # a corrupt run (collect says so): none of its rows is a curve
+            continue
+        rows = read.rows
         by_epoch = {r["epoch"]: r for r in rows if type(r.get("epoch")) in (int, float)}
         ident = (run_dir.name, meta.get("sweep", run_dir.parent.name), str(meta.get("cell", "?")),
                  meta.get("seed"))

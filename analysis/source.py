@@ -14,12 +14,12 @@ code 2, without a traceback.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablations import results_root, store
 from ablations.cli import command as cli  # noqa: F401 - the analysis commands' wrapper
+from ablations.cli import say
 from ablations.experiment import (
     HARDWARE_KEYS,
     NO_SELECTION,
@@ -222,12 +222,12 @@ def require_runs(layout: Layout) -> None:
 
 def warn(problems: list[str]) -> None:
     for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
+        say(f"warning: {problem}")
 
 
 def note(layout: Layout) -> None:
     """Name, on stderr, the experiment shown and the other experiments' runs beside it (one line each)."""
     if layout.experiment:
-        print(f"experiment: {layout.experiment} ({len(layout.run_dirs or ())} runs selected)", file=sys.stderr)
+        say(f"experiment: {layout.experiment} ({len(layout.run_dirs or ())} runs selected)")
     if layout.others:
-        print(f"note: {layout.others}", file=sys.stderr)
+        say(f"note: {layout.others}")

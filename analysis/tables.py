@@ -13,10 +13,9 @@ the same folder are never mixed in, only named.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ablations.cli import OUTPUT_FLAGS
+from ablations.cli import OUTPUT_FLAGS, say
 from ablations.experiment import add_selection_flags, selection_from_args
 from analysis.runs import collect
 from analysis.source import InputError, cli, load_layout, note, output_dir, require_runs, warn
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_table(table, args.output or output_dir(layout))
 
     print(to_markdown(table), end="")
-    print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
+    say("wrote " + ", ".join(map(str, paths)))
     return 0
 
 

@@ -93,11 +93,46 @@ def resized_pos_embed(pos_embed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return pos_embed
 
 
+def attention_map(q: torch.Tensor, k: torch.Tensor, scale: float, mix_weight: torch.Tensor | None,
+                  mix_bias: torch.Tensor | None, head_norm: bool) -> torch.Tensor:
+    """The (B, h, N, M) attention weights with Conv-1 (`mix_weight`/`mix_bias`: the 1x1 conv over heads, as one
+    batched matmul) and IN, computed in float32 whatever autocast says.
+
+    IN divides by the std of a near-uniform map, which amplifies rounding: with the logits in bfloat16,
+    ResT-Lite's outputs had a cosine of 0.05-0.30 with float32's at random init (float16: 0.64-0.86), with only
+    softmax and IN in float32 0.98-0.99; with the whole map in float32, 0.9996+, as for ResNet. The map is
+    small next to the convs and MLPs (M keys after the reduction), so this costs little. Scripted code cannot
+    leave autocast (its device must be a constant), so there the map takes autocast's dtype.
+    """
+    if q.dtype == torch.float16 or q.dtype == torch.bfloat16:  # float64 stays float64
+        q, k = q.float(), k.float()
+    if torch.jit.is_scripting():  # a compile-time constant: TorchScript never compiles the else branch
+        return _attention_map(q, k, scale, mix_weight, mix_bias, head_norm)
+    else:
+        device = q.device.type
+        if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):  # the meta device
+            return _attention_map(q, k, scale, mix_weight, mix_bias, head_norm)
+        with torch.autocast(device, enabled=False):
+            return _attention_map(q, k, scale, mix_weight, mix_bias, head_norm)
+
+
+def _attention_map(q: torch.Tensor, k: torch.Tensor, scale: float, mix_weight: torch.Tensor | None,
+                   mix_bias: torch.Tensor | None, head_norm: bool) -> torch.Tensor:
+    attn = (q * scale) @ k.transpose(-2, -1)
+    if mix_weight is not None and mix_bias is not None:
+        h = attn.shape[1]
+        weight = mix_weight.to(attn.dtype).view(1, h, h).expand(attn.shape[0], h, h)
+        attn = torch.baddbmm(mix_bias.to(attn.dtype).view(1, h, 1), weight, attn.flatten(2)).view_as(attn)
+    attn = attn.softmax(dim=-1)
+    return instance_norm(attn) if head_norm else attn
+
+
 # Functions with data-dependent control flow are leaves of an FX graph: for timm's FX feature extraction
 # (register_notrace_function) and for a plain torch.fx.symbolic_trace (torch.fx.wrap). They still script.
-for _fn in (instance_norm, resized_pos_embed):
+for _fn in (instance_norm, resized_pos_embed, attention_map):
     register_notrace_function(_fn)
 torch.fx.wrap("instance_norm")
+torch.fx.wrap("attention_map")
 torch.fx.wrap("resized_pos_embed")
 
 
@@ -288,25 +323,18 @@ class EfficientAttention(nn.Module):
         if not (self.head_conv or self.head_norm):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, N, M)
-            if self.head_conv:
-                attn = self.mix_heads(attn)
-            attn = attn.softmax(dim=-1)
-            if self.head_norm:
-                attn = instance_norm(attn)
+            weight, bias = self.conv1_weights()
+            attn = attention_map(q, k, self.scale, weight, bias, self.head_norm)  # (B, h, N, M), float32
             if drop > 0.0:
                 attn = F.dropout(attn, p=drop)
-            out = attn @ v
+            out = attn.to(v.dtype) @ v
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
 
-    def mix_heads(self, attn: torch.Tensor) -> torch.Tensor:
-        """Conv-1: a 1x1 conv over heads is a (h x h) matrix applied at every (n, m): one batched matmul."""
-        h = self.num_heads
-        weight, bias = self.transform_conv.weight, self.transform_conv.bias
-        assert bias is not None  # Conv2d's bias is Optional for TorchScript; Conv-1 always has one
-        return torch.baddbmm(
-            bias.view(1, h, 1), weight.view(1, h, h).expand(attn.shape[0], h, h), attn.flatten(2)
-        ).view_as(attn)
+    def conv1_weights(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Conv-1's (h, h, 1, 1) weight and (h,) bias, or (None, None) without it."""
+        if not self.head_conv:
+            return None, None
+        return self.transform_conv.weight, self.transform_conv.bias
 
 
 class Mlp(nn.Module):

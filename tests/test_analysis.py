@@ -690,3 +690,21 @@ def test_a_folder_of_another_sweep_is_not_tabled_beside_this_sweeps_published_nu
     err = capsys.readouterr().err
     assert "its runs are of sweep 'pe', not of 'pe2'" in err and str(other) in err
     assert tables.main([str(tmp_path / "results" / "pe"), "--sweep", str(sweep)]) == 0
+
+
+def test_an_impossible_row_in_a_done_runs_metrics_makes_it_corrupt_where_curves_are_read(sweep):
+    """run_state decides "done" without parsing metrics.jsonl (planning reads thousands of folders); where the rows
+    are read, a NaN row appended to them makes the run corrupt and never replaces a real epoch in a curve."""
+    from analysis.runs import collect_curves
+
+    results = sweep.parent / "results" / "pe"
+    pa0 = runs_of(results, "PA")[0]
+    with open(pa0 / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 5, "top1": NaN, "val_loss": Infinity}\n')
+    df, problems = collect(results)
+    assert df.set_index("path").loc[str(pa0), "state"] == "corrupt"
+    assert any("top1 is nan" in p or "val_loss is inf" in p for p in problems)
+    curves = collect_curves(results)
+    assert pa0.name not in set(curves["run_id"]) and curves["value"].notna().all()
+    table, _ = collect(results, curves=False)  # a table reads result.json only: the run is still there, done
+    assert table.set_index("path").loc[str(pa0), "state"] == "done"

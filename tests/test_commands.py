@@ -373,6 +373,11 @@ def test_a_cell_name_and_a_failure_reason_from_run_files_are_printed_escaped(tmp
     assert status.main([str(pe), "--results-root", str(results.parent)]) == 1
     out = capsys.readouterr().out
     assert "\x1b" not in out and r"RuntimeError: \x1b[2J\x1b[Hout of memory" in out
+    result = json.loads((run_dir / store.RESULT).read_text())  # a key of result.json is named in a warning
+    (run_dir / store.RESULT).write_text(json.dumps({**result, f"{ESCAPE}key": -1}))
+    tables.main([str(results)])
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and r"\x1b[2J\x1b[Hkey is -1" in err
 
 
 @pytest.mark.parametrize("module", ["ablations.run", "analysis.plots"])

@@ -1,6 +1,6 @@
 """A symbolic link planted where the harness keeps runs (a sweep's folder, the run store, a run's folder, its
-tensorboard/ or previous/) is refused with exit 2 naming it, and nothing is written through it; the results
-root itself may be a link."""
+tensorboard/ or previous/, the SLURM code snapshots and job pickles) is refused with exit 2 naming it, and nothing
+is written through it; the results root itself may be a link."""
 from __future__ import annotations
 
 import os
@@ -28,18 +28,22 @@ def plant(results: Path, where: str, elsewhere: Path) -> Path:
     elsewhere.mkdir()
     run_dir = first_run_dir(results)
     link = {"sweep": results / "pe", "store": results / "runs", "run": run_dir,
-            "tensorboard": run_dir / store.TENSORBOARD, "previous": run_dir / store.PREVIOUS}[where]
+            "tensorboard": run_dir / store.TENSORBOARD, "previous": run_dir / store.PREVIOUS,
+            "code snapshot": results / "runs" / ".code", "submitit": results / "runs" / ".submitit"}[where]
     link.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(elsewhere, link)
     return link
 
 
-@pytest.mark.parametrize("where", ["sweep", "store", "run", "tensorboard", "previous"])
+@pytest.mark.parametrize("where", ["sweep", "store", "run", "tensorboard", "previous", "code snapshot", "submitit"])
 def test_a_planted_link_is_refused_by_run_and_status(tmp_path, capsys, where):
     results, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
     link = plant(results, where, elsewhere)
     # the sweep's own settings: the planted run folder is the one its first run would use
-    for main, flags in ((run_cli.main, ["--no-eta", "--force", "--logger", "tensorboard"]), (status_cli.main, [])):
+    commands = [(run_cli.main, ["--no-eta", "--force", "--logger", "tensorboard"])]
+    if where not in ("tensorboard", "previous"):  # status never enters those
+        commands.append((status_cli.main, []))
+    for main, flags in commands:
         assert main([PE, "--results-root", str(results), *flags]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(link) in err and "symbolic link" in err and "Traceback" not in err, err
@@ -80,3 +84,18 @@ def test_a_results_root_that_is_a_link_is_the_users_choice(tmp_path, capsys):
     real.mkdir()
     os.symlink(real, tmp_path / "results")
     assert run_cli.main([PE, "--results-root", str(tmp_path / "results"), "--dry-run", *TINY]) == 0
+
+
+def test_a_code_snapshot_is_never_taken_from_a_planted_link(tmp_path):
+    """SLURM jobs put the snapshot on their PYTHONPATH: one planted under the snapshot's (predictable) name would run
+    code from elsewhere."""
+    from ablations.executors.slurm.submit import CODE_DIR, snapshot_code
+
+    results = tmp_path / "results" / "runs"
+    first = snapshot_code(results)
+    elsewhere = tmp_path / "elsewhere"
+    first.rename(elsewhere)
+    os.symlink(elsewhere, first)
+    with pytest.raises(store.UnsafeFile, match="symbolic link"):
+        snapshot_code(results)
+    assert first.parent == results / CODE_DIR

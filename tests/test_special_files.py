@@ -115,3 +115,17 @@ def test_weights_beyond_the_file_size_limit_fail_the_run_naming_the_file_and_the
     reason = store.read_error(run_dir)["reason"]
     assert ("best.pt'" in reason or "checkpoint.pt'" in reason) and "file size limit" in reason, reason
     assert "unexpected pos" not in reason and not list(run_dir.glob(".*.tmp")), "no temporary file is left behind"
+
+
+def test_an_append_beyond_the_file_size_limit_names_the_file_and_leaves_no_half_line(tmp_path):
+    import resource
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"epoch": 1}\n')
+    code = ("import sys; from ablations import store\n"
+            "try:\n    store.append_jsonl(sys.argv[1], {'epoch': 2, 'pad': 'x' * 100000})\n"
+            "except OSError as err:\n    print(err)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(metrics)], env=ENV, capture_output=True, text=True,
+                          timeout=60, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000)))
+    assert str(metrics) in proc.stdout and "file size limit" in proc.stdout, proc.stdout + proc.stderr
+    assert metrics.read_text() == '{"epoch": 1}\n', "the cut line was taken back"

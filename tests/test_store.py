@@ -206,3 +206,20 @@ def test_a_status_probe_never_makes_a_claim_fail(tmp_path):
         other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                                env={**os.environ, "PYTHONPATH": root})
         assert other.stdout.strip() == "True"
+
+
+def test_a_run_of_an_earlier_config_schema_is_done_after_training(tmp_path):
+    """A config.json without a field added since (read with its default) hashes to its folder's id as written:
+    the result records that hash, so the finished run is done, not a result "of another config"."""
+    from ablations.executors.job import RunJob
+    from ablations.spec.config import RunConfig, with_overrides
+
+    config = with_overrides(RunConfig(), {"data.img_size": 33, "data.train_limit": 32, "data.val_limit": 16,
+                                          "train.batch_size": 16, "train.epochs": 1}).to_dict()
+    del config["model"]["head_norm"]  # as if written before the knob existed (its default is the value)
+    run_dir = tmp_path / f"rest-lite-s0-{store.config_digest(config)}"
+    run_dir.mkdir()
+    store.atomic_write_json(run_dir / store.CONFIG, {"config": config, "meta": {}})
+    RunJob(run_dir, progress=False).run()
+    assert store.run_state(run_dir).state == store.DONE, store.run_state(run_dir)
+    assert store.read_result(run_dir)["config_hash"] == run_dir.name.rsplit("-", 1)[1]

@@ -420,7 +420,7 @@ class Trainer:
         if self.ranks.main:
             last = self.last
             result = dict(
-                config_hash=self.config.short_hash(),  # the config it was computed for (store.result_impossible)
+                config_hash=store.written_config_hash(self.run_dir),  # what it was computed for: result_impossible
                 final={k: last[k] for k in ("top1", "top5", "val_loss")},
                 best=dict(self.best),
                 **rest.complexity(self.model, self.config.data.img_size),

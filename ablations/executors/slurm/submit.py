@@ -79,7 +79,8 @@ def snapshot_code(store_dir: Path, root: Path | None = None) -> Path:
     digest = hashlib.sha256()
     for rel in files:
         digest.update(f"{rel}\0".encode() + (root / rel).read_bytes() + b"\0")
-    dest = Path(store_dir) / CODE_DIR / digest.hexdigest()[:12]
+    dest = Path(store_dir) / CODE_DIR / digest.hexdigest()[:12]  # jobs run this code: never through a planted link
+    store.refuse_link(dest, 3)
     if dest.is_dir():
         return dest
     store.real_dir(dest.parent, 2)
@@ -152,6 +153,7 @@ def submit(store_dir: Path, run_dirs: list[Path], settings: SlurmSettings, job_n
         if not todo:
             return []
         folder = store_dir / SUBMITIT_DIR
+        store.refuse_link(folder, 2)  # jobs unpickle what submitit writes there: never through a planted link
         before = set(os.listdir(folder)) if folder.is_dir() else None
         code_existed = snapshot and (store_dir / CODE_DIR).is_dir()
         code_before = set(os.listdir(store_dir / CODE_DIR)) if code_existed else set()
