@@ -103,8 +103,7 @@ def open_fd(path: Path | str, flags: int, mode: int = FILE_MODE, *, follow_links
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise UnsafeFile(errno.EINVAL, _NOT_REGULAR, str(path))
-    os.set_blocking(fd, True)  # a regular file: O_NONBLOCK was for the open only
-    return fd
+    return fd  # O_NONBLOCK has no effect on a regular file's reads and writes
 
 
 _NOT_REGULAR = "is not a regular file (a FIFO, a device or a socket: never opened; remove it)"
