@@ -20,8 +20,10 @@ import json
 import os
 import platform
 import statistics
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -211,19 +213,76 @@ class Speed:
     img_per_s: float
     macs_total: int  # of the model the speed was measured on
     model: str
-    source: str  # "recorded" (finished runs here) or "measured"
+    source: str  # "recorded" (finished runs here), "recorded-gpu" (finished GPU runs) or "measured"
     spread: float = 0.0  # measured: relative spread (max - min) / median over repeats
-    runs: int = 0  # recorded: how many finished runs it comes from
+    runs: int = 0  # recorded: how many finished runs the median is of
+    recorded: RecordedSpeeds | None = None  # recorded: which runs, their range and age
 
     def describe(self) -> str:
-        if self.source == "recorded-gpu":
-            return (f"at {self.img_per_s:.0f} training img/s recorded by {self.runs} finished GPU run(s) of "
-                    f"{self.model} (SLURM runs: no measurement on this login node)")
-        if self.source == "recorded":
-            return (f"at {self.img_per_s:.0f} training img/s recorded by {self.runs} finished run(s) of "
-                    f"{self.model} on this machine")
-        return (f"at {self.img_per_s:.0f} training img/s from a speed measurement of {self.model} on this machine "
-                f"(spread {100 * self.spread:.0f} % over repeats; finished runs replace it)")
+        if self.source == "measured":
+            return (f"at {self.img_per_s:.0f} training img/s from a speed measurement of {self.model} on this "
+                    f"machine (spread {100 * self.spread:.0f} % over repeats; finished runs replace it)")
+        gpu = self.source == "recorded-gpu"
+        text = (f"at {self.img_per_s:.0f} training img/s recorded by {self.runs} finished {'GPU ' if gpu else ''}"
+                f"run(s) of {self.model}" + ("" if gpu else " on this machine"))
+        notes = [self.recorded.describe() if self.recorded else "",
+                 "SLURM runs: no measurement on this login node" if gpu else ""]
+        return text + "".join(f" ({note})" for note in notes if note)
+
+
+RECENT_RUNS = 8  # a recorded speed is the median of this many most recent finished runs at most...
+STALE_DAYS = 30.0  # ...finished within this many days of the newest (older ones ran other code, other load)
+
+
+@dataclass(frozen=True)
+class RecordedSpeeds:
+    """The finished runs a recorded speed is the median of: the most recent, none stale."""
+
+    used: int
+    total: int
+    low: float
+    high: float
+    newest_age_s: float | None  # None: finished at an unknown time
+    oldest_age_s: float | None
+
+    def describe(self) -> str:
+        parts = [f"{self.low:.0f}-{self.high:.0f} img/s" if round(self.high) > round(self.low) else ""]
+        if self.used < self.total:
+            parts.append(f"the {self.used} most recent of {self.total}")
+        if self.newest_age_s is not None and self.oldest_age_s is not None:
+            newest, oldest = format_age(self.newest_age_s), format_age(self.oldest_age_s)
+            parts.append(f"finished {newest} ago" if newest == oldest else f"finished {newest} to {oldest} ago")
+        return "; ".join(part for part in parts if part)
+
+
+def recent_median(entries: list[tuple[float, str | None]], now: float | None = None) -> tuple[float, RecordedSpeeds]:
+    """The median of the recorded speeds (img/s, finished_at ISO time) that an ETA should trust: the RECENT_RUNS
+    most recent, finished within STALE_DAYS of the newest. A median: a run slowed by a loaded machine, or one so
+    short its speed is mostly start-up, does not decide it."""
+    now = time.time() if now is None else now
+    timed = sorted(((speed, finished_epoch(at)) for speed, at in entries), key=lambda e: e[1] or 0.0)
+    newest = timed[-1][1]
+    fresh = [e for e in timed if newest is None or e[1] is None or e[1] >= newest - STALE_DAYS * 86400]
+    used = fresh[-RECENT_RUNS:]
+    speeds = [speed for speed, _ in used]
+    ages = [now - at for _, at in used if at is not None]
+    return statistics.median(speeds), RecordedSpeeds(len(used), len(entries), min(speeds), max(speeds),
+                                                     min(ages) if ages else None, max(ages) if ages else None)
+
+
+def finished_epoch(at: object) -> float | None:
+    """result.json's finished_at (ISO 8601) as seconds since the epoch; None if absent or not a time."""
+    try:
+        return datetime.fromisoformat(at).timestamp() if isinstance(at, str) else None
+    except ValueError:
+        return None
+
+
+def format_age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return "<1 min"
 
 
 def model_and_size(run_dir: Path) -> tuple[str | None, int | None]:
@@ -241,8 +300,8 @@ def finished_here(plan: Plan) -> list[Path]:
 
 
 def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanCache) -> Speed | None:
-    """The median training speed recorded on this host by finished runs of the same model and image size, in
-    this results root (any sweep or experiment) and remembered in the cache from earlier plans."""
+    """The training speed recorded on this host by finished runs of the same model and image size, in this
+    results root (any sweep or experiment) and remembered in the cache from earlier plans: recent_median."""
     host = platform.node()
     key = json.dumps(dict(host=host, model=config.model.name, img_size=config.data.img_size), sort_keys=True)
     cache.data.setdefault("speeds", {})
@@ -259,20 +318,22 @@ def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanC
         if result.get("host") == host and isinstance(speed, int | float) and speed > 0:
             run_key = json.dumps(dict(host=host, model=model_name, img_size=img_size),
                                  sort_keys=True)
-            cache.data["speeds"].setdefault(run_key, {})[run_dir.name] = float(speed)
+            cache.data["speeds"].setdefault(run_key, {})[run_dir.name] = [float(speed), result.get("finished_at")]
     cache.data["speeds_read"] = sorted(seen)
     cache.changed = True
     known = cache.data["speeds"].get(key, {})
-    if not known:
+    entries = [tuple(v) if isinstance(v, list) else (float(v), None) for v in known.values()]  # older caches: a float
+    if not entries:
         return None
+    median, recorded = recent_median(entries)
     macs = complexity_of(config, num_classes, cache)["macs_total"]
-    return Speed(statistics.median(known.values()), macs, config.model.name, "recorded", runs=len(known))
+    return Speed(median, macs, config.model.name, "recorded", runs=recorded.used, recorded=recorded)
 
 
 def recorded_gpu_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanCache) -> Speed | None:
-    """For SLURM runs: the median training speed of finished GPU runs (any host) of the same model and image
-    size in this results root; None (no ETA) if there are none. Never a measurement on the login node."""
-    speeds = []
+    """For SLURM runs: the training speed of finished GPU runs (any host) of the same model and image size in
+    this results root (recent_median); None (no ETA) if there are none. Never a measurement on the login node."""
+    entries = []
     for run_dir in finished_here(plan):
         result = store.read_result(run_dir)
         if result is None or not str(result.get("device", "")).startswith("cuda"):
@@ -281,11 +342,12 @@ def recorded_gpu_speed(plan: Plan, config: RunConfig, num_classes: int, cache: P
         speed = result.get("train_img_s")
         if (model_name, img_size) == (config.model.name, config.data.img_size) and \
                 isinstance(speed, int | float) and not isinstance(speed, bool) and speed > 0:
-            speeds.append(float(speed))
-    if not speeds:
+            entries.append((float(speed), result.get("finished_at")))
+    if not entries:
         return None
+    median, recorded = recent_median(entries)
     macs = complexity_of(config, num_classes, cache)["macs_total"]
-    return Speed(statistics.median(speeds), macs, config.model.name, "recorded-gpu", runs=len(speeds))
+    return Speed(median, macs, config.model.name, "recorded-gpu", runs=recorded.used, recorded=recorded)
 
 
 def measure_speed(config: RunConfig, num_classes: int, cache: PlanCache, repeats: int = 3) -> Speed:

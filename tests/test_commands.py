@@ -178,6 +178,25 @@ def test_costs_at_the_runs_own_size_and_eta_from_recorded_speeds(tmp_path):
     assert "recorded by 2 finished run(s)" in speed.describe()
 
 
+def test_a_recorded_speed_is_the_median_of_recent_runs_and_says_how_many_and_how_old():
+    """16 runs recorded on a loaded machine weeks ago must not decide today's ETA: the median of the most recent
+    (at most 8, none stale) does, and the plan says which."""
+    from datetime import UTC, datetime, timedelta
+
+    from ablations.plan import RECENT_RUNS, STALE_DAYS, recent_median
+
+    now = datetime.now(UTC)
+    at = lambda days: (now - timedelta(days=days)).isoformat(timespec="seconds")  # noqa: E731
+    loaded_long_ago = [(19.0, at(STALE_DAYS + 10 + i)) for i in range(16)]
+    today = [(60.0, at(0.01 * i)) for i in range(3)] + [(4.0, at(0.02))]  # one slowed by a busy machine
+    median, recorded = recent_median(loaded_long_ago + today, now=now.timestamp())
+    assert median == 60.0 and recorded.used == 4 and recorded.total == 20
+    assert "4-60 img/s; the 4 most recent of 20; finished <1 min to" in recorded.describe()
+    many = [(float(i), at(i / 24)) for i in range(1, 13)]  # hourly
+    median, recorded = recent_median(many, now=now.timestamp())
+    assert recorded.used == RECENT_RUNS and median == 4.5, "the 8 most recent: 1 to 8"
+
+
 def test_a_speed_measurement_says_so_and_shows_its_spread(tmp_path):
     sweep = write_sweep(tmp_path / "tiny.yaml")
     proc = cli(str(sweep), "--results-root", str(tmp_path / "results"), *SELECT_TINY, "--executor", "local",
