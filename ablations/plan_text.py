@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 
 from ablations import store
 from ablations.checks import inert_attention_cells
+from ablations.executors.job import MAX_DEFAULT_WORKERS
 from ablations.experiment import HARDWARE_KEYS, describe_others
 from ablations.plan import (
     Plan,
@@ -22,6 +23,7 @@ from ablations.plan import (
     recorded_speed,
 )
 from ablations.results_root import origin
+from ablations.spec.config import BUNDLED_DATASETS
 
 
 def format_plan(plan: Plan, wanted: set, where: str, costs: bool, measure: bool, on_slurm: bool = False,
@@ -262,6 +264,11 @@ def slurm_request_lines(todo, settings) -> list[str]:
             ("constraint", group.constraint)) if value]
         cells = ", ".join(dict.fromkeys(labels))
         lines.append(f"  SLURM array for {cells}: {', '.join(asks)}; at most {group.array_parallelism} at once")
+        from_files = any(p.run.config.data.dataset not in BUNDLED_DATASETS for p in runs)
+        if group.gpus_per_node and group.cpus_per_task is None and from_files:
+            lines.append(f"    warning: no cpus/task for {cells}: the runs' data-loading workers follow it (the job's "
+                         f"CPUs but one, at most {MAX_DEFAULT_WORKERS}), and a cluster's default (often 1 CPU) leaves "
+                         f"a GPU waiting for JPEG decoding; give --cpus-per-task (e.g. {MAX_DEFAULT_WORKERS + 1})")
     return lines
 
 

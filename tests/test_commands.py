@@ -352,6 +352,27 @@ def test_the_plan_shows_the_whole_protocol_and_what_each_slurm_array_requests(tm
     out = capsys.readouterr().out
     assert "  SLURM array for Lite: 1 node x 1 task, 0 GPU/node, 30 min, mem 2 GB; at most 64 at once" in out
     assert "  SLURM array for Small: 1 node x 1 task, 4 GPU/node, 600 min, mem 2 GB, partition big" in out
+    assert "warning: no cpus/task" not in out, "the digits load in the training process: no workers to starve"
+
+
+def test_a_gpu_array_without_cpus_per_task_for_image_files_is_warned_in_the_plan(tmp_path, capsys):
+    """The data-loading workers follow --cpus-per-task; a cluster's default of 1 CPU would give none."""
+    from ablations import run as run_cli
+
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            (tmp_path / "data" / split / label).mkdir(parents=True)
+            for i in range(40):
+                (tmp_path / "data" / split / label / f"{i}.png").write_bytes(b"")  # counted, never decoded
+    sweep = write_sweep(tmp_path / "tiny.yaml")
+    flags = [str(sweep), "--results-root", str(tmp_path / "r"), "--dry-run", "--no-eta", "--executor", "slurm",
+             "--set", "data.dataset=imagefolder", "--data-root", str(tmp_path / "data"), "--set", "train.batch_size=8",
+             "--gpus-per-node", "1"]
+    assert run_cli.main(flags) == 0
+    assert "warning: no cpus/task for PA" in capsys.readouterr().out
+    assert run_cli.main([*flags, "--cpus-per-task", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "cpus/task 9" in out and "warning: no cpus/task" not in out
 
 
 # ---- names from files never drive the terminal ---------------------------------------------------------------------
