@@ -9,6 +9,10 @@
 #      epoch so that it fits the bound (three epochs take 75 s on an H100), then its table; each result.json
 #      must name the CUDA device;
 #   4. MSA vs EMSA at 224/320/448 px with peak memory, AMP at batch 256.
+# Right after the CUDA-only tests: the paper-ablation protocol's training throughput (python -m
+# benchmarks.throughput): model-bound, the harness's data path from a synthetic ImageNet-like JPEG folder,
+# and timm's train.py on the same data when $TIMM_TRAIN (default .cache/timm/train.py, an ignored path that
+# travels to a lent GPU machine with `carry`) holds it: git -C <timm checkout> show HEAD:train.py > it.
 # Without a GPU it says so and exits 0, measuring nothing. Output also goes to $GPU_CHECK_OUT (default
 # gpu_check_out/): one CSV per table and log.txt; copy the card and the numbers into BENCHMARKS.md.
 #
@@ -63,6 +67,19 @@ if (( limit == 0 )); then
     echo "gpu_check: no time left for the CUDA-only tests (GPU_CHECK_SECONDS=${DEADLINE})"; status=1
 else
     timeout "$limit" "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_model.py -k cuda || status=1
+fi
+echo "($SECONDS s since the start)"
+
+echo "== the paper-ablation protocol's training throughput (ResT-Lite, 224 px, batch 2048 as 8 x 256, AMP)"
+limit=$(allowed 150)
+TIMM_TRAIN=${TIMM_TRAIN:-.cache/timm/train.py}
+timm_flag=()
+if [[ -f "$TIMM_TRAIN" ]]; then timm_flag=(--timm-train "$TIMM_TRAIN"); else echo "(c) skipped: no $TIMM_TRAIN"; fi
+if (( limit == 0 )); then
+    echo "gpu_check: no time left for the throughput benchmark"; status=1
+else
+    timeout "$limit" "$PY" -m benchmarks.throughput --recipe paper-ablation --synthetic 64 --images 8192 \
+        --warmup 5 --steps 20 --timm-timeout 60 "${timm_flag[@]}" --json "$OUT/throughput.json" || status=1
 fi
 echo "($SECONDS s since the start)"
 

@@ -1,0 +1,53 @@
+"""benchmarks.throughput on a CPU at small settings: the three ways of timing the step run and agree on what
+they count, timm's train.py gets the run's settings and its log is read right, and the synthetic JPEG folder
+looks like ImageNet's to a decoder."""
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from ablations.spec.config import RunConfig, with_overrides
+from benchmarks import throughput
+from benchmarks.synthetic_jpegs import write_folder
+
+
+def test_the_benchmark_times_the_model_bound_step_and_the_data_path_on_a_cpu(tmp_path, capsys):
+    out = tmp_path / "figures.json"
+    assert throughput.main(["--synthetic", "3", "--images", "48", "--set", "train.batch_size=8", "--set",
+                            "train.device_batch=4", "--set", "data.img_size=48", "--warmup", "1", "--steps", "2",
+                            "--workers", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert figures["split"] == [1, 4, 2] and figures["device"] == "cpu" and figures["timm_img_s"] is None
+    assert figures["model_bound_img_s"] > 0 and figures["data_path_img_s"] > 0 and figures["loader_img_s"] > 0
+    assert figures["data_path_fraction"] == figures["data_path_img_s"] / figures["model_bound_img_s"]
+    assert "(a) model-bound" in text and "(b) harness data path" in text and "% of (a)" in text
+    hours = figures["hours_per_seed"]
+    assert set(hours) == {*throughput.SWEEPS, "study paper-ablations"}
+    assert "study paper-ablations     11 runs" in text, "the study's shared baseline counts once"
+    assert hours["study paper-ablations"] < sum(hours[s] for s in ("pe", "reduction", "emsa", "attention", "stem"))
+
+
+def test_timm_train_gets_the_runs_settings_and_its_log_is_read():
+    config = with_overrides(RunConfig(), {"train.batch_size": 512, "train.device_batch": 128, "aug.mixup": 0.8,
+                                          "aug.rand_augment": "rand-m9-mstd0.5-inc1", "model.head_norm": False})
+    args = throughput.timm_train_args(config, "/data", 1000, 15, 220, 1_281_167, "cuda", "/out")
+    flag = {name: args[i + 1] for i, name in enumerate(args) if name.startswith("--")}
+    assert args[args.index("-b") + 1] == "128"
+    assert flag["--grad-accum-steps"] == "4" and flag["--mixup"] == "0.8" and flag["--aa"] == "rand-m9-mstd0.5-inc1"
+    assert flag["--train-interpolation"] == "bicubic" and flag["--color-jitter"] == "0" and "--amp" in args
+    assert "head_norm=False" in args and float(flag["--epoch-repeats"]) * 1_281_167 >= 220 * 512 * 0.999
+    log = "\n".join(f"Train: 0 [ {i:>3d}/220 ( 1%)]  Loss: 6.9 (6.9)  Time: {t:.3f}s, 999.00/s  (1.0s, 1.0/s)"
+                    for i, t in enumerate([5.0, 5.0, 0.5, 0.25, 0.25]))
+    assert throughput.timm_images_per_s(log, warmup=2, global_batch=512) == 3 * 512 / 1.0
+
+
+def test_the_synthetic_jpegs_have_imagenets_shapes_and_quality(tmp_path):
+    assert write_folder(tmp_path, classes=2, per_class=3, val_per_class=1) == 8
+    files = sorted((tmp_path / "train").rglob("*.JPEG"))
+    assert len(files) == 6 and len(list((tmp_path / "val").rglob("*.JPEG"))) == 2
+    for path in files:
+        with Image.open(path) as image:
+            assert image.format == "JPEG" and image.mode == "RGB" and 333 <= min(image.size) <= 480
+        assert 20_000 < path.stat().st_size < 300_000  # ImageNet's training JPEGs: about 110 KB on average
