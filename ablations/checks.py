@@ -116,12 +116,17 @@ def check_devices(plan: Plan, settings) -> None:
 
 def check_run_folders(launches) -> None:
     """A symbolic link inside a run folder a launch will write (its tensorboard/, wandb/ or previous/) would
-    receive the run's files: InputError naming it, before anything is written. (The folders above them are
-    refused for every command: ablations.experiment.refuse_links.)"""
+    receive the run's files, and a checkpoint.pt that is not a regular file would be resumed from: InputError
+    naming it, before anything is written. (The folders above them are refused for every command:
+    ablations.experiment.refuse_links.)"""
     for launch in launches:
         for name in (store.TENSORBOARD, store.WANDB, store.PREVIOUS):
             if (launch.planned.run_dir / name).is_symlink():
                 raise InputError(launch.planned.run_dir / name, "<folder>", store.LINK_UNDER_ROOT)
+        checkpoint = launch.planned.run_dir / store.CHECKPOINT
+        if checkpoint.is_symlink() or (checkpoint.exists() and not checkpoint.is_file()):  # a FIFO would hang a read
+            raise InputError(checkpoint, "<file>", "is not a regular file (a link, a FIFO, a device or a folder): "
+                             "the run would resume from it. Remove it; the run then starts over")
 
 
 def check_loggers(plans) -> None:

@@ -129,3 +129,19 @@ def test_an_append_beyond_the_file_size_limit_names_the_file_and_leaves_no_half_
                           timeout=60, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000)))
     assert str(metrics) in proc.stdout and "file size limit" in proc.stdout, proc.stdout + proc.stderr
     assert metrics.read_text() == '{"epoch": 1}\n', "the cut line was taken back"
+
+
+def test_a_fifo_as_a_partial_runs_checkpoint_is_refused_by_the_plan(tmp_path, capsys):
+    from ablations import run as run_cli
+    from ablations import store
+    from ablations.experiment import resolve
+
+    pe = str(ROOT / "sweeps" / "pe.yaml")
+    experiment = resolve(pe, root=tmp_path / "results")
+    run_dir = experiment.run_dir(experiment.runs[0])
+    store.write_config(run_dir, experiment.runs[0].config, experiment.meta(experiment.runs[0]))
+    os.mkfifo(run_dir / store.CHECKPOINT)
+    assert run_cli.main([pe, "--results-root", str(tmp_path / "results"), "--no-eta"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt" in err and "not a regular file" in err and err.count("\n") == 1
+    assert not (run_dir / store.METRICS).exists(), "nothing ran"
