@@ -306,6 +306,10 @@ def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanC
     key = json.dumps(dict(host=host, model=config.model.name, img_size=config.data.img_size), sort_keys=True)
     cache.data.setdefault("speeds", {})
     seen: set[str] = set(cache.data.setdefault("speeds_read", []))
+    for speeds in cache.data["speeds"].values():  # a cache from before speeds kept their time: read those again
+        for name in [name for name, value in speeds.items() if not isinstance(value, list)]:
+            del speeds[name]
+            seen.discard(name)
     for run_dir in finished_here(plan):
         if run_dir.name in seen:
             continue
@@ -322,7 +326,7 @@ def recorded_speed(plan: Plan, config: RunConfig, num_classes: int, cache: PlanC
     cache.data["speeds_read"] = sorted(seen)
     cache.changed = True
     known = cache.data["speeds"].get(key, {})
-    entries = [tuple(v) if isinstance(v, list) else (float(v), None) for v in known.values()]  # older caches: a float
+    entries = [(float(v[0]), v[1]) for v in known.values()]
     if not entries:
         return None
     median, recorded = recent_median(entries)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -105,18 +106,20 @@ def time_data_path(trainer: Trainer, warmup: int, steps: int) -> float:
 # ---- timm's train.py --------------------------------------------------------------------------------------------
 TIMM_RUNNER = ("import runpy, sys; import rest; path = sys.argv[1]; sys.argv = [path, *sys.argv[2:]]; "
                "runpy.run_path(path, run_name='__main__')")
-TIMM_UPDATE = re.compile(r"Train: \d+ \[\s*(\d+)/\d+.*?Time: ([\d.]+)s,")
+TIMM_UPDATE = re.compile(r"Train: \d+ \[\s*\d+/\d+.*?Time: ([\d.]+)s,")
 
 
 def timm_train_args(config: RunConfig, data_root: Path, num_classes: int, workers: int, updates: int,
-                    train_images: int, device: str, output: Path) -> list[str]:
-    """train.py's flags for the run the config describes: model, batch split, precision, augmentation, one epoch
-    repeated to `updates` updates, every update logged."""
+                    train_images: int, device: str, output: Path, channels_last: bool = False) -> list[str]:
+    """train.py's flags for the run the config describes: model, batch split, memory layout, precision,
+    augmentation, as many epochs over the folder as `updates` updates take (--epoch-repeats acts on iterable
+    datasets only), every update logged."""
     _, device_batch, accum = config.batch_split()
     aug = config.aug
+    epochs = -(-updates // max(1, train_images // config.train.batch_size))
     args = ["--data-dir", str(data_root), "--model", config.model.name, "--num-classes", str(num_classes),
             "--img-size", str(config.data.img_size), "-b", str(device_batch), "--grad-accum-steps", str(accum),
-            "--epochs", "1", "--epoch-repeats", f"{updates * config.train.batch_size / train_images:.4f}",
+            "--epochs", str(epochs), "--warmup-epochs", "0", "--checkpoint-hist", "1",
             "--workers", str(workers), "--log-interval", "1", "--device", device, "--output", str(output),
             "--opt", config.optim.name, "--lr", str(config.lr), "--weight-decay", str(config.optim.weight_decay),
             "--scale", str(aug.scale_min), "1.0", "--hflip", str(aug.hflip), "--color-jitter", "0",
@@ -127,6 +130,8 @@ def timm_train_args(config: RunConfig, data_root: Path, num_classes: int, worker
         args += ["--aa", aug.rand_augment]
     if config.train.amp and device == "cuda":
         args += ["--amp"]
+    if channels_last:
+        args += ["--channels-last"]
     if config.model.name.startswith("rest_"):  # the ResT knobs, as timm.create_model keyword arguments
         m = config.model
         args += ["--model-kwargs", f"pos_encoding={m.pos_encoding}", f"reduction={m.reduction}",
@@ -134,22 +139,29 @@ def timm_train_args(config: RunConfig, data_root: Path, num_classes: int, worker
     return args
 
 
-def timm_images_per_s(log: str, warmup: int, global_batch: int) -> float | None:
-    """Images/s of the updates after `warmup` in train.py's log (--log-interval 1: every update's time)."""
-    times = [float(t) for i, t in TIMM_UPDATE.findall(log) if int(i) >= warmup]
+def timm_images_per_s(log: str, warmup: int, steps: int, global_batch: int) -> float | None:
+    """Images/s of `steps` updates after the first `warmup` in train.py's log (--log-interval 1: every update's
+    time, data wait included, over all its epochs)."""
+    times = [float(t) for t in TIMM_UPDATE.findall(log)][warmup:warmup + steps]
     return len(times) * global_batch / sum(times) if times and sum(times) > 0 else None
 
 
 def time_timm(train_py: Path, config: RunConfig, data_root: Path, num_classes: int, workers: int, warmup: int,
-              steps: int, train_images: int, device: str, timeout_s: float) -> tuple[float | None, str]:
+              steps: int, train_images: int, device: str, timeout_s: float,
+              channels_last: bool) -> tuple[float | None, str]:
+    """(c): timm's train.py in a process of its own, bounded in time; (None, why) when it gives no figure."""
     with tempfile.TemporaryDirectory() as out:
         args = timm_train_args(config, data_root, num_classes, workers, warmup + steps, train_images, device,
-                               Path(out))
-        proc = subprocess.run([sys.executable, "-c", TIMM_RUNNER, str(train_py), *args], capture_output=True,
-                              text=True, timeout=timeout_s, cwd=out, env={**__import__("os").environ,
-                                                                         "PYTHONPATH": str(ROOT)})
+                               Path(out), channels_last)
+        try:
+            proc = subprocess.run([sys.executable, "-c", TIMM_RUNNER, str(train_py), *args], capture_output=True,
+                                  text=True, timeout=timeout_s, cwd=out, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        except subprocess.TimeoutExpired as err:
+            log = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+            speed = timm_images_per_s(log, warmup, steps, config.train.batch_size)
+            return speed, f"timm's train.py was stopped after {timeout_s:.0f} s"
     log = proc.stdout + proc.stderr
-    return timm_images_per_s(log, warmup, config.train.batch_size), log[-3000:]
+    return timm_images_per_s(log, warmup, steps, config.train.batch_size), log[-3000:]
 
 
 # ---- what the figures mean for the shipped sweeps ------------------------------------------------------------------
@@ -211,10 +223,18 @@ def main(argv: list[str] | None = None) -> int:
         bound = time_model_bound(trainer, args.warmup, args.steps)
         memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         full = time_data_path(trainer, args.warmup, args.steps)
+        print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, {config.model.name} "
+              f"at {config.data.img_size} px, batch {config.train.batch_size} (devices x per pass x accumulation: "
+              f"{config.batch_split()}), AMP {'on' if trainer.amp else 'off'}, {workers} loader workers, "
+              f"{args.steps} updates timed", flush=True)
+        print(f"  loader alone          {loader:9.1f} img/s ({loader / max(1, workers):.1f} per worker)")
+        print(f"  (a) model-bound       {bound:9.1f} img/s")
+        print(f"  (b) harness data path {full:9.1f} img/s = {100 * full / bound:.0f} % of (a)", flush=True)
         timm_speed, timm_log = (None, "")
         if args.timm_train:
             timm_speed, timm_log = time_timm(args.timm_train, config, root, trainer.num_classes, workers, args.warmup,
-                                             args.steps, train_images, device.type, args.timm_timeout)
+                                             args.steps, train_images, device.type, args.timm_timeout,
+                                             trainer.memory_format == torch.channels_last)
     cache = PlanCache()
     macs = complexity_of(config, 1000, cache)["macs_total"]
     speed = Speed(full, macs, config.model.name, "measured")
@@ -228,12 +248,6 @@ def main(argv: list[str] | None = None) -> int:
         timm_img_s=timm_speed, over_timm=full / timm_speed if timm_speed else None, gpu_memory_gb=memory / 2**30
         if memory is not None else None, hours_per_seed={name: round(h, 1) for name, _, h in hours},
     )
-    print(f"device {figures['device']}, {config.model.name} at {config.data.img_size} px, batch "
-          f"{config.train.batch_size} (devices x per pass x accumulation: {config.batch_split()}), "
-          f"AMP {'on' if trainer.amp else 'off'}, {workers} loader workers, {args.steps} updates timed")
-    print(f"  loader alone          {loader:9.1f} img/s ({figures['loader_img_s_per_worker']:.1f} per worker)")
-    print(f"  (a) model-bound       {bound:9.1f} img/s")
-    print(f"  (b) harness data path {full:9.1f} img/s = {100 * full / bound:.0f} % of (a)")
     if args.timm_train:
         print(f"  (c) timm train.py     {timm_speed:9.1f} img/s; (b) / (c) = {full / timm_speed:.2f}" if timm_speed
               else f"  (c) timm train.py: no update times in its log:\n{timm_log}")

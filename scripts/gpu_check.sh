@@ -79,7 +79,8 @@ if (( limit == 0 )); then
     echo "gpu_check: no time left for the throughput benchmark"; status=1
 else
     timeout "$limit" "$PY" -m benchmarks.throughput --recipe paper-ablation --synthetic 64 --images 8192 \
-        --warmup 5 --steps 20 --timm-timeout 60 "${timm_flag[@]}" --json "$OUT/throughput.json" || status=1
+        --warmup 5 --steps 20 --timm-timeout 60 ${timm_flag[@]+"${timm_flag[@]}"} --json "$OUT/throughput.json" \
+        || status=1
 fi
 echo "($SECONDS s since the start)"
 

@@ -176,6 +176,10 @@ def test_costs_at_the_runs_own_size_and_eta_from_recorded_speeds(tmp_path):
     speed = recorded_speed(make_plan(small), small.runs[0].config, 10, cache)
     assert (speed.source, speed.img_per_s, speed.runs) == ("recorded", 123.0, 2)
     assert "recorded by 2 finished run(s)" in speed.describe()
+    for speeds in cache.data["speeds"].values():  # a cache written before speeds kept their time: bare floats
+        speeds.update({name: 999.0 for name in speeds})
+    speed = recorded_speed(make_plan(small), small.runs[0].config, 10, cache)
+    assert speed.img_per_s == 123.0, "read again from the runs (with their time), not the bare 999s"
 
 
 def test_a_recorded_speed_is_the_median_of_recent_runs_and_says_how_many_and_how_old():

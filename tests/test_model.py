@@ -746,6 +746,9 @@ def test_autocast_computes_the_float32_model(knobs, dtype):
 def test_cuda_autocast_computes_the_float32_model(dtype):
     torch.manual_seed(0)
     model = timm.create_model("rest_lite", num_classes=10).cuda().eval()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    cosine, same_top1 = autocast_agreement(model, torch.randn(8, 3, 224, 224, device="cuda"), "cuda", dtype)
+    tf32, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, False
+    try:
+        cosine, same_top1 = autocast_agreement(model, torch.randn(8, 3, 224, 224, device="cuda"), "cuda", dtype)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     assert cosine >= 0.99 and same_top1, (cosine, same_top1)

@@ -32,15 +32,17 @@ def test_the_benchmark_times_the_model_bound_step_and_the_data_path_on_a_cpu(tmp
 def test_timm_train_gets_the_runs_settings_and_its_log_is_read():
     config = with_overrides(RunConfig(), {"train.batch_size": 512, "train.device_batch": 128, "aug.mixup": 0.8,
                                           "aug.rand_augment": "rand-m9-mstd0.5-inc1", "model.head_norm": False})
-    args = throughput.timm_train_args(config, "/data", 1000, 15, 220, 1_281_167, "cuda", "/out")
+    args = throughput.timm_train_args(config, "/data", 1000, 15, 220, 8192, "cuda", "/out", channels_last=True)
     flag = {name: args[i + 1] for i, name in enumerate(args) if name.startswith("--")}
     assert args[args.index("-b") + 1] == "128"
     assert flag["--grad-accum-steps"] == "4" and flag["--mixup"] == "0.8" and flag["--aa"] == "rand-m9-mstd0.5-inc1"
     assert flag["--train-interpolation"] == "bicubic" and flag["--color-jitter"] == "0" and "--amp" in args
-    assert "head_norm=False" in args and float(flag["--epoch-repeats"]) * 1_281_167 >= 220 * 512 * 0.999
+    assert "head_norm=False" in args and "--channels-last" in args
+    assert int(flag["--epochs"]) * (8192 // 512) >= 220, "enough epochs over the folder for the updates asked"
     log = "\n".join(f"Train: 0 [ {i:>3d}/220 ( 1%)]  Loss: 6.9 (6.9)  Time: {t:.3f}s, 999.00/s  (1.0s, 1.0/s)"
                     for i, t in enumerate([5.0, 5.0, 0.5, 0.25, 0.25]))
-    assert throughput.timm_images_per_s(log, warmup=2, global_batch=512) == 3 * 512 / 1.0
+    assert throughput.timm_images_per_s(log, warmup=2, steps=3, global_batch=512) == 3 * 512 / 1.0
+    assert throughput.timm_images_per_s(log, warmup=2, steps=2, global_batch=512) == 2 * 512 / 0.75
 
 
 def test_the_synthetic_jpegs_have_imagenets_shapes_and_quality(tmp_path):

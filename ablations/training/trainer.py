@@ -363,19 +363,19 @@ class Trainer:
     @torch.inference_mode()
     def evaluate(self, model: nn.Module) -> dict:
         model.eval()
-        # (loss sum, top-1 hits, top-5 hits, images) summed on the device and read once: no host sync per batch
-        totals = torch.zeros(4, dtype=torch.float64, device=self.device)
-        k = min(5, self.num_classes)
+        # (loss sum, top-1 hits, top-5 hits) summed on the device and read once: no host sync per batch
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        k, images = min(5, self.num_classes), 0
         for x, y in self.val_loader:
+            images += len(y)
             x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             y = y.to(self.device, non_blocking=True)
             with self.autocast:
                 logits = model(x)
             hits = logits.topk(k, dim=1).indices.eq(y[:, None])  # timm.utils.accuracy's test, as counts
             totals += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
-                                   hits[:, :1].sum().double(), hits.sum().double(),
-                                   torch.tensor(len(y), dtype=torch.float64, device=self.device)])
-        loss_sum, correct1, correct5, count = self.ranks.sum(totals.tolist())
+                                   hits[:, :1].sum().double(), hits.sum().double()])
+        loss_sum, correct1, correct5, count = self.ranks.sum([*totals.tolist(), float(images)])
         model.train()
         return dict(val_loss=loss_sum / count, top1=100.0 * correct1 / count, top5=100.0 * correct5 / count)
 
