@@ -77,7 +77,7 @@ def validation_input(run_dir: Path, size: int, index: int = 0) -> tuple[torch.Te
     for display (S, S, 3) in [0, 1], a description). The dataset is built as the run built it
     (ablations.training.loaders) with data.img_size = size."""
     from ablations.spec.config import with_overrides
-    from ablations.training.loaders import DatasetError, build_datasets
+    from ablations.training.loaders import DatasetError, DeviceBatches, build_datasets
 
     config = with_overrides(store.read_config(run_dir).config, {"data.img_size": size})
     try:
@@ -88,9 +88,10 @@ def validation_input(run_dir: Path, size: int, index: int = 0) -> tuple[torch.Te
     if not 0 <= index < len(val):
         raise InputError(f"--index {index}: the run's validation set has {len(val)} images.")
     x, label = val[index]
-    shown = x.permute(1, 2, 0).float()
+    x = DeviceBatches(config, torch.device("cpu"), torch.contiguous_format)(x.unsqueeze(0), train=False)  # as trained
+    shown = x[0].permute(1, 2, 0).float()
     shown = ((shown - shown.min()) / (shown.max() - shown.min()).clamp_min(1e-8)).numpy()
-    return x.unsqueeze(0), shown, f"validation image {index} of {config.data.dataset} (label {int(label)})"
+    return x, shown, f"validation image {index} of {config.data.dataset} (label {int(label)})"
 
 
 def random_model(name: str = "rest_lite", **knobs) -> tuple[torch.nn.Module, str]:

@@ -309,3 +309,26 @@ def test_a_samples_augmentation_is_seeded_on_the_host_alone_with_the_same_draws(
         ours = seeded[(2, index)][0]
         seed_everything(mix_seed(3, 2, index))
         assert torch.equal(ours, train[index][0])
+
+
+def test_image_batches_travel_as_bytes_and_are_normalised_on_the_device_as_timm_normalises_them(tmp_path):
+    """The loader's image-file batches are uint8 (a quarter of float32's copy to the GPU); DeviceBatches gives what
+    timm's float transforms give (ToTensor + Normalize), and erases (aug.reprob) in training only."""
+    from timm.data import create_transform
+
+    from ablations.training.loaders import DeviceBatches
+
+    root = write_imagefolder(tmp_path / "data", train=4, val=2, size=40)
+    config = cfg(data__dataset="imagefolder", data__root=str(root), aug__reprob=1.0, train__batch_size=4)
+    train_loader, val_loader, _ = build_loaders(config)
+    train_loader.sampler.set_epoch(0)
+    x, _ = next(iter(train_loader))
+    assert x.dtype == torch.uint8 and x.shape == (4, 3, 32, 32)
+    to_device = DeviceBatches(config, torch.device("cpu"), torch.contiguous_format)
+    val_x, _ = next(iter(val_loader))
+    reference = create_transform(32, is_training=False, interpolation="bicubic", crop_pct=config.data.eval_crop_pct)
+    image = Image.open(sorted((root / "val").rglob("*.png"))[0]).convert("RGB")
+    torch.testing.assert_close(to_device(val_x, train=False)[0], reference(image), rtol=0, atol=1e-5)
+    torch.manual_seed(0)
+    erased = to_device(x, train=True)
+    assert not torch.allclose(erased, to_device(x, train=False)), "random erasing at probability 1"

@@ -156,16 +156,44 @@ def _bundled(config: RunConfig, images: np.ndarray, labels: np.ndarray, train_id
 # image files: ImageFolder / CIFAR with timm transforms
 # --------------------------------------------------------------------------------------------------------
 def image_transforms(config: RunConfig):
-    """(train, val) transforms of image files: timm's create_transform at the recipe's settings."""
+    """(train, val) transforms of image files: timm's create_transform at the recipe's settings, ending in uint8
+    (C, H, W) tensors, as timm's prefetcher takes them: batches go to the device as bytes, a quarter of float32's
+    copy, and are normalised there, where random erasing (aug.reprob) follows (DeviceBatches)."""
     from timm.data import create_transform
 
     aug, size = config.aug, config.data.img_size
     train = create_transform(
         size, is_training=True, scale=(aug.scale_min, 1.0), hflip=aug.hflip, color_jitter=None,
-        auto_augment=aug.rand_augment, interpolation="bicubic", re_prob=aug.reprob, re_mode="pixel",
+        auto_augment=aug.rand_augment, interpolation="bicubic", re_prob=0.0, use_prefetcher=True,
     )
-    val = create_transform(size, is_training=False, interpolation="bicubic", crop_pct=config.data.eval_crop_pct)
+    val = create_transform(size, is_training=False, interpolation="bicubic", crop_pct=config.data.eval_crop_pct,
+                           use_prefetcher=True)
     return with_zero_bit_posterize(train), val
+
+
+class DeviceBatches:
+    """What a batch of image-file samples still needs on the device: uint8 -> float, normalised with timm's
+    ImageNet mean and std (the transforms' own, before), the memory layout, and for training random erasing in
+    timm's pixel mode, drawn from the generators the trainer seeds for each micro-batch. A float batch (the
+    bundled digits, augmented in the loader) only moves."""
+
+    def __init__(self, config: RunConfig, device: torch.device, memory_format: torch.memory_format):
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        from timm.data.random_erasing import RandomErasing
+
+        self.device, self.memory_format = device, memory_format
+        self.mean = torch.tensor([255 * m for m in IMAGENET_DEFAULT_MEAN], device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor([255 * s for s in IMAGENET_DEFAULT_STD], device=device).view(1, 3, 1, 1)
+        reprob = config.aug.reprob
+        self.erasing = RandomErasing(reprob, mode="pixel", device=device.type) if reprob > 0 else None
+
+    def __call__(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:
+            x = x.float().sub_(self.mean).div_(self.std)
+            if train and self.erasing is not None:
+                x = self.erasing(x)
+        return x.contiguous(memory_format=self.memory_format)
 
 
 def posterize_keeping(img, bits_to_keep: int, **_):

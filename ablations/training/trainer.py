@@ -50,7 +50,7 @@ from ablations import store
 from ablations.cli import PrintableFormatter
 from ablations.provenance import code_provenance
 from ablations.spec.config import REST_KNOBS, RunConfig
-from ablations.training.loaders import build_loaders, mix_seed, seed_everything
+from ablations.training.loaders import DeviceBatches, build_loaders, mix_seed, seed_everything
 from ablations.training.models import create_model
 from ablations.training.tracking import Tracker, open_tracker
 from rest.complexity import time_iterations
@@ -161,6 +161,7 @@ class Trainer:
             self.criterion = nn.CrossEntropyLoss()
         self.autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         self.memory_format = torch.channels_last if self.amp else torch.contiguous_format
+        self.to_device = DeviceBatches(config, self.device, self.memory_format)
         self.build_state()
 
     # ---- state ---------------------------------------------------------------------------------------------
@@ -347,7 +348,7 @@ class Trainer:
 
     def forward_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The loss of one micro-batch (mixup drawn from the RNGs seeded for it)."""
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        x = self.to_device(x, train=True)
         y = y.to(self.device, non_blocking=True)
         if self.mixup is not None:
             x, y = self.mixup(x, y)
@@ -368,7 +369,7 @@ class Trainer:
         k, images = min(5, self.num_classes), 0
         for x, y in self.val_loader:
             images += len(y)
-            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            x = self.to_device(x, train=False)
             y = y.to(self.device, non_blocking=True)
             with self.autocast:
                 logits = model(x)
