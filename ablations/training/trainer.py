@@ -513,15 +513,15 @@ def accumulate_gradients(model: nn.Module, micro_batches, forward_loss, scale=la
     ranks, before stepping). Returns the mean loss of this process.
     """
     count = len(micro_batches)
-    total = 0.0
+    losses = []  # summed on the device and read once per update, not once per micro-batch (a host sync each)
     for j, (x, y) in enumerate(micro_batches):
         before_micro_batch(j)
         sync = j == count - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
         with nullcontext() if sync else model.no_sync(), frozen_running_stats(model, j > 0):
             loss = forward_loss(model, x, y)
             scale(loss / count).backward()
-        total += loss.item()
-    return total / count
+        losses.append(loss.detach().double())
+    return (torch.stack(losses).sum() / count).item()
 
 
 @contextmanager
