@@ -7,8 +7,9 @@
                  position (ablations.training.probe_dataset, docs/probe.md); the same split, upsampling and
                  augmentation.
     imagefolder  data.root/train/<class>/* and data.root/val/<class>/* (ImageNet-1k, Imagenette), with
-                 timm's create_transform (RandAugment, random erasing, bicubic, eval crop_pct).
-    cifar10/100  torchvision's CIFAR from local files under data.root; nothing is ever downloaded.
+                 timm's create_transform (RandAugment, bicubic, eval crop_pct) ending in uint8 tensors;
+                 normalisation and random erasing happen on the device (DeviceBatches), as with timm's prefetcher.
+    cifar10/100  torchvision's CIFAR from local files under data.root, as imagefolder; never downloaded.
 
 A dataset that needs a folder takes it from data.root, else from the environment variable REST_DATA_ROOT.
 
@@ -280,7 +281,8 @@ def _limit(ds: Dataset, limit: int | None, shuffle: bool) -> Dataset:
 
 
 def build_datasets(config: RunConfig) -> tuple[Dataset, Dataset, int]:
-    """(train, val, num_classes); samples are (3 x img_size x img_size float tensor, int label)."""
+    """(train, val, num_classes); samples are (3 x img_size x img_size tensor, int label): float for the bundled
+    datasets, uint8 for image files (DeviceBatches finishes them on the device)."""
     dataset = config.data.dataset
     if dataset == "digits":
         train, val = _digits(config)
