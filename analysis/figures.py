@@ -82,8 +82,9 @@ def facets(table: Table) -> list[tuple[str, list[str]]]:
     if len(axes) < 2:
         return [("", labels)]
     groups: dict[str, list[str]] = {}
-    for label in labels:
-        groups.setdefault(label.rsplit(" / ", 1)[-1], []).append(label)
+    for label in labels:  # by the cell's level, not a split of its label: a level name may contain " / "
+        levels = table.levels.get(label, ())
+        groups.setdefault(levels[-1] if len(levels) == len(axes) else label, []).append(label)
     return [(f"{axes[-1]} = {level}", cells) for level, cells in groups.items()]
 
 

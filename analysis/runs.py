@@ -85,6 +85,16 @@ def find_runs(target: Path) -> list[Member]:
     return [(g, None) for c in children for g in subdirs(c) if is_run_dir(g)]
 
 
+def ordered_levels(meta: dict) -> dict:
+    """The run's level of each axis, in the sweep's axis order (meta.axes: config.json and runs.jsonl keep an
+    object's keys sorted); runs that predate meta.axes keep the sorted order."""
+    levels = meta.get("levels") if isinstance(meta.get("levels"), dict) else {}
+    axes = meta.get("axes")
+    if isinstance(axes, list) and sorted(map(str, axes)) == sorted(levels):
+        return {str(axis): levels[str(axis)] for axis in axes}
+    return levels
+
+
 def number(value: Any) -> float:
     """A float, or NaN for anything that is not a finite-or-infinite real number (missing, None, text)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -139,7 +149,7 @@ def read_run(run_dir: Path, curves: bool = True, shown_as: dict | None = None) -
         "recipe": meta.get("recipe", "unknown"),
         "overrides": json.dumps(meta.get("overrides") or {}, sort_keys=True),  # the --set of its launch
         "run_id": run_dir.name,
-        "levels": json.dumps(meta.get("levels") or {}, sort_keys=False),
+        "levels": json.dumps(ordered_levels(meta)),
         "paper_table": meta.get("paper_table"),
         "origin": None if not own or first == (meta.get("sweep"), meta.get("cell")) else f"{first[0]} {first[1]}",
         "model": section["model"].get("name"),

@@ -38,6 +38,7 @@ class Table:
     rows: pd.DataFrame  # one row per cell; the columns are described in build_rows
     notes: list[str] = field(default_factory=list)  # shown under the table (failures, order, legend)
     problems: list[str] = field(default_factory=list)  # warnings for stderr
+    levels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # cell label -> its level of each axis
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -110,13 +111,20 @@ def build_table(df: pd.DataFrame, layout: Layout) -> Table:
     runs, duplicates = per_seed(runs) if len(runs) else (runs, [])
     baseline = next((c.label for c in specs if c.is_baseline), None)
     rows = build_rows(runs, specs, layout, baseline)
+    levels = {spec.label: spec.levels or recorded_levels(runs, spec.label) for spec in specs}
     notes += failure_notes(runs)
     if layout.published_note and layout.published:
         notes.append(f"Paper's numbers: {layout.published_note}")
     title = layout.paper_table or first(runs, "paper_table") or f"Sweep {layout.name}"
     if not layout.axes and len(runs):  # no sweep file: the axis names come from the runs' meta.levels
         layout = replace(layout, axes=tuple(json.loads(first(runs, "levels") or "{}")))
-    return Table(layout, title, protocol(runs, layout), baseline, rows, notes, problems + duplicates)
+    return Table(layout, title, protocol(runs, layout), baseline, rows, notes, problems + duplicates, levels)
+
+
+def recorded_levels(runs: pd.DataFrame, label: str) -> tuple[str, ...]:
+    """A cell's level of each axis as its runs' meta recorded them (a row that no sweep file lists)."""
+    recorded = first(runs[runs["cell"] == label], "levels") if len(runs) else None
+    return tuple(str(level) for level in json.loads(recorded).values()) if recorded else ()
 
 
 def values_by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:

@@ -102,6 +102,33 @@ def test_the_plots_of_a_grid_facet_by_its_last_axis(tmp_path):
     assert [text.split(" (")[0] for text in legend] == ["none / avg", "LE / avg", "GL / avg", "PA / avg"]
 
 
+def test_the_facets_come_from_the_cells_levels_even_when_a_level_name_holds_the_label_separator(tmp_path):
+    """Cell labels join level names with " / "; a level name may hold it too ("1x1 / IN"), so the facet of
+    a cell is its recorded level, not a split of its label, for a sweep file's cells and for a bare folder."""
+    from analysis.figures import bars
+    from analysis.runs import collect
+    from analysis.source import load_layout
+    from analysis.synthetic import write_run
+    from analysis.table import build_table
+
+    sweep = tmp_path / "slash.yaml"
+    sweep.write_text(
+        "name: slash\npaper_table: levels with a slash\nrecipe: quick\nmodel: rest_lite\nseeds: [0]\naxes:\n"
+        "  - {name: reduction, key: model.reduction, baseline: dwconv, levels: {dwconv: dwconv, avg: avg}}\n"
+        "  - {name: kernel, baseline: 1x1 / IN, levels: {1x1 / IN: {model.head_norm: true},"
+        " 3x3 / IN: {model.head_norm: false}}}\n")
+    results = tmp_path / "results"
+    cells = ("dwconv / 1x1 / IN", "dwconv / 3x3 / IN", "avg / 1x1 / IN", "avg / 3x3 / IN")
+    for cell in cells:
+        write_run(results / "slash", cell, 0, sweep_file=sweep)
+    for layout in (load_layout(sweep, results_root=results), load_layout(results / "slash")):
+        df = collect(results, run_dirs=layout.run_dirs, metas=layout.run_meta)[0]
+        table = build_table(df, layout)
+        titles = [ax.get_title() for ax in bars(table, df).axes if ax.get_visible()]
+        assert sorted(set(titles)) == ["Top-1 (kernel = 1x1 / IN)", "Top-1 (kernel = 3x3 / IN)",
+                                       "Top-5 (kernel = 1x1 / IN)", "Top-5 (kernel = 3x3 / IN)"], titles
+
+
 def test_two_grid_axes_keep_their_order_in_the_stored_meta_and_a_bare_folder_with_its_sweep(tmp_path):
     """The axes' order is the experiment's (the cells' labels follow it): stored as pairs, not as a JSON object
     that comes back sorted; and a results folder with --sweep takes the grid too."""

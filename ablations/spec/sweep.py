@@ -130,6 +130,7 @@ class Sweep:
             "paper_table": self.paper_table,
             "cell": run.cell.label,
             "levels": run.cell.levels,
+            "axes": list(run.cell.levels),  # their order: config.json keeps a JSON object's keys sorted
             "baseline": run.cell.is_baseline,
             "recipe": recipe,
             "seed": run.seed,
