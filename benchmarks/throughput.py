@@ -128,8 +128,8 @@ def timm_train_args(config: RunConfig, data_root: Path, num_classes: int, worker
             "--pin-mem", "--seed", str(config.train.seed)]
     if aug.rand_augment:
         args += ["--aa", aug.rand_augment]
-    if config.train.amp and device == "cuda":
-        args += ["--amp"]
+    if config.train.amp is not False and device == "cuda":
+        args += ["--amp", "--amp-dtype", "bfloat16" if config.train.amp == "bfloat16" else "float16"]
     if channels_last:
         args += ["--channels-last"]
     if config.model.name.startswith("rest_"):  # the ResT knobs, as timm.create_model keyword arguments
@@ -223,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         bound = time_model_bound(trainer, args.warmup, args.steps)
         memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         full = time_data_path(trainer, args.warmup, args.steps)
+        precision = str(trainer.amp_dtype).removeprefix("torch.") if trainer.amp else None  # autocast's dtype
         print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, {config.model.name} "
               f"at {config.data.img_size} px, batch {config.train.batch_size} (devices x per pass x accumulation: "
-              f"{config.batch_split()}), AMP {'on' if trainer.amp else 'off'}, {workers} loader workers, "
+              f"{config.batch_split()}), AMP {precision or 'off'}, {workers} loader workers, "
               f"{args.steps} updates timed", flush=True)
         print(f"  loader alone          {loader:9.1f} img/s ({loader / max(1, workers):.1f} per worker)")
         print(f"  (a) model-bound       {bound:9.1f} img/s")
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         torch=torch.__version__, recipe=args.recipe, overrides=args.sets, workers=workers,
         batch=config.train.batch_size, split=list(config.batch_split()), img_size=config.data.img_size,
-        amp=bool(trainer.amp), loader_img_s=loader, loader_img_s_per_worker=loader / max(1, workers),
+        amp=precision, loader_img_s=loader, loader_img_s_per_worker=loader / max(1, workers),
         model_bound_img_s=bound, data_path_img_s=full, data_path_fraction=full / bound,
         timm_img_s=timm_speed, over_timm=full / timm_speed if timm_speed else None, gpu_memory_gb=memory / 2**30
         if memory is not None else None, hours_per_seed={name: round(h, 1) for name, _, h in hours},

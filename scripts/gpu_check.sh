@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check for the ResT model and harness, at most GPU_CHECK_SECONDS (default 290 s) on
 # one GPU, in this order (what the time does not cover is reported as skipped; raise the bound to get all):
-#   1. the CUDA-only tests (fp32 equivalence with TF32 off, AMP training step, NCCL process group with one GPU);
+#   1. the CUDA-only tests (fp32 equivalence with TF32 off, AMP training step, NCCL process group with one GPU,
+#      the trainer under float16 and bfloat16 autocast);
 #   2. the interleaved throughput tables against benchmarks/official_rest.py (python -m benchmarks.model
 #      --versus-reference) on CUDA: fp32, AMP (float16 autocast), AMP + channels_last, AMP + torch.compile,
 #      AMP training step;
@@ -12,7 +13,8 @@
 # Right after the CUDA-only tests: the paper-ablation protocol's training throughput (python -m
 # benchmarks.throughput): model-bound, the harness's data path from a synthetic ImageNet-like JPEG folder,
 # and timm's train.py on the same data when $TIMM_TRAIN (default .cache/timm/train.py, an ignored path that
-# travels to a lent GPU machine with `carry`) holds it: git -C <timm checkout> show HEAD:train.py > it.
+# travels to a lent GPU machine with `carry`) holds it: git -C <timm checkout> show HEAD:train.py > it; then
+# (a) and (b) again under bfloat16 autocast (train.amp=bfloat16).
 # Without a GPU it says so and exits 0, measuring nothing. Output also goes to $GPU_CHECK_OUT (default
 # gpu_check_out/): one CSV per table and log.txt; copy the card and the numbers into BENCHMARKS.md.
 #
@@ -62,11 +64,12 @@ allowed() {  # seconds a section may take: its own limit, or what is left (0: no
 
 status=0
 echo "== CUDA-only tests"
-limit=$(allowed 90)
+limit=$(allowed 120)
 if (( limit == 0 )); then
     echo "gpu_check: no time left for the CUDA-only tests (GPU_CHECK_SECONDS=${DEADLINE})"; status=1
 else
-    timeout "$limit" "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_model.py -k cuda || status=1
+    timeout "$limit" "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_model.py tests/test_train.py -k cuda \
+        || status=1
 fi
 echo "($SECONDS s since the start)"
 
@@ -81,6 +84,15 @@ else
     timeout "$limit" "$PY" -m benchmarks.throughput --recipe paper-ablation --synthetic 64 --images 8192 \
         --warmup 5 --steps 20 --timm-timeout 60 ${timm_flag[@]+"${timm_flag[@]}"} --json "$OUT/throughput.json" \
         || status=1
+fi
+echo "($SECONDS s since the start)"
+echo "== the same in bfloat16 autocast (train.amp=bfloat16: no loss scaler; (a) and (b) only)"
+limit=$(allowed 60)
+if (( limit == 0 )); then
+    echo "gpu_check: no time left for the bfloat16 throughput"; status=1
+else
+    timeout "$limit" "$PY" -m benchmarks.throughput --recipe paper-ablation --synthetic 64 --images 8192 \
+        --warmup 5 --steps 20 --set train.amp=bfloat16 --json "$OUT/throughput_bf16.json" || status=1
 fi
 echo "($SECONDS s since the start)"
 

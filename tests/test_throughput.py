@@ -37,7 +37,10 @@ def test_timm_train_gets_the_runs_settings_and_its_log_is_read():
     assert args[args.index("-b") + 1] == "128"
     assert flag["--grad-accum-steps"] == "4" and flag["--mixup"] == "0.8" and flag["--aa"] == "rand-m9-mstd0.5-inc1"
     assert flag["--train-interpolation"] == "bicubic" and flag["--color-jitter"] == "0" and "--amp" in args
-    assert "head_norm=False" in args and "--channels-last" in args
+    assert "head_norm=False" in args and "--channels-last" in args and flag["--amp-dtype"] == "float16"
+    bf16 = throughput.timm_train_args(with_overrides(config, {"train.amp": "bfloat16"}), "/data", 1000, 15, 220, 8192,
+                                      "cuda", "/out")
+    assert bf16[bf16.index("--amp-dtype") + 1] == "bfloat16"  # timm's train.py then runs without a loss scaler
     assert int(flag["--epochs"]) * (8192 // 512) >= 220, "enough epochs over the folder for the updates asked"
     log = "\n".join(f"Train: 0 [ {i:>3d}/220 ( 1%)]  Loss: 6.9 (6.9)  Time: {t:.3f}s, 999.00/s  (1.0s, 1.0/s)"
                     for i, t in enumerate([5.0, 5.0, 0.5, 0.25, 0.25]))

@@ -266,6 +266,37 @@ def test_nan_loss_fails_the_run(tmp_path):
     assert store.run_state(run_dir).state == store.FAILED and not (run_dir / store.RESULT).exists()
 
 
+def test_train_amp_chooses_the_autocast_dtype_and_a_card_without_bfloat16_fails_the_run(monkeypatch):
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+
+    def dtype(amp, device):
+        return train.autocast_dtype(with_overrides(RunConfig(), {"train.amp": amp}), device)
+
+    assert [dtype(amp, cpu) for amp in (True, False, "bfloat16")] == [None] * 3  # CPU: float32 whatever it says
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert [dtype(amp, cuda) for amp in (True, False, "bfloat16")] == [torch.float16, None, torch.bfloat16]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    assert dtype("bfloat16", cuda) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    with pytest.raises(RunFailed, match="V100-SXM2-16GB does not compute in bfloat16; use train.amp=true"):
+        dtype("bfloat16", cuda)  # emulated bfloat16 (float32 compute) is no AMP: refused, not slow
+    # true and false keep the run ids they had before "bfloat16" became a choice (their folders stay theirs)
+    assert (RunConfig().short_hash(), with_overrides(RunConfig(), {"train.amp": False}).short_hash()) == \
+        ("bfea2f33eb", "cd03b8a843"), "every run id changed: existing run folders would no longer be found"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run scripts/gpu_check.sh)")
+@pytest.mark.parametrize("amp, scaled", [(True, True), ("bfloat16", False)])
+def test_cuda_trains_under_float16_with_a_loss_scaler_and_under_bfloat16_without(tmp_path, amp, scaled):
+    run_dir = tmp_path / str(amp)
+    trainer = train.Trainer(tiny(**{"train.amp": amp, "train.epochs": 1}), run_dir, progress=False, num_workers=0)
+    assert trainer.amp and trainer.scaler.is_enabled() == scaled
+    assert trainer.autocast.fast_dtype == (torch.float16 if scaled else torch.bfloat16)
+    result = trainer.run()
+    assert result["device"].startswith("cuda") and 0.0 <= result["final"]["top1"] <= 100.0
+
+
 def test_nan_validation_in_the_last_epoch_fails_the_run(tmp_path, monkeypatch):
     original = train.Trainer.evaluate
 

@@ -27,6 +27,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 STEP_DECAY_FRACTION = 0.3  # sched.name "step" without sched.decay_epochs: lr x 0.1 every 30 % of the epochs
 KEEP_CHECKPOINTS = ("last", "best", "none")
+AMP_CHOICES = (True, False, "bfloat16")  # train.amp
 LOGGERS = ("tensorboard", "wandb", "none")
 
 ConfigError = InputError  # one error type for every input (ablations.spec.errors)
@@ -120,7 +121,9 @@ class TrainConfig:
     devices: int = knob(1, min=1, max=4096)  # processes (GPUs) the run is computed on: its world size
     device_batch: int | None = knob(None, min=1)  # images per device per forward pass (None: batch / devices)
     seed: int = knob(0, min=0, lt=SEED_LIMIT)
-    amp: bool = True  # float16 autocast, on CUDA only
+    # CUDA autocast (no effect on CPU): true = float16 with a loss scaler, "bfloat16" = bfloat16 without one
+    # (timm's --amp-dtype bfloat16; Ampere or newer), false = float32. true and false keep their run ids.
+    amp: bool | str = knob(True, choices=AMP_CHOICES)
     ema: bool = False
     ema_decay: float = knob(0.9998, gt=0.0, lt=1.0)
     # what a run keeps, not what it computes (identity=False: not in the run id)
@@ -321,7 +324,8 @@ def check_field(cls: type, name: str, value: Any, key: str | None = None, source
 def rule_problem(value: Any, rules: dict) -> str | None:
     """What is wrong with `value` under `rules` (see `knob`), or None."""
     if "choices" in rules and value not in rules["choices"]:
-        return f"{bounded_repr(value)} is not allowed; choose one of: {', '.join(map(str, rules['choices']))}"
+        allowed = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in rules["choices"])  # YAML's
+        return f"{bounded_repr(value)} is not allowed; choose one of: {allowed}"
     if "pattern" in rules and isinstance(value, str) and not re.fullmatch(rules["pattern"], value):
         return f"{bounded_repr(value)} is not allowed: {rules.get('pattern_text', 'see ' + rules['pattern'])}"
     bounded = rules.keys() & {"min", "gt", "max", "lt"}

@@ -91,6 +91,19 @@ def seed_step(seed: int, epoch: int, step: int, rank: int) -> None:
     seed_everything(mix_seed(seed, "step", epoch, step, rank))
 
 
+def autocast_dtype(config: RunConfig, device: torch.device) -> torch.dtype | None:
+    """The run's autocast dtype on `device` (None: float32). train.amp acts on CUDA only: true is float16,
+    "bfloat16" bfloat16, which a card without it (before Ampere) refuses with the run failed."""
+    if device.type != "cuda" or config.train.amp is False:
+        return None
+    if config.train.amp != "bfloat16":
+        return torch.float16
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise RunFailed(f"train.amp=bfloat16: {torch.cuda.get_device_name(device)} does not compute in bfloat16; "
+                        f"use train.amp=true (float16 with a loss scaler)")
+    return torch.bfloat16
+
+
 def init_distributed_from_env() -> bool:
     """Initialize torch.distributed from MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK, if set.
 
@@ -143,7 +156,8 @@ class Trainer:
             else torch.device("cpu")
         self.ranks = Ranks(self.device)
         _, self.device_batch, self.accum = config.batch_split()
-        self.amp = config.train.amp and self.device.type == "cuda"
+        self.amp_dtype = autocast_dtype(config, self.device)
+        self.amp = self.amp_dtype is not None
         self.train_loader, self.val_loader, self.num_classes = build_loaders(
             config, distributed=self.ranks.active, num_workers=num_workers)
         self.steps_per_epoch = self.train_loader.sampler.steps  # updates; the loader yields accum micro-batches each
@@ -159,7 +173,7 @@ class Trainer:
             self.criterion = LabelSmoothingCrossEntropy(smoothing=aug.label_smoothing)
         else:
             self.criterion = nn.CrossEntropyLoss()
-        self.autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        self.autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else nullcontext()
         self.memory_format = torch.channels_last if self.amp else torch.contiguous_format
         self.to_device = DeviceBatches(config, self.device, self.memory_format)
         self.build_state()
@@ -179,7 +193,8 @@ class Trainer:
             decay_epochs=c.step_decay_epochs, decay_rate=0.1,
             step_on_epochs=c.sched.per_epoch, updates_per_epoch=self.steps_per_epoch,
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # float16 needs its loss scaled (its gradients underflow), bfloat16 has float32's range (timm's train.py)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.epoch, self.step = 0, 0  # the next step to run (0-based)
         self.partial = dict(loss_sum=0.0, images=0, train_s=0.0, time_s=0.0)  # the current epoch so far
         self.best: dict = dict(top1=-1.0, top5=-1.0, epoch=0)
