@@ -264,6 +264,7 @@ def test_nan_loss_fails_the_run(tmp_path):
     assert error["reason"].startswith("non-finite loss (nan) at epoch 1 step ")
     assert error["epoch"] == 1 and "RunFailed" in error["traceback"]
     assert store.run_state(run_dir).state == store.FAILED and not (run_dir / store.RESULT).exists()
+    assert not (run_dir / store.CHECKPOINT).exists()  # read before any checkpoint: no weights of a diverged run
 
 
 def test_train_amp_chooses_the_autocast_dtype_and_a_card_without_bfloat16_fails_the_run(monkeypatch):
@@ -295,6 +296,26 @@ def test_cuda_trains_under_float16_with_a_loss_scaler_and_under_bfloat16_without
     assert trainer.autocast.fast_dtype == (torch.float16 if scaled else torch.bfloat16)
     result = trainer.run()
     assert result["device"].startswith("cuda") and 0.0 <= result["final"]["top1"] <= 100.0
+
+
+def test_the_loss_is_read_from_the_device_every_few_updates_and_changes_nothing(reference, tmp_path, monkeypatch):
+    """A read of the loss waits for the GPU: it happens every LOSS_READ_EVERY updates and at the end of each
+    epoch, yet every update is still logged and the numbers are those of a run read at another cadence."""
+    monkeypatch.setattr(train, "LOSS_READ_EVERY", 3)
+    reads, logged = [], []
+    read_losses = train.Trainer.read_losses
+
+    def counting(self):
+        reads.append(len(self.unread))
+        read_losses(self)
+
+    monkeypatch.setattr(train.Trainer, "read_losses", counting)
+    monkeypatch.setattr(train.Tracker, "step", lambda self, update, loss, lr: logged.append((update, loss)))
+    run_dir = tmp_path / "every3"
+    train_run(tiny(**{"train.logger": "none"}), run_dir, progress=False)
+    assert [n for n in reads if n] == [3, 1, 3, 1]  # 2 epochs of 4 updates
+    assert [u for u, _ in logged] == list(range(8)) and all(np.isfinite(loss) for _, loss in logged)
+    assert metrics(run_dir) == metrics(reference[0])  # same training losses, summed in the same order
 
 
 def test_nan_validation_in_the_last_epoch_fails_the_run(tmp_path, monkeypatch):
@@ -415,7 +436,7 @@ def test_accumulated_gradients_equal_one_large_batch():
     def update(micro_batches):
         m = __import__("copy").deepcopy(model)
         opt = torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9)
-        loss = train.accumulate_gradients(m, micro_batches, loss_of)
+        loss = train.accumulate_gradients(m, micro_batches, loss_of).item()
         opt.step()
         return loss, [p.detach().clone() for p in m.parameters()]
 

@@ -91,6 +91,11 @@ def seed_step(seed: int, epoch: int, step: int, rank: int) -> None:
     seed_everything(mix_seed(seed, "step", epoch, step, rank))
 
 
+# Updates between reads of the training loss from the device. A read waits for the GPU to finish what is queued,
+# so it is not done once per update; a non-finite loss fails the run at the next read, always before a checkpoint.
+LOSS_READ_EVERY = 20
+
+
 def autocast_dtype(config: RunConfig, device: torch.device) -> torch.dtype | None:
     """The run's autocast dtype on `device` (None: float32). train.amp acts on CUDA only: true is float16,
     "bfloat16" bfloat16, which a card without it (before Ampere) refuses with the run failed."""
@@ -197,6 +202,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.epoch, self.step = 0, 0  # the next step to run (0-based)
         self.partial = dict(loss_sum=0.0, images=0, train_s=0.0, time_s=0.0)  # the current epoch so far
+        self.unread: list[tuple] = []  # (epoch, step, update, lr, images, mean loss on the device) not read yet
+        self.last_loss = math.nan  # the latest loss read
         self.best: dict = dict(top1=-1.0, top5=-1.0, epoch=0)
         self.last: dict | None = None  # the last metrics row
         self.wall_before = 0.0  # wall time of earlier attempts
@@ -321,19 +328,23 @@ class Trainer:
                   disable=None if self.progress and self.ranks.main else True, file=sys.stderr, leave=False) as bar:
             for step, micro_batches in enumerate(bar, start=start):
                 if self.stop_requested():
+                    self.read_losses()  # the updates done so far, into the sums the checkpoint keeps
                     self.step = step
                     self.add_time(tic, train=True)
                     self.save()
                     _STOP.clear()  # honoured
                     raise Preempted(f"stopped on request at epoch {epoch + 1} step {step}; checkpoint saved")
-                loss = self.train_step(model, epoch, step, micro_batches)
-                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                self.train_step(model, epoch, step, micro_batches)
+                if not self.unread:  # read just now
+                    bar.set_postfix(loss=f"{self.last_loss:.3f}", refresh=False)
+        self.read_losses()  # the epoch's last updates: a non-finite loss fails the run before its checkpoint
         self.step = self.steps_per_epoch
         self.add_time(tic, train=True)
 
-    def train_step(self, model: nn.Module, epoch: int, step: int, micro_batches) -> float:
+    def train_step(self, model: nn.Module, epoch: int, step: int, micro_batches) -> None:
         """One update from this rank's accum micro-batches (gradients summed with weight 1/accum, so the update
-        is the one of the whole global batch); returns the mean training loss over all devices."""
+        is the one of the whole global batch). Its mean loss over all devices stays on the device until
+        read_losses, every LOSS_READ_EVERY updates."""
         c = self.config
         updates = epoch * self.steps_per_epoch + step
         if c.sched.per_epoch:
@@ -341,13 +352,13 @@ class Trainer:
         else:
             self.scheduler.step_update(updates)  # the lr is a function of the update count: nothing to replay
         self.optimizer.zero_grad(set_to_none=True)
-        loss_value = accumulate_gradients(
+        loss = accumulate_gradients(
             model, micro_batches, self.forward_loss, self.scaler.scale, world=self.ranks.world,
             before_micro_batch=lambda j: seed_step(c.train.seed, epoch, step, j * self.ranks.world + self.ranks.rank),
         )
-        loss_value = self.ranks.sum([loss_value])[0] / self.ranks.world  # every rank sees the same value
-        if not math.isfinite(loss_value):
-            raise RunFailed(f"non-finite loss ({loss_value}) at epoch {epoch + 1} step {step}")
+        if self.ranks.active:  # summed on the devices, not read: every rank reads the same value later
+            dist.all_reduce(loss)
+            loss = loss / self.ranks.world
         if c.optim.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.clip_grad)
@@ -355,11 +366,25 @@ class Trainer:
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model, step=updates + 1)
-        self.tracker.step(updates, loss_value, self.optimizer.param_groups[0]["lr"])
         images = sum(len(x) for x, _ in micro_batches) * self.ranks.world
-        self.partial["loss_sum"] += loss_value * images
         self.partial["images"] += images
-        return loss_value
+        self.unread.append((epoch, step, updates, self.optimizer.param_groups[0]["lr"], images, loss))
+        if len(self.unread) >= LOSS_READ_EVERY:
+            self.read_losses()
+
+    def read_losses(self) -> None:
+        """The unread updates' losses, read from the device at once: checked (a non-finite one fails the run,
+        naming its update), logged per update, and added to the epoch's training loss in update order."""
+        if not self.unread:
+            return
+        unread, self.unread = self.unread, []
+        values = torch.stack([loss for *_, loss in unread]).tolist()
+        for (epoch, step, update, lr, images, _), value in zip(unread, values, strict=True):
+            if not math.isfinite(value):
+                raise RunFailed(f"non-finite loss ({value}) at epoch {epoch + 1} step {step}")
+            self.tracker.step(update, value, lr)
+            self.partial["loss_sum"] += value * images
+        self.last_loss = values[-1]
 
     def forward_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The loss of one micro-batch (mixup drawn from the RNGs seeded for it)."""
@@ -516,7 +541,7 @@ class Trainer:
 
 
 def accumulate_gradients(model: nn.Module, micro_batches, forward_loss, scale=lambda loss: loss, *, world: int = 1,
-                         before_micro_batch=lambda j: None) -> float:
+                         before_micro_batch=lambda j: None) -> torch.Tensor:
     """Backward the mean loss over `micro_batches` ((x, y) pairs of equal size), one micro-batch at a time.
 
     Each micro-batch's loss is divided by their number, so the summed gradient is the gradient of the mean
@@ -524,11 +549,12 @@ def accumulate_gradients(model: nn.Module, micro_batches, forward_loss, scale=la
     per micro-batch, as they are per device in a multi-GPU run). BatchNorm's running statistics move on the
     first micro-batch only: a multi-GPU step keeps rank 0's (DDP broadcasts its buffers), so they move once
     per update from one device's batch whatever the split. Under DDP the gradients are all-reduced once, on
-    the last micro-batch (so every rank runs every backward: the caller checks the loss, summed over the
-    ranks, before stepping). Returns the mean loss of this process.
+    the last micro-batch (so every rank runs every backward; the caller sums the loss over the ranks, and a
+    non-finite one fails them all alike). Returns the mean loss of this process, on the device (float64: reading
+    it would wait for the GPU).
     """
     count = len(micro_batches)
-    losses = []  # summed on the device and read once per update, not once per micro-batch (a host sync each)
+    losses = []  # summed on the device, not read: a read is a host sync
     for j, (x, y) in enumerate(micro_batches):
         before_micro_batch(j)
         sync = j == count - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
@@ -536,7 +562,7 @@ def accumulate_gradients(model: nn.Module, micro_batches, forward_loss, scale=la
             loss = forward_loss(model, x, y)
             scale(loss / count).backward()
         losses.append(loss.detach().double())
-    return (torch.stack(losses).sum() / count).item()
+    return torch.stack(losses).sum() / count
 
 
 @contextmanager
