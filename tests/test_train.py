@@ -296,6 +296,24 @@ def test_cuda_trains_under_float16_with_a_loss_scaler_and_under_bfloat16_without
     assert trainer.autocast.fast_dtype == (torch.float16 if scaled else torch.bfloat16)
     result = trainer.run()
     assert result["device"].startswith("cuda") and 0.0 <= result["final"]["top1"] <= 100.0
+    if scaled:
+        return
+    # bfloat16 on one GPU: no update waits for the device between two reads of the loss (torch raises on a sync)
+    trainer = train.Trainer(tiny(**{"train.amp": amp}), tmp_path / "syncs", progress=False, num_workers=0)
+    update = next(train.in_groups(iter(trainer.train_loader), trainer.accum))
+    on_device = [(x.to(trainer.device), y.to(trainer.device)) for x, y in update]
+    trainer.train_step(trainer.model, 0, 0, on_device)  # the first update allocates and reads the lr schedule
+    trainer.read_losses()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(1, train.LOSS_READ_EVERY - 1):  # fewer than a read's worth: no read among them
+            trainer.train_step(trainer.model, 0, step, on_device)
+        assert len(trainer.unread) == train.LOSS_READ_EVERY - 2
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    trainer.read_losses()
+    assert np.isfinite(trainer.last_loss)
 
 
 def test_the_loss_is_read_from_the_device_every_few_updates_and_changes_nothing(reference, tmp_path, monkeypatch):
