@@ -71,22 +71,25 @@ def time_loader(trainer: Trainer, warmup: int, steps: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-def time_model_bound(trainer: Trainer, warmup: int, steps: int) -> float:
+def time_model_bound(trainer: Trainer, model: torch.nn.Module, warmup: int, steps: int) -> float:
     """(a) Images/s of the harness's step on one update's micro-batches already on the device."""
     update = next(in_groups(forever(trainer.train_loader, trainer.train_loader.sampler), trainer.accum))
     on_device = [(x.to(trainer.device), y.to(trainer.device)) for x, y in update]
     images = sum(len(x) for x, _ in on_device)
+    tic = time.perf_counter()
     for step in range(warmup):
-        trainer.train_step(trainer.model, 0, step, on_device)
+        trainer.train_step(model, 0, step, on_device)
     sync(trainer.device)
+    if trainer.config.train.compile:
+        print(f"  (a)'s {warmup} warm-up updates, compiling included: {time.perf_counter() - tic:.1f} s", flush=True)
     start = time.perf_counter()
     for step in range(warmup, warmup + steps):
-        trainer.train_step(trainer.model, 0, step, on_device)
+        trainer.train_step(model, 0, step, on_device)
     sync(trainer.device)
     return steps * images / (time.perf_counter() - start)
 
 
-def time_data_path(trainer: Trainer, warmup: int, steps: int) -> float:
+def time_data_path(trainer: Trainer, model: torch.nn.Module, warmup: int, steps: int) -> float:
     """(b) Images/s of the harness's training as it runs: loader, host-to-device copies and step."""
     updates = in_groups(forever(trainer.train_loader, trainer.train_loader.sampler), trainer.accum)
     images, start = 0, 0.0
@@ -96,7 +99,7 @@ def time_data_path(trainer: Trainer, warmup: int, steps: int) -> float:
             start = time.perf_counter()
         if step == warmup + steps:
             break
-        trainer.train_step(trainer.model, 0, step, micro_batches)
+        trainer.train_step(model, 0, step, micro_batches)
         if step >= warmup:
             images += sum(len(x) for x, _ in micro_batches)
     sync(trainer.device)
@@ -132,6 +135,8 @@ def timm_train_args(config: RunConfig, data_root: Path, num_classes: int, worker
         args += ["--amp", "--amp-dtype", "bfloat16" if config.train.amp == "bfloat16" else "float16"]
     if channels_last:
         args += ["--channels-last"]
+    if config.train.compile:
+        args += ["--torchcompile", config.train.compile]
     if config.model.name.startswith("rest_"):  # the ResT knobs, as timm.create_model keyword arguments
         m = config.model
         args += ["--model-kwargs", f"pos_encoding={m.pos_encoding}", f"reduction={m.reduction}",
@@ -220,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         loader = time_loader(trainer, args.warmup, args.steps)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        bound = time_model_bound(trainer, args.warmup, args.steps)
+        model = trainer.compiled(trainer.model)  # train.compile's backend, as a run trains
+        bound = time_model_bound(trainer, model, args.warmup, args.steps)
         memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-        full = time_data_path(trainer, args.warmup, args.steps)
+        full = time_data_path(trainer, model, args.warmup, args.steps)
         precision = str(trainer.amp_dtype).removeprefix("torch.") if trainer.amp else None  # autocast's dtype
         print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, {config.model.name} "
               f"at {config.data.img_size} px, batch {config.train.batch_size} (devices x per pass x accumulation: "
@@ -244,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         torch=torch.__version__, recipe=args.recipe, overrides=args.sets, workers=workers,
         batch=config.train.batch_size, split=list(config.batch_split()), img_size=config.data.img_size,
-        amp=precision, loader_img_s=loader, loader_img_s_per_worker=loader / max(1, workers),
+        amp=precision, compile=config.train.compile, loader_img_s=loader,
+        loader_img_s_per_worker=loader / max(1, workers),
         model_bound_img_s=bound, data_path_img_s=full, data_path_fraction=full / bound,
         timm_img_s=timm_speed, over_timm=full / timm_speed if timm_speed else None, gpu_memory_gb=memory / 2**30
         if memory is not None else None, hours_per_seed={name: round(h, 1) for name, _, h in hours},

@@ -9,7 +9,8 @@
 #   3. the harness end to end on CUDA: the main job (sweeps/pe.yaml, quick recipe, seed 0) shortened to one
 #      epoch so that it fits the bound (three epochs take 75 s on an H100), then its table; each result.json
 #      must name the CUDA device;
-#   4. MSA vs EMSA at 224/320/448 px with peak memory, AMP at batch 256.
+#   4. MSA vs EMSA at 224/320/448 px with peak memory, AMP at batch 256;
+#   5. the training throughput again under torch.compile (train.compile=inductor), its compiling timed.
 # Right after the CUDA-only tests: the paper-ablation protocol's training throughput (python -m
 # benchmarks.throughput): model-bound, the harness's data path from a synthetic ImageNet-like JPEG folder,
 # and timm's train.py on the same data when $TIMM_TRAIN (default .cache/timm/train.py, an ignored path that
@@ -159,5 +160,17 @@ echo "($SECONDS s since the start)"
 
 bench 30 scaling_fp32 --scaling --batch-size 32 --iters 5
 bench 30 infer_amp_b256 --versus-reference --iters 3 --amp --batch-size 256 --rounds 5
+
+limit=$(allowed 150)
+if (( limit == 0 )); then
+    echo "== the training throughput under torch.compile: skipped, the check's ${DEADLINE} s are spent"
+else
+    echo "== the training throughput under torch.compile (train.compile=inductor; (a) and (b), compiling timed)"
+    timeout "$limit" "$PY" -m benchmarks.throughput --recipe paper-ablation --synthetic 64 --images 8192 \
+        --warmup 5 --steps 20 --set train.compile=inductor --json "$OUT/throughput_compile.json" \
+        || { code=$?
+             if (( code == 124 )); then echo "gpu_check: the compiled throughput was stopped at ${limit} s: not measured"
+             else echo "gpu_check: the compiled throughput failed (exit $code)"; status=1; fi; }
+fi
 echo "gpu_check: done in $SECONDS s (bound: ${DEADLINE} s)"
 exit $status

@@ -16,9 +16,10 @@ def test_the_benchmark_times_the_model_bound_step_and_the_data_path_on_a_cpu(tmp
     out = tmp_path / "figures.json"
     assert throughput.main(["--synthetic", "3", "--images", "48", "--set", "train.batch_size=8", "--set",
                             "train.device_batch=4", "--set", "data.img_size=48", "--warmup", "1", "--steps", "2",
-                            "--workers", "1", "--json", str(out)]) == 0
+                            "--workers", "1", "--set", "train.compile=eager", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     figures = json.loads(out.read_text())
+    assert figures["compile"] == "eager" and "warm-up updates, compiling included" in text  # as a run trains
     assert figures["split"] == [1, 4, 2] and figures["device"] == "cpu" and figures["timm_img_s"] is None
     assert figures["model_bound_img_s"] > 0 and figures["data_path_img_s"] > 0 and figures["loader_img_s"] > 0
     assert figures["data_path_fraction"] == figures["data_path_img_s"] / figures["model_bound_img_s"]
@@ -41,6 +42,10 @@ def test_timm_train_gets_the_runs_settings_and_its_log_is_read():
     bf16 = throughput.timm_train_args(with_overrides(config, {"train.amp": "bfloat16"}), "/data", 1000, 15, 220, 8192,
                                       "cuda", "/out")
     assert bf16[bf16.index("--amp-dtype") + 1] == "bfloat16"  # timm's train.py then runs without a loss scaler
+    assert "--torchcompile" not in args
+    compiled = throughput.timm_train_args(with_overrides(config, {"train.compile": "inductor"}), "/data", 1000, 15,
+                                          220, 8192, "cuda", "/out")
+    assert compiled[compiled.index("--torchcompile") + 1] == "inductor"
     assert int(flag["--epochs"]) * (8192 // 512) >= 220, "enough epochs over the folder for the updates asked"
     log = "\n".join(f"Train: 0 [ {i:>3d}/220 ( 1%)]  Loss: 6.9 (6.9)  Time: {t:.3f}s, 999.00/s  (1.0s, 1.0/s)"
                     for i, t in enumerate([5.0, 5.0, 0.5, 0.25, 0.25]))

@@ -336,6 +336,25 @@ def test_the_loss_is_read_from_the_device_every_few_updates_and_changes_nothing(
     assert metrics(run_dir) == metrics(reference[0])  # same training losses, summed in the same order
 
 
+def test_train_compile_trains_the_compiled_step_and_logs_its_compiling_update(reference, tmp_path, monkeypatch):
+    compiled = []
+    compile_ = torch.compile
+
+    def spy(model, **kwargs):
+        compiled.append((type(model).__name__, kwargs))
+        return compile_(model, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    run_dir = tmp_path / "compiled"
+    train_run(tiny(**{"train.compile": "eager"}), run_dir, progress=False)
+    assert compiled == [("ResT", {"backend": "eager"})]
+    assert tiny(**{"train.compile": "eager"}).short_hash() == tiny().short_hash()  # how, not what: the same id
+    log_text = (run_dir / store.LOG).read_text()
+    assert log_text.count("torch.compile (eager): the first update took") == 1, log_text
+    for ours, eager in zip(metrics(run_dir), metrics(reference[0]), strict=True):  # the same training
+        assert ours == pytest.approx(eager, rel=1e-4, abs=1e-4)
+
+
 def test_nan_validation_in_the_last_epoch_fails_the_run(tmp_path, monkeypatch):
     original = train.Trainer.evaluate
 

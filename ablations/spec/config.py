@@ -28,6 +28,7 @@ SCHEDULES = ("cosine", "step", "constant")
 STEP_DECAY_FRACTION = 0.3  # sched.name "step" without sched.decay_epochs: lr x 0.1 every 30 % of the epochs
 KEEP_CHECKPOINTS = ("last", "best", "none")
 AMP_CHOICES = (True, False, "bfloat16")  # train.amp
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # train.compile: the last two generate no code (checks)
 LOGGERS = ("tensorboard", "wandb", "none")
 
 ConfigError = InputError  # one error type for every input (ablations.spec.errors)
@@ -124,6 +125,9 @@ class TrainConfig:
     # CUDA autocast (no effect on CPU): true = float16 with a loss scaler, "bfloat16" = bfloat16 without one
     # (timm's --amp-dtype bfloat16; Ampere or newer), false = float32. true and false keep their run ids.
     amp: bool | str = knob(True, choices=AMP_CHOICES)
+    # torch.compile's backend for the training step (timm's --torchcompile), null = eager: how the run computes,
+    # not what (identity=False: a run may resume with another), the first update's time (compiling) is logged
+    compile: str | None = knob(None, choices=COMPILE_BACKENDS, identity=False)
     ema: bool = False
     ema_decay: float = knob(0.9998, gt=0.0, lt=1.0)
     # what a run keeps, not what it computes (identity=False: not in the run id)

@@ -203,6 +203,7 @@ class Trainer:
         self.epoch, self.step = 0, 0  # the next step to run (0-based)
         self.partial = dict(loss_sum=0.0, images=0, train_s=0.0, time_s=0.0)  # the current epoch so far
         self.unread: list[tuple] = []  # (epoch, step, update, lr, images, mean loss on the device) not read yet
+        self.compiling = False  # whether the next update compiles the training step (train.compile)
         self.last_loss = math.nan  # the latest loss read
         self.best: dict = dict(top1=-1.0, top5=-1.0, epoch=0)
         self.last: dict | None = None  # the last metrics row
@@ -305,6 +306,7 @@ class Trainer:
             ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=device_ids,
                 find_unused_parameters=has_unused_parameters(self.model, c.data.img_size, self.device))
+        ddp_model = self.compiled(ddp_model)  # around DDP, as torch's DDP + compile guide does
         if self.epoch == 0 and self.step == 0:
             log.info("training %s on %s: %d epochs of %d steps, batch %d, lr %.3g, %d classes",
                      c.model.name, self.device, c.train.epochs, self.steps_per_epoch, c.train.batch_size, c.lr,
@@ -313,6 +315,13 @@ class Trainer:
             self.train_epoch(ddp_model)
             self.end_epoch()
         return self.finish()
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """`model` under torch.compile with train.compile's backend (as is without one). Evaluation stays eager:
+        another mode would compile another graph, for a pass a tenth of the epoch's."""
+        backend = self.config.train.compile
+        self.compiling = backend is not None  # the next update compiles: its time is logged
+        return model if backend is None else torch.compile(model, backend=backend)
 
     def stop_requested(self) -> bool:
         flag = float(_STOP.is_set())
@@ -334,7 +343,13 @@ class Trainer:
                     self.save()
                     _STOP.clear()  # honoured
                     raise Preempted(f"stopped on request at epoch {epoch + 1} step {step}; checkpoint saved")
+                tic_update = time.perf_counter()
                 self.train_step(model, epoch, step, micro_batches)
+                if self.compiling:  # the first update of a compiled step: how long compiling took
+                    self.read_losses()  # waits for the device
+                    log.info("torch.compile (%s): the first update took %.1f s, compiling included",
+                             self.config.train.compile, time.perf_counter() - tic_update)
+                    self.compiling = False
                 if not self.unread:  # read just now
                     bar.set_postfix(loss=f"{self.last_loss:.3f}", refresh=False)
         self.read_losses()  # the epoch's last updates: a non-finite loss fails the run before its checkpoint
