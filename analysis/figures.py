@@ -83,8 +83,7 @@ def facets(table: Table) -> list[tuple[str, list[str]]]:
         return [("", labels)]
     groups: dict[str, list[str]] = {}
     for label in labels:  # by the cell's level, not a split of its label: a level name may contain " / "
-        levels = table.levels.get(label, ())
-        groups.setdefault(levels[-1] if len(levels) == len(axes) else label, []).append(label)
+        groups.setdefault(table.levels.get(label, {}).get(axes[-1], label), []).append(label)
     return [(f"{axes[-1]} = {level}", cells) for level, cells in groups.items()]
 
 

@@ -14,6 +14,7 @@ metrics.jsonl is ignored. Nothing raises on file content.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # pandas is imported where it is used: --help answers without
 from ablations import results_root, store
 from ablations.spec.config import allowed_keys
 from ablations.spec.metrics import METRICS, from_result
+from ablations.spec.sweep import LABEL_SEPARATOR
 from analysis.source import InputError
 
 RUN_FILES = (store.CONFIG, store.METRICS, store.RESULT, store.ERROR, store.CHECKPOINT)
@@ -85,13 +87,21 @@ def find_runs(target: Path) -> list[Member]:
     return [(g, None) for c in children for g in subdirs(c) if is_run_dir(g)]
 
 
+MAX_ORDERED_AXES = 6  # a run without meta.axes: its axes' order is found among at most 6! orders
+
+
 def ordered_levels(meta: dict) -> dict:
-    """The run's level of each axis, in the sweep's axis order (meta.axes: config.json and runs.jsonl keep an
-    object's keys sorted); runs that predate meta.axes keep the sorted order."""
+    """The run's level of each axis, in the sweep's axis order: meta.axes keeps it (config.json and runs.jsonl
+    keep an object's keys sorted); for a run written before meta.axes, the order whose level names joined make
+    its cell label (the sorted order when none does)."""
     levels = meta.get("levels") if isinstance(meta.get("levels"), dict) else {}
     axes = meta.get("axes")
     if isinstance(axes, list) and sorted(map(str, axes)) == sorted(levels):
         return {str(axis): levels[str(axis)] for axis in axes}
+    if 1 < len(levels) <= MAX_ORDERED_AXES:
+        for order in itertools.permutations(levels):
+            if LABEL_SEPARATOR.join(str(levels[axis]) for axis in order) == meta.get("cell"):
+                return {axis: levels[axis] for axis in order}
     return levels
 
 

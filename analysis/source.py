@@ -43,7 +43,7 @@ from ablations.spec.sweep import parse_cli_grid, with_grid
 class CellSpec:
     label: str
     is_baseline: bool = False
-    levels: tuple[str, ...] = ()  # its level of each axis, in the axes' order (() = not known)
+    levels: tuple[tuple[str, str], ...] = ()  # (axis, its level) pairs, in the axes' order (() = not known)
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def layout_from_sweep(sweep, results_dir: Path) -> Layout:
         paper_table=sweep.paper_table,
         published_note=getattr(sweep, "published_note", None) or None,
         published_recipe=getattr(sweep, "published_recipe", None) or None,
-        cells=tuple(CellSpec(c.label, bool(c.is_baseline), tuple(c.levels.values())) for c in cells),
+        cells=tuple(CellSpec(c.label, bool(c.is_baseline), tuple(c.levels.items())) for c in cells),
         axes=axes,
         seeds=tuple(sweep.seeds),
         columns=tuple(sweep.columns),

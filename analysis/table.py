@@ -38,7 +38,7 @@ class Table:
     rows: pd.DataFrame  # one row per cell; the columns are described in build_rows
     notes: list[str] = field(default_factory=list)  # shown under the table (failures, order, legend)
     problems: list[str] = field(default_factory=list)  # warnings for stderr
-    levels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # cell label -> its level of each axis
+    levels: dict[str, dict[str, str]] = field(default_factory=dict)  # cell label -> {axis: its level}
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -111,7 +111,7 @@ def build_table(df: pd.DataFrame, layout: Layout) -> Table:
     runs, duplicates = per_seed(runs) if len(runs) else (runs, [])
     baseline = next((c.label for c in specs if c.is_baseline), None)
     rows = build_rows(runs, specs, layout, baseline)
-    levels = {spec.label: spec.levels or recorded_levels(runs, spec.label) for spec in specs}
+    levels = {spec.label: dict(spec.levels) or recorded_levels(runs, spec.label) for spec in specs}
     notes += failure_notes(runs)
     if layout.published_note and layout.published:
         notes.append(f"Paper's numbers: {layout.published_note}")
@@ -121,10 +121,10 @@ def build_table(df: pd.DataFrame, layout: Layout) -> Table:
     return Table(layout, title, protocol(runs, layout), baseline, rows, notes, problems + duplicates, levels)
 
 
-def recorded_levels(runs: pd.DataFrame, label: str) -> tuple[str, ...]:
-    """A cell's level of each axis as its runs' meta recorded them (a row that no sweep file lists)."""
+def recorded_levels(runs: pd.DataFrame, label: str) -> dict[str, str]:
+    """A cell's {axis: level} as its runs' meta recorded them (a row that no sweep file lists)."""
     recorded = first(runs[runs["cell"] == label], "levels") if len(runs) else None
-    return tuple(str(level) for level in json.loads(recorded).values()) if recorded else ()
+    return {str(axis): str(level) for axis, level in json.loads(recorded).items()} if recorded else {}
 
 
 def values_by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:

@@ -105,6 +105,8 @@ def test_the_plots_of_a_grid_facet_by_its_last_axis(tmp_path):
 def test_the_facets_come_from_the_cells_levels_even_when_a_level_name_holds_the_label_separator(tmp_path):
     """Cell labels join level names with " / "; a level name may hold it too ("1x1 / IN"), so the facet of
     a cell is its recorded level, not a split of its label, for a sweep file's cells and for a bare folder."""
+    from ablations import store
+    from ablations.spec.config import RunConfig
     from analysis.figures import bars
     from analysis.runs import collect
     from analysis.source import load_layout
@@ -121,6 +123,16 @@ def test_the_facets_come_from_the_cells_levels_even_when_a_level_name_holds_the_
     cells = ("dwconv / 1x1 / IN", "dwconv / 3x3 / IN", "avg / 1x1 / IN", "avg / 3x3 / IN")
     for cell in cells:
         write_run(results / "slash", cell, 0, sweep_file=sweep)
+    ledger = results / "slash" / "runs.jsonl"
+    rows = [json.loads(line) for line in ledger.read_text().splitlines()]
+    for row in rows[:2]:  # two runs of before meta.axes: their axes' order comes from their cell labels
+        del row["meta"]["axes"]
+        run_dir = results / row["run"]  # runs/<id>, from the results root
+        document = json.loads((run_dir / "config.json").read_text())
+        del document["meta"]["axes"]
+        (run_dir / "config.json").write_text(json.dumps(
+            store.config_document(RunConfig.from_dict(document["config"]), document["meta"])))
+    ledger.write_text("".join(json.dumps(row) + "\n" for row in rows))
     for layout in (load_layout(sweep, results_root=results), load_layout(results / "slash")):
         df = collect(results, run_dirs=layout.run_dirs, metas=layout.run_meta)[0]
         table = build_table(df, layout)

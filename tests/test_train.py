@@ -264,7 +264,25 @@ def test_nan_loss_fails_the_run(tmp_path):
     assert error["reason"].startswith("non-finite loss (nan) at epoch 1 step ")
     assert error["epoch"] == 1 and "RunFailed" in error["traceback"]
     assert store.run_state(run_dir).state == store.FAILED and not (run_dir / store.RESULT).exists()
-    assert not (run_dir / store.CHECKPOINT).exists()  # read before any checkpoint: no weights of a diverged run
+
+
+def test_a_loss_not_read_yet_is_read_before_the_epochs_checkpoint(tmp_path, monkeypatch):
+    """Losses read only every LOSS_READ_EVERY updates: a non-finite one in an epoch's last update still fails
+    the run before that epoch's row and checkpoint, which keep the epoch before."""
+    monkeypatch.setattr(train, "LOSS_READ_EVERY", 100)  # no read inside an epoch of 4 updates
+    accumulate, updates = train.accumulate_gradients, []
+
+    def diverging(*args, **kwargs):
+        updates.append(1)
+        loss = accumulate(*args, **kwargs)
+        return loss * float("nan") if len(updates) == 8 else loss  # epoch 2's last update
+
+    monkeypatch.setattr(train, "accumulate_gradients", diverging)
+    run_dir = tmp_path / "late"
+    with pytest.raises(RunFailed, match=r"non-finite loss \(nan\) at epoch 2 step 3"):
+        train_run(tiny(), run_dir, progress=False)
+    assert [row["epoch"] for row in metrics(run_dir)] == [1]
+    assert store.load_checkpoint(run_dir / store.CHECKPOINT)["epoch"] == 1  # epoch 1's: resumable, finite
 
 
 def test_train_amp_chooses_the_autocast_dtype_and_a_card_without_bfloat16_fails_the_run(monkeypatch):
@@ -290,6 +308,8 @@ def test_train_amp_chooses_the_autocast_dtype_and_a_card_without_bfloat16_fails_
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run scripts/gpu_check.sh)")
 @pytest.mark.parametrize("amp, scaled", [(True, True), ("bfloat16", False)])
 def test_cuda_trains_under_float16_with_a_loss_scaler_and_under_bfloat16_without(tmp_path, amp, scaled):
+    if amp == "bfloat16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip(f"{torch.cuda.get_device_name()} has no native bfloat16 (a run there fails, by design)")
     run_dir = tmp_path / str(amp)
     trainer = train.Trainer(tiny(**{"train.amp": amp, "train.epochs": 1}), run_dir, progress=False, num_workers=0)
     assert trainer.amp and trainer.scaler.is_enabled() == scaled
@@ -347,12 +367,16 @@ def test_train_compile_trains_the_compiled_step_and_logs_its_compiling_update(re
     monkeypatch.setattr(torch, "compile", spy)
     run_dir = tmp_path / "compiled"
     train_run(tiny(**{"train.compile": "eager"}), run_dir, progress=False)
-    assert compiled == [("ResT", {"backend": "eager"})]
+    assert compiled == [("ResT", {"backend": "eager", "dynamic": False})]
     assert tiny(**{"train.compile": "eager"}).short_hash() == tiny().short_hash()  # how, not what: the same id
     log_text = (run_dir / store.LOG).read_text()
     assert log_text.count("torch.compile (eager): the first update took") == 1, log_text
     for ours, eager in zip(metrics(run_dir), metrics(reference[0]), strict=True):  # the same training
         assert ours == pytest.approx(eager, rel=1e-4, abs=1e-4)
+    # another run of another size in the same process (a local sweep): compiled again, with static shapes
+    train_run(tiny(**{"train.compile": "eager", "train.epochs": 1, "train.batch_size": 8, "data.img_size": 48}),
+              tmp_path / "second", progress=False)
+    assert len(compiled) == 2
 
 
 def test_nan_validation_in_the_last_epoch_fails_the_run(tmp_path, monkeypatch):
@@ -460,6 +484,38 @@ def test_ddp_gloo_two_processes(tmp_path):
     for key in ("train_loss", "val_loss", "top1", "top5", "lr"):
         assert acc_rows[0][key] == pytest.approx(ddp_rows[0][key], rel=1e-4, abs=1e-4), key
     assert accumulated["final"]["top1"] == pytest.approx(results[0]["final"]["top1"], abs=1e-4)
+
+
+@pytest.mark.parametrize("backend", [None, "eager"])
+def test_ddp_all_reduces_once_per_update_when_accumulating_compiled_or_not(tmp_path, monkeypatch, backend):
+    """4 passes per update under DDP: one all-reduce of each gradient bucket per update, also when the step is
+    compiled around DDP (the compiled wrapper hides DDP's no_sync, which the trainer keeps apart)."""
+    import torch.distributed as dist
+
+    passes, reduces = [], []  # reduces: the pass each all-reduce of a gradient bucket came in
+
+    def count(state, bucket):
+        reduces.append(len(passes))
+        future = torch.futures.Future()
+        future.set_result(bucket.buffer())
+        return future
+
+    ddp_init = torch.nn.parallel.DistributedDataParallel.__init__
+
+    def counting_init(self, *args, **kwargs):
+        ddp_init(self, *args, **kwargs)
+        self.register_comm_hook(None, count)
+
+    forward_loss = train.Trainer.forward_loss
+    monkeypatch.setattr(train.Trainer, "forward_loss", lambda self, *a: passes.append(1) or forward_loss(self, *a))
+    monkeypatch.setattr(torch.nn.parallel.DistributedDataParallel, "__init__", counting_init)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        train_run(tiny(**{"train.epochs": 1, "train.device_batch": 4, "train.compile": backend}), tmp_path / "run",
+                  progress=False)
+    finally:
+        dist.destroy_process_group()
+    assert len(passes) == 4 * 4 and set(reduces) == {4, 8, 12, 16}, reduces  # only in each update's last pass
 
 
 def test_accumulated_gradients_equal_one_large_batch():

@@ -59,6 +59,7 @@ REQUIRED_KEYS = ("name", "paper_table", "recipe", "model", "axes")
 AXIS_KEYS = {"name", "key", "baseline", "levels"}
 METRICS = METRIC_NAMES  # ablations.spec.metrics
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # fullmatch: "$" would let "pe\n" through
+LABEL_SEPARATOR = " / "  # between the level names of a cell's label
 MAX_LEVEL_NAME = 64  # axis and level names: a cell's slug is part of its folder's name (255 bytes at most)
 MAX_CELL_SLUG = 200
 
@@ -75,7 +76,7 @@ class Axis:
 
 @dataclass(frozen=True)
 class Cell:
-    label: str  # level names joined by " / "
+    label: str  # level names joined by LABEL_SEPARATOR
     levels: dict[str, str]  # axis name -> level name
     overrides: dict[str, Any]
     is_baseline: bool
@@ -116,7 +117,7 @@ class Sweep:
             levels = {axis.name: level for axis, (level, _) in zip(self.axes, combo, strict=True)}
             cells.append(
                 Cell(
-                    label=" / ".join(levels.values()),
+                    label=LABEL_SEPARATOR.join(levels.values()),
                     levels=levels,
                     overrides=overrides,
                     is_baseline=all(levels[a.name] == a.baseline for a in self.axes),

@@ -9,10 +9,11 @@ writes the run folder described in `ablations.store`: one metrics.jsonl row per 
 after every epoch, result.json at the end, error.json if it fails.
 
 Exact resume. A run resumed from any checkpoint, even one saved mid-epoch, produces the same metrics as
-an uninterrupted one, to the bit (on the same device and thread count). Nothing random depends on the
-history of the process: every training step reseeds torch/numpy/random from (seed, epoch, step, rank),
-each sample's augmentation is seeded by (seed, epoch, index) (see `ablations.training.loaders`), each epoch's order
-comes from a (seed, epoch)-seeded sampler, and the schedule is a function of the update count.
+an uninterrupted one, to the bit (on the same device and thread count, with the same train.compile backend).
+Nothing random depends on the history of the process: every training step reseeds torch/numpy/random from
+(seed, epoch, step, rank), each sample's augmentation is seeded by (seed, epoch, index) (see
+`ablations.training.loaders`), each epoch's order comes from a (seed, epoch)-seeded sampler, and the schedule is
+a function of the update count.
 
 Epochs are numbered from 1 in every file (metrics rows, best epoch, error.json); steps within an epoch
 from 0.
@@ -204,6 +205,7 @@ class Trainer:
         self.partial = dict(loss_sum=0.0, images=0, train_s=0.0, time_s=0.0)  # the current epoch so far
         self.unread: list[tuple] = []  # (epoch, step, update, lr, images, mean loss on the device) not read yet
         self.compiling = False  # whether the next update compiles the training step (train.compile)
+        self.ddp: nn.parallel.DistributedDataParallel | None = None  # the training model's DDP wrapper, if any
         self.last_loss = math.nan  # the latest loss read
         self.best: dict = dict(top1=-1.0, top5=-1.0, epoch=0)
         self.last: dict | None = None  # the last metrics row
@@ -306,6 +308,7 @@ class Trainer:
             ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=device_ids,
                 find_unused_parameters=has_unused_parameters(self.model, c.data.img_size, self.device))
+        self.ddp = ddp_model if self.ranks.active else None  # its no_sync, which compiling would hide
         ddp_model = self.compiled(ddp_model)  # around DDP, as torch's DDP + compile guide does
         if self.epoch == 0 and self.step == 0:
             log.info("training %s on %s: %d epochs of %d steps, batch %d, lr %.3g, %d classes",
@@ -321,7 +324,9 @@ class Trainer:
         another mode would compile another graph, for a pass a tenth of the epoch's."""
         backend = self.config.train.compile
         self.compiling = backend is not None  # the next update compiles: its time is logged
-        return model if backend is None else torch.compile(model, backend=backend)
+        # dynamic=False: a training step's shapes never change, and the symbolic shapes torch tries when it sees
+        # a second size in one process (a local sweep) failed on Conv-1's baddbmm under DDP's graph split
+        return model if backend is None else torch.compile(model, backend=backend, dynamic=False)
 
     def stop_requested(self) -> bool:
         flag = float(_STOP.is_set())
@@ -368,7 +373,7 @@ class Trainer:
             self.scheduler.step_update(updates)  # the lr is a function of the update count: nothing to replay
         self.optimizer.zero_grad(set_to_none=True)
         loss = accumulate_gradients(
-            model, micro_batches, self.forward_loss, self.scaler.scale, world=self.ranks.world,
+            model, micro_batches, self.forward_loss, self.scaler.scale, no_sync=self.ddp and self.ddp.no_sync,
             before_micro_batch=lambda j: seed_step(c.train.seed, epoch, step, j * self.ranks.world + self.ranks.rank),
         )
         if self.ranks.active:  # summed on the devices, not read: every rank reads the same value later
@@ -555,7 +560,7 @@ class Trainer:
         return round(batch / seconds, 1)
 
 
-def accumulate_gradients(model: nn.Module, micro_batches, forward_loss, scale=lambda loss: loss, *, world: int = 1,
+def accumulate_gradients(model: nn.Module, micro_batches, forward_loss, scale=lambda loss: loss, *, no_sync=None,
                          before_micro_batch=lambda j: None) -> torch.Tensor:
     """Backward the mean loss over `micro_batches` ((x, y) pairs of equal size), one micro-batch at a time.
 
@@ -563,17 +568,18 @@ def accumulate_gradients(model: nn.Module, micro_batches, forward_loss, scale=la
     loss over all of them: the update of one batch of their union (up to BatchNorm, whose batch statistics are
     per micro-batch, as they are per device in a multi-GPU run). BatchNorm's running statistics move on the
     first micro-batch only: a multi-GPU step keeps rank 0's (DDP broadcasts its buffers), so they move once
-    per update from one device's batch whatever the split. Under DDP the gradients are all-reduced once, on
-    the last micro-batch (so every rank runs every backward; the caller sums the loss over the ranks, and a
-    non-finite one fails them all alike). Returns the mean loss of this process, on the device (float64: reading
-    it would wait for the GPU).
+    per update from one device's batch whatever the split. Under DDP (`no_sync`: the DDP module's, given apart
+    because a compiled model hides that module) the gradients are all-reduced once, on the last micro-batch
+    (so every rank runs every backward; the caller sums the loss over the ranks, and a non-finite one fails
+    them all alike). Returns the mean loss of this process, on the device (float64: reading it would wait for
+    the GPU).
     """
     count = len(micro_batches)
     losses = []  # summed on the device, not read: a read is a host sync
     for j, (x, y) in enumerate(micro_batches):
         before_micro_batch(j)
-        sync = j == count - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
-        with nullcontext() if sync else model.no_sync(), frozen_running_stats(model, j > 0):
+        sync = j == count - 1 or no_sync is None
+        with nullcontext() if sync else no_sync(), frozen_running_stats(model, j > 0):
             loss = forward_loss(model, x, y)
             scale(loss / count).backward()
         losses.append(loss.detach().double())
