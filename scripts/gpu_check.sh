@@ -15,7 +15,8 @@
 # benchmarks.throughput): model-bound, the harness's data path from a synthetic ImageNet-like JPEG folder,
 # and timm's train.py on the same data when $TIMM_TRAIN (default .cache/timm/train.py, an ignored path that
 # travels to a lent GPU machine with `carry`) holds it: git -C <timm checkout> show HEAD:train.py > it; then
-# (a) and (b) again under bfloat16 autocast (train.amp=bfloat16).
+# where a loader worker's time goes on the node's CPU (python -m benchmarks.loader); (a) and (b) again under
+# bfloat16 autocast (train.amp=bfloat16).
 # Without a GPU it says so and exits 0, measuring nothing. Output also goes to $GPU_CHECK_OUT (default
 # gpu_check_out/): one CSV per table and log.txt; copy the card and the numbers into BENCHMARKS.md.
 #
@@ -89,6 +90,15 @@ else
     timeout "$limit" "$PY" -m benchmarks.throughput --recipe paper-ablation --synthetic 64 --images 8192 \
         --warmup 5 --steps 20 --timm-timeout 60 ${timm_flag[@]+"${timm_flag[@]}"} --json "$OUT/throughput.json" \
         || status=1
+fi
+echo "($SECONDS s since the start)"
+echo "== where a loader worker's time goes on this node's CPU (python -m benchmarks.loader, one process)"
+limit=$(allowed 25)
+if (( limit == 0 )); then
+    echo "== the loader profile: skipped, the check's ${DEADLINE} s are spent"
+else
+    timeout "$limit" "$PY" -m benchmarks.loader --recipe paper-ablation --synthetic 8 --samples 300 \
+        --json "$OUT/loader_profile.json" || echo "gpu_check: the loader profile gave no figures (exit $?)"
 fi
 echo "($SECONDS s since the start)"
 echo "== the same in bfloat16 autocast (train.amp=bfloat16: no loss scaler; (a) and (b) only)"

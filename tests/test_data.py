@@ -188,6 +188,20 @@ def test_a_corrupt_image_names_its_file(tmp_path):
             train_set[i]
 
 
+@pytest.mark.parametrize("mode, suffix", [("RGB", "jpg"), ("L", "jpg"), ("P", "png"), ("RGBA", "png"), ("CMYK", "jpg")])
+def test_every_image_mode_loads_as_the_rgb_image_pils_convert_gives(tmp_path, mode, suffix):
+    from PIL import Image
+
+    from ablations.training.loaders import load_image
+
+    path = tmp_path / f"image.{suffix}"
+    pixels = torch.arange(3 * 12 * 10, dtype=torch.uint8).reshape(12, 10, 3).mul_(7).numpy()
+    Image.fromarray(pixels).convert(mode).save(path)
+    loaded = load_image(str(path))
+    with Image.open(path) as expected:
+        assert loaded.mode == "RGB" and loaded.tobytes() == expected.convert("RGB").tobytes()
+
+
 def test_accumulating_sampler_deals_the_passes_of_more_devices():
     """One device accumulating 2 passes of 4 sees, per update, exactly what 2 devices of 4 see."""
     one = EpochSampler(40, seed=5, accum=2, micro_batch=4)

@@ -61,3 +61,30 @@ def test_the_synthetic_jpegs_have_imagenets_shapes_and_quality(tmp_path):
         with Image.open(path) as image:
             assert image.format == "JPEG" and image.mode == "RGB" and 333 <= min(image.size) <= 480
         assert 20_000 < path.stat().st_size < 300_000  # ImageNet's training JPEGs: about 110 KB on average
+
+
+def test_the_loader_profile_times_each_stage_and_says_which_samples_a_reduced_decode_could_serve(tmp_path, capsys):
+    from benchmarks import loader
+
+    out = tmp_path / "profile.json"
+    assert loader.main(["--synthetic", "2", "--samples", "12", "--set", "data.img_size=64", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    stages = figures["stages_us"]
+    assert list(stages) == ["seeding", "read + decode (PIL)", "RandomResizedCropAndInterpolation",
+                            "RandomHorizontalFlip", "MaybePILToTensor"]  # paper-ablation's transform, op by op
+    assert all(us > 0 for us in stages.values()) and figures["total_us"] == sum(stages.values())
+    assert figures["img_s_per_core"] == 1e6 / figures["total_us"] and figures["torchvision_decode_us"] > 0
+    # validation resizes the shorter side (333-480 px here) to round(64 / 0.875) = 73: a 1/4 decode always serves
+    assert figures["val_images_reducible"] == {"2": 1.0, "4": 1.0, "8": 0.0}
+    crops = figures["train_crops_reducible"]
+    assert 0 < crops["2"] <= 1 and crops["8"] <= crops["4"] <= crops["2"]  # smaller crops need more pixels
+    text = capsys.readouterr().out
+    assert "img/s per core" in text and "training crops a reduced-size decode could serve" in text
+
+
+def test_a_reduced_decode_keeps_the_crops_pixels():
+    from benchmarks.loader import reduction
+
+    assert reduction(500, 375, 224) == 1  # ImageNet's common shape at 224 px: no crop of it has 448 px a side
+    assert reduction(448, 448, 224) == 2 and reduction(447, 900, 224) == 1
+    assert reduction(1792, 1800, 224) == 8 and reduction(4000, 4000, 224) == 8  # a JPEG decoder stops at 1/8

@@ -235,7 +235,8 @@ def load_image(path: str):
     try:  # a regular file (a link to one is fine): a FIFO would block the worker forever
         with open_file(path, "rb", follow_links=True) as f:
             image = Image.open(f)
-            return image.convert("RGB")
+            image.load()  # decoded here, inside the handler; an RGB image (most JPEGs) is kept, not copied by
+            return image if image.mode == "RGB" else image.convert("RGB")  # convert("RGB"): 6 % of a decode
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL: UnidentifiedImageError,
         # "image file is truncated", an image of more pixels than Image.MAX_IMAGE_PIXELS x 2
         why = ("not an image file PIL can identify: empty, cut short or another format" if
