@@ -449,14 +449,27 @@ def test_init_distributed_from_env_without_env(monkeypatch):
     assert train.init_distributed_from_env() is False
 
 
-def _ddp_worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, run_dir: str, out_dir: str, stop_on_rank1_at=None,
+                read_every: int = train.LOSS_READ_EVERY, epochs: int = 1) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    train.LOSS_READ_EVERY = read_every  # a spawned process of its own: nothing to restore
+    if rank == 1 and stop_on_rank1_at is not None:  # a signal to one rank only, in update (epoch, step)
+        seed_step = train.seed_step
+
+        def seed_step_then_stop(seed, epoch, step, r):
+            seed_step(seed, epoch, step, r)
+            if (epoch, step) == tuple(stop_on_rank1_at):
+                request_stop()
+
+        train.seed_step = seed_step_then_stop
     assert train.init_distributed_from_env()
     try:
-        result = train_run(tiny(**{"train.epochs": 1, "train.devices": world}), Path(run_dir), progress=False)
+        result = train_run(tiny(**{"train.epochs": epochs, "train.devices": world}), Path(run_dir), progress=False)
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    except Preempted as stopped:
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"preempted": str(stopped)}))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -484,6 +497,23 @@ def test_ddp_gloo_two_processes(tmp_path):
     for key in ("train_loss", "val_loss", "top1", "top5", "lr"):
         assert acc_rows[0][key] == pytest.approx(ddp_rows[0][key], rel=1e-4, abs=1e-4), key
     assert accumulated["final"]["top1"] == pytest.approx(results[0]["final"]["top1"], abs=1e-4)
+
+
+def test_a_stop_asked_of_one_ddp_rank_stops_every_rank_at_the_same_update_and_resumes_exactly(tmp_path):
+    """The ranks agree on a stop at the loss reads (every 2 updates here), not before every update (a collective
+    and a host sync each): rank 1 alone is asked during epoch 1's first update (of 4), both go on to the read
+    after the second and stop there, one checkpoint at step 2; resumed, the run ends as an uninterrupted one."""
+    run_dir, out_dir, port = tmp_path / "ddp", tmp_path / "out", free_port()
+    out_dir.mkdir()
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(run_dir), str(out_dir), (0, 0), 2, 2), nprocs=2)
+    stopped = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert stopped[0] == stopped[1] == {"preempted": "stopped on request at epoch 1 step 2; checkpoint saved"}
+    checkpoint = store.load_checkpoint(run_dir / store.CHECKPOINT)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (0, 2)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), str(run_dir), str(out_dir), None, 2, 2), nprocs=2)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path / "whole"), str(tmp_path), None, 2, 2),
+                                nprocs=2)
+    assert outcome(run_dir) == outcome(tmp_path / "whole")
 
 
 @pytest.mark.parametrize("backend", [None, "eager"])

@@ -14,9 +14,10 @@ That handler runs on the main thread *between two bytecodes of the training step
 requeues the job and exits at once: saving the model from there could write a half-updated optimizer state.
 So while it trains, RunJob puts its own handler in front: the signal only asks the trainer to stop
 (`request_stop()`); the trainer saves a consistent mid-epoch checkpoint at the next step boundary (all
-ranks agree on the step) and raises `Preempted`; RunJob then hands the signal to submitit's handler, which
-calls `checkpoint()` (rank 0 only: it returns a fresh `RunJob` for the same folder, whose state is all on
-disk), requeues the job (`scontrol requeue`) and exits. The requeued job resumes from checkpoint.pt.
+ranks agree on the step, within 20 updates) and raises `Preempted`; RunJob then hands the signal to
+submitit's handler, which calls `checkpoint()` (rank 0 only: it returns a fresh `RunJob` for the same
+folder, whose state is all on disk), requeues the job (`scontrol requeue`) and exits. The requeued job
+resumes from checkpoint.pt.
 A signal that arrives before RunJob's handler is in place (while the job loads) takes submitit's own path:
 checkpoint(), requeue, exit, and the run resumes from what is on disk (the per-epoch checkpoint is always
 there). One that arrives after training ended only sets the stop flag: a finished run is not requeued.

@@ -79,7 +79,8 @@ _STOP = threading.Event()
 
 
 def request_stop() -> None:
-    """Ask the job to checkpoint and raise Preempted before its next training step.
+    """Ask the job to checkpoint and raise Preempted before its next training step (under DDP: within
+    LOSS_READ_EVERY updates, where the ranks agree on it).
 
     Safe from a signal handler. The request stands until a training loop honours it, so one made while a
     run is starting up, or finishing, stops the next run a launcher starts in this process.
@@ -207,6 +208,7 @@ class Trainer:
         self.compiling = False  # whether the next update compiles the training step (train.compile)
         self.ddp: nn.parallel.DistributedDataParallel | None = None  # the training model's DDP wrapper, if any
         self.last_loss = math.nan  # the latest loss read
+        self.stop_agreed = False  # under DDP: whether a rank had asked to stop at the latest read (read_losses)
         self.best: dict = dict(top1=-1.0, top5=-1.0, epoch=0)
         self.last: dict | None = None  # the last metrics row
         self.wall_before = 0.0  # wall time of earlier attempts
@@ -329,8 +331,10 @@ class Trainer:
         return model if backend is None else torch.compile(model, backend=backend, dynamic=False)
 
     def stop_requested(self) -> bool:
-        flag = float(_STOP.is_set())
-        return self.ranks.sum([flag])[0] > 0 if self.ranks.active else bool(flag)
+        """Whether to checkpoint and stop before the next update. The ranks of a DDP job must stop at the same
+        update: their requests travel with the losses at each read (read_losses), so one rank's request stops
+        them all within LOSS_READ_EVERY updates, without a collective and a host sync per update."""
+        return self.stop_agreed if self.ranks.active else _STOP.is_set()
 
     def train_epoch(self, model: nn.Module) -> None:
         epoch, start = self.epoch, self.step
@@ -363,8 +367,8 @@ class Trainer:
 
     def train_step(self, model: nn.Module, epoch: int, step: int, micro_batches) -> None:
         """One update from this rank's accum micro-batches (gradients summed with weight 1/accum, so the update
-        is the one of the whole global batch). Its mean loss over all devices stays on the device until
-        read_losses, every LOSS_READ_EVERY updates."""
+        is the one of the whole global batch). This rank's mean loss stays on the device until
+        read_losses, every LOSS_READ_EVERY updates, which averages the ranks' at once."""
         c = self.config
         updates = epoch * self.steps_per_epoch + step
         if c.sched.per_epoch:
@@ -376,9 +380,6 @@ class Trainer:
             model, micro_batches, self.forward_loss, self.scaler.scale, no_sync=self.ddp and self.ddp.no_sync,
             before_micro_batch=lambda j: seed_step(c.train.seed, epoch, step, j * self.ranks.world + self.ranks.rank),
         )
-        if self.ranks.active:  # summed on the devices, not read: every rank reads the same value later
-            dist.all_reduce(loss)
-            loss = loss / self.ranks.world
         if c.optim.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.clip_grad)
@@ -393,12 +394,21 @@ class Trainer:
             self.read_losses()
 
     def read_losses(self) -> None:
-        """The unread updates' losses, read from the device at once: checked (a non-finite one fails the run,
-        naming its update), logged per update, and added to the epoch's training loss in update order."""
+        """The unread updates' losses, read from the device at once: averaged over the ranks, checked (a
+        non-finite one fails the run, naming its update), logged per update, and added to the epoch's training
+        loss in update order. Under DDP the ranks' stop requests are summed with them (stop_requested)."""
         if not self.unread:
             return
         unread, self.unread = self.unread, []
-        values = torch.stack([loss for *_, loss in unread]).tolist()
+        losses = torch.stack([loss for *_, loss in unread])
+        if self.ranks.active:  # one collective and one read for all: the losses, then the requests to stop
+            summed = torch.cat([losses, losses.new_full((1,), float(_STOP.is_set()))])
+            dist.all_reduce(summed)
+            *values, requests = summed.tolist()
+            values = [value / self.ranks.world for value in values]
+            self.stop_agreed = requests > 0
+        else:
+            values = losses.tolist()
         for (epoch, step, update, lr, images, _), value in zip(unread, values, strict=True):
             if not math.isfinite(value):
                 raise RunFailed(f"non-finite loss ({value}) at epoch {epoch + 1} step {step}")
