@@ -316,9 +316,9 @@ def test_cuda_trains_under_float16_with_a_loss_scaler_and_under_bfloat16_without
     assert trainer.autocast.fast_dtype == (torch.float16 if scaled else torch.bfloat16)
     result = trainer.run()
     assert result["device"].startswith("cuda") and 0.0 <= result["final"]["top1"] <= 100.0
-    if scaled:
-        return
-    # bfloat16 on one GPU: no update waits for the device between two reads of the loss (torch raises on a sync)
+    # one GPU: no update waits for the device between two reads of the loss (torch raises on a sync), under float16
+    # too, whose loss scaler hands its found-inf flag to the fused optimizer on the device
+    assert trainer.optimizer.param_groups[0]["fused"]
     trainer = train.Trainer(tiny(**{"train.amp": amp}), tmp_path / "syncs", progress=False, num_workers=0)
     update = next(train.in_groups(iter(trainer.train_loader), trainer.accum))
     on_device = [(x.to(trainer.device), y.to(trainer.device)) for x, y in update]
@@ -546,6 +546,32 @@ def test_ddp_all_reduces_once_per_update_when_accumulating_compiled_or_not(tmp_p
     finally:
         dist.destroy_process_group()
     assert len(passes) == 4 * 4 and set(reduces) == {4, 8, 12, 16}, reduces  # only in each update's last pass
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_a_resumed_optimizer_keeps_this_processs_implementation(name):
+    """A checkpoint's param groups carry the fused flag of the process that saved it (an unfused CPU run, a
+    checkpoint from before CUDA runs fused): loading one keeps the optimizer's own, with the state loaded."""
+    from timm.optim import create_optimizer_v2
+
+    def optimizer(**how):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        opt = create_optimizer_v2(model, opt=train.TIMM_OPTIMIZERS[name], lr=0.1, weight_decay=1e-4, **how)
+        model(torch.randn(8, 4)).square().mean().backward()
+        opt.step()
+        return opt
+
+    saved, fused = optimizer().state_dict(), optimizer(fused=True)
+    assert not saved["param_groups"][0]["fused"]
+    train.load_keeping_implementation(fused, saved)
+    assert fused.param_groups[0]["fused"] is True
+    assert fused.param_groups[0]["weight_decay"] == saved["param_groups"][0]["weight_decay"]
+    for ours, theirs in zip(fused.state_dict()["state"].values(), saved["state"].values(), strict=True):
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    unfused = optimizer()
+    train.load_keeping_implementation(unfused, fused.state_dict())
+    assert not unfused.param_groups[0]["fused"]
 
 
 def test_accumulated_gradients_equal_one_large_batch():

@@ -192,8 +192,11 @@ class Trainer:
         seed_everything(c.train.seed)
         self.model = create_model(c, self.num_classes).to(self.device, memory_format=self.memory_format)
         self.ema = ModelEmaV3(self.model, decay=c.train.ema_decay) if c.train.ema else None
+        # fused on CUDA: the update in one kernel, to which float16's loss scaler hands its found-inf flag on the
+        # device (GradScaler.step reads it, a host sync per update, for an optimizer that is not fused)
         self.optimizer = create_optimizer_v2(self.model, opt=TIMM_OPTIMIZERS[c.optim.name], lr=c.lr,
-                                             weight_decay=c.optim.weight_decay, momentum=c.optim.momentum)
+                                             weight_decay=c.optim.weight_decay, momentum=c.optim.momentum,
+                                             **({"fused": True} if self.device.type == "cuda" else {}))
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer, sched=c.sched.name, num_epochs=c.train.epochs, warmup_epochs=c.sched.warmup_epochs,
             warmup_lr=c.warmup_lr, min_lr=c.min_lr,
@@ -252,7 +255,7 @@ class Trainer:
             if int(ckpt["epoch"]) < self.config.train.epochs:
                 raise ValueError("checkpoint without optimizer state before the last epoch")
         else:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            load_keeping_implementation(self.optimizer, ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
             if ckpt["scaler"]:  # empty when saved without AMP (e.g. on CPU)
                 self.scaler.load_state_dict(ckpt["scaler"])
@@ -568,6 +571,19 @@ class Trainer:
 
         seconds = time_iterations(infer, warmup=2, iters=5 if self.device.type == "cpu" else 20, device=self.device)
         return round(batch / seconds, 1)
+
+
+IMPLEMENTATION_KEYS = ("fused", "foreach", "differentiable", "capturable")  # how an optimizer computes
+
+
+def load_keeping_implementation(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """The optimizer's state from a checkpoint, its implementation kept: a checkpoint stores its param groups
+    whole, and loading would set the fused flag of the process that saved it (another device, or a checkpoint
+    from before the trainer fused on CUDA; an unfused step given float16's found-inf flag fails)."""
+    how = [{key: group[key] for key in IMPLEMENTATION_KEYS if key in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, how, strict=True):
+        group.update(kept)
 
 
 def accumulate_gradients(model: nn.Module, micro_batches, forward_loss, scale=lambda loss: loss, *, no_sync=None,
