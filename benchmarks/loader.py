@@ -5,7 +5,8 @@ worker's time goes: the recipe's training samples of image files, stage by stage
     read + decode    load_image: the file read and decoded by PIL, converted to RGB
     <each op>        the recipe's training transform (timm's create_transform), op by op
 
-It reports microseconds per sample for each stage, its share, and the images/s one CPU core sustains (a
+It reports the mean microseconds per sample of each stage (a mean: throughput is what it sets), its share,
+and the images/s one CPU core sustains (a
 DataLoader worker adds collation and the copy to the main process: compare `benchmarks.throughput`'s "loader
 alone" per worker). Beside them, two ways to decode less, measured on the same samples:
     torchvision decode_jpeg   torchvision.io's libjpeg-turbo decode to a tensor (the CPU twin of the GPU decoder);
@@ -76,31 +77,35 @@ def profile(config, files: list[Path], samples: int) -> dict:
             tic, toc = toc, time.perf_counter()
             times[name].append(toc - tic)
         tic = time.perf_counter()
-        decode_jpeg(read_file(str(path)))
-        decode_tv.append(time.perf_counter() - tic)
+        try:
+            decode_jpeg(read_file(str(path)))
+            decode_tv.append(time.perf_counter() - tic)
+        except RuntimeError:  # not a JPEG (ImageNet has a few PNG and CMYK files named .JPEG): PIL's alone
+            pass
         if crop_op is not None:  # the crop this sample drew, drawn again from the same seed
             seed_host(mix_seed(seed, 0, i))
             _, _, h, w = crop_op.get_params(image, crop_op.scale, crop_op.ratio)
             crops.append(reduction(w, h, size))
         shorter_sides.append(min(image.size))
-    micro = {name: 1e6 * statistics.median(values) for name, values in times.items()}
+    micro = {name: 1e6 * statistics.fmean(values) for name, values in times.items()}
     total = sum(micro.values())
     eval_resize = round(size / config.data.eval_crop_pct)  # validation resizes the shorter side to this
     return dict(
         samples=samples, img_size=size, stages_us=micro, total_us=total, img_s_per_core=1e6 / total,
-        torchvision_decode_us=1e6 * statistics.median(decode_tv),
+        torchvision_decode_us=1e6 * statistics.fmean(decode_tv) if decode_tv else None,
         train_crops_reducible={k: sum(r >= k for r in crops) / len(crops) for k in (2, 4, 8)} if crops else {},
         val_images_reducible={k: sum(s // k >= eval_resize for s in shorter_sides) / samples for k in (2, 4, 8)},
     )
 
 
 def report(figures: dict, recipe: str) -> str:
-    lines = [f"{recipe}: one training sample at {figures['img_size']} px, median of {figures['samples']} "
+    lines = [f"{recipe}: one training sample at {figures['img_size']} px, mean of {figures['samples']} "
              f"(microseconds, one process)"]
     for name, us in figures["stages_us"].items():
         lines.append(f"  {name:<36} {us:9.0f} us {100 * us / figures['total_us']:5.1f} %")
     lines.append(f"  {'total':<36} {figures['total_us']:9.0f} us = {figures['img_s_per_core']:.0f} img/s per core")
-    lines.append(f"decoding alternatives: torchvision decode_jpeg {figures['torchvision_decode_us']:.0f} us "
+    tv = figures["torchvision_decode_us"]
+    lines.append(f"decoding alternatives: torchvision decode_jpeg {f'{tv:.0f} us' if tv else '(no JPEG file)'} "
                  f"(PIL: {figures['stages_us']['read + decode (PIL)']:.0f} us)")
     for what, key in (("training crops", "train_crops_reducible"), ("validation images", "val_images_reducible")):
         if figures[key]:

@@ -216,6 +216,20 @@ def test_request_stop_mid_epoch_then_resume_is_exact(reference, tmp_path, monkey
     assert outcome(run_dir) == outcome(reference[0])
 
 
+def test_a_stop_asked_in_an_epochs_last_update_comes_before_its_validation(reference, tmp_path, monkeypatch):
+    """Not after the epoch's validation pass and checkpoint (minutes on ImageNet, taken from the time a signal
+    gives before the job is killed): the checkpoint is at the epoch's end, and the resumed run validates it."""
+    run_dir = tmp_path / "stopped"
+    stop_at(monkeypatch, 0, 3)  # epoch 1's last update of 4
+    with pytest.raises(Preempted, match="epoch 1 step 4"):
+        train_run(tiny(), run_dir, progress=False)
+    ckpt = torch.load(run_dir / store.CHECKPOINT, weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (0, 4) and not (run_dir / store.METRICS).exists()
+    monkeypatch.undo()
+    train_run(tiny(), run_dir, progress=False)
+    assert outcome(run_dir) == outcome(reference[0])
+
+
 def test_truncated_metrics_line_is_dropped_on_resume(reference, tmp_path, monkeypatch):
     run_dir = tmp_path / "truncated-metrics"
     stop_at(monkeypatch, 1, 0)
@@ -572,6 +586,33 @@ def test_a_resumed_optimizer_keeps_this_processs_implementation(name):
     unfused = optimizer()
     train.load_keeping_implementation(unfused, fused.state_dict())
     assert not unfused.param_groups[0]["fused"]
+
+
+def test_fused_sgd_after_a_skipped_first_step_updates_as_the_unfused_one():
+    """float16's loss scaler skips an update whose gradients overflow, common in the first ones. Fused SGD
+    takes its first step for the one without a momentum buffer and leaves the buffers unwritten when that step
+    is skipped: create_optimizer starts them at zero, so the next update is the unfused one's."""
+    config = tiny(**{"optim.name": "sgd"})
+
+    def train_three_updates(fused: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(30, 30), torch.nn.BatchNorm1d(30), torch.nn.Linear(30, 3))
+        optimizer = train.create_optimizer(config, model, fused=fused)
+        assert len(optimizer.param_groups) == 2 and bool(optimizer.param_groups[0]["fused"]) == fused
+        if fused:  # before any step: the buffers exist, zero
+            assert all(optimizer.state[p]["momentum_buffer"].count_nonzero() == 0 for p in model.parameters())
+        scaler, x = torch.amp.GradScaler("cpu"), torch.randn(8, 30)
+        for i in range(3):
+            junk = [torch.full((30, 30), 3e38) for _ in range(20)]  # freed memory that a new buffer may reuse
+            del junk
+            optimizer.zero_grad(set_to_none=True)
+            loss = model(x).square().mean() * (float("inf") if i == 0 else 1.0)  # the first update overflows
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.allclose(train_three_updates(fused=True), train_three_updates(fused=False), atol=1e-6)
 
 
 def test_accumulated_gradients_equal_one_large_batch():

@@ -32,6 +32,7 @@ import traceback
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import timm
 import torch
@@ -194,9 +195,7 @@ class Trainer:
         self.ema = ModelEmaV3(self.model, decay=c.train.ema_decay) if c.train.ema else None
         # fused on CUDA: the update in one kernel, to which float16's loss scaler hands its found-inf flag on the
         # device (GradScaler.step reads it, a host sync per update, for an optimizer that is not fused)
-        self.optimizer = create_optimizer_v2(self.model, opt=TIMM_OPTIMIZERS[c.optim.name], lr=c.lr,
-                                             weight_decay=c.optim.weight_decay, momentum=c.optim.momentum,
-                                             **({"fused": True} if self.device.type == "cuda" else {}))
+        self.optimizer = create_optimizer(c, self.model, fused=self.device.type == "cuda")
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer, sched=c.sched.name, num_epochs=c.train.epochs, warmup_epochs=c.sched.warmup_epochs,
             warmup_lr=c.warmup_lr, min_lr=c.min_lr,
@@ -349,12 +348,7 @@ class Trainer:
                   disable=None if self.progress and self.ranks.main else True, file=sys.stderr, leave=False) as bar:
             for step, micro_batches in enumerate(bar, start=start):
                 if self.stop_requested():
-                    self.read_losses()  # the updates done so far, into the sums the checkpoint keeps
-                    self.step = step
-                    self.add_time(tic, train=True)
-                    self.save()
-                    _STOP.clear()  # honoured
-                    raise Preempted(f"stopped on request at epoch {epoch + 1} step {step}; checkpoint saved")
+                    self.preempt(step, tic)
                 tic_update = time.perf_counter()
                 self.train_step(model, epoch, step, micro_batches)
                 if self.compiling:  # the first update of a compiled step: how long compiling took
@@ -365,8 +359,20 @@ class Trainer:
                 if not self.unread:  # read just now
                     bar.set_postfix(loss=f"{self.last_loss:.3f}", refresh=False)
         self.read_losses()  # the epoch's last updates: a non-finite loss fails the run before its checkpoint
+        if self.stop_requested():  # asked during the epoch's last updates: stopped before its validation
+            self.preempt(self.steps_per_epoch, tic)
         self.step = self.steps_per_epoch
         self.add_time(tic, train=True)
+
+    def preempt(self, step: int, tic: float) -> NoReturn:
+        """Checkpoint before update `step` of the epoch (steps_per_epoch: before its validation) and raise
+        Preempted: a request to stop is honoured."""
+        self.read_losses()  # the updates done so far, into the sums the checkpoint keeps
+        self.step = step
+        self.add_time(tic, train=True)
+        self.save()
+        _STOP.clear()
+        raise Preempted(f"stopped on request at epoch {self.epoch + 1} step {step}; checkpoint saved")
 
     def train_step(self, model: nn.Module, epoch: int, step: int, micro_batches) -> None:
         """One update from this rank's accum micro-batches (gradients summed with weight 1/accum, so the update
@@ -404,10 +410,14 @@ class Trainer:
             return
         unread, self.unread = self.unread, []
         losses = torch.stack([loss for *_, loss in unread])
-        if self.ranks.active:  # one collective and one read for all: the losses, then the requests to stop
-            summed = torch.cat([losses, losses.new_full((1,), float(_STOP.is_set()))])
-            dist.all_reduce(summed)
-            *values, requests = summed.tolist()
+        if self.ranks.active:
+            # One collective and one read for all: each rank's losses and its request to stop, gathered and summed
+            # here in rank order (an all_reduce's order of summation may depend on an element's position in the
+            # vector, which moves with the read's window: the same loss could differ in its last bit on resume).
+            mine = torch.cat([losses, losses.new_full((1,), float(_STOP.is_set()))])
+            ranks = mine.new_empty(self.ranks.world * len(mine))  # flat: gloo takes no (world, n) output
+            dist.all_gather_into_tensor(ranks, mine)
+            *values, requests = map(sum, zip(*ranks.view(self.ranks.world, -1).tolist(), strict=True))
             values = [value / self.ranks.world for value in values]
             self.stop_agreed = requests > 0
         else:
@@ -571,6 +581,25 @@ class Trainer:
 
         seconds = time_iterations(infer, warmup=2, iters=5 if self.device.type == "cpu" else 20, device=self.device)
         return round(batch / seconds, 1)
+
+
+def create_optimizer(config: RunConfig, model: nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    """timm's optimizer for the run, fused (torch's one-kernel implementation) if asked.
+
+    Fused SGD takes its first step for the one that finds no momentum buffer and leaves the buffers it
+    allocates unwritten when the loss scaler skips that step (float16 overflow, common in the first updates),
+    so the next update reads uninitialised memory. Its buffers start at zero here: with no dampening the first
+    step then gives the gradient, what an unfused first step gives, whether or not a skipped step came first.
+    """
+    optimizer = create_optimizer_v2(model, opt=TIMM_OPTIMIZERS[config.optim.name], lr=config.lr,
+                                    weight_decay=config.optim.weight_decay, momentum=config.optim.momentum,
+                                    **({"fused": True} if fused else {}))
+    if fused and isinstance(optimizer, torch.optim.SGD):
+        for group in optimizer.param_groups:
+            if group["momentum"] and not group["dampening"]:
+                for param in group["params"]:
+                    optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param)
+    return optimizer
 
 
 IMPLEMENTATION_KEYS = ("fused", "foreach", "differentiable", "capturable")  # how an optimizer computes
