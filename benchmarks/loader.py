@@ -29,7 +29,7 @@ from ablations.spec.recipe import load_recipe
 from ablations.spec.recipe import resolve as recipe_config
 from ablations.spec.sweep import parse_cli_sets
 from ablations.training.loaders import image_transforms, load_image, mix_seed, seed_host
-from benchmarks.synthetic_jpegs import write_folder
+from benchmarks.synthetic_jpegs import add_recipe_and_folder_arguments, write_folder
 
 DRAFT_SCALES = (8, 4, 2)  # the reductions a JPEG decoder offers (PIL's Image.draft: 1/2, 1/4, 1/8)
 
@@ -117,11 +117,7 @@ def report(figures: dict, recipe: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.loader", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", default="paper-ablation")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data-root", type=Path, help="an ImageFolder (train/<class>/*)")
-    source.add_argument("--synthetic", type=int, metavar="CLASSES", help="an ImageNet-like JPEG folder of CLASSES")
+    add_recipe_and_folder_arguments(p)
     p.add_argument("--samples", type=int, default=500, help="samples timed (the folder is cycled over)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)

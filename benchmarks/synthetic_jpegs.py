@@ -53,6 +53,15 @@ def _write_class(task: tuple[Path, str, int, int, int]) -> int:
     return count
 
 
+def add_recipe_and_folder_arguments(p: argparse.ArgumentParser) -> None:
+    """--recipe, --set and the images (--data-root DIR or --synthetic CLASSES) of a benchmark of the data path."""
+    p.add_argument("--recipe", default="paper-ablation")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-root", type=Path, help="an ImageFolder (train/<class>/*, val/<class>/*)")
+    source.add_argument("--synthetic", type=int, metavar="CLASSES", help="an ImageNet-like JPEG folder of CLASSES")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.synthetic_jpegs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

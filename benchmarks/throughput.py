@@ -38,7 +38,7 @@ from ablations.spec.recipe import resolve as recipe_config
 from ablations.spec.study import sweep_paths
 from ablations.spec.sweep import parse_cli_sets
 from ablations.training.trainer import Trainer, in_groups
-from benchmarks.synthetic_jpegs import write_folder
+from benchmarks.synthetic_jpegs import add_recipe_and_folder_arguments, write_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_TRAIN_IMAGES = 1_281_167
@@ -191,11 +191,7 @@ def sweep_hours(recipe: str, speed: Speed, cache: PlanCache, train_images: int) 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", default="paper-ablation")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data-root", type=Path, help="an ImageFolder (train/<class>/*, val/<class>/*)")
-    source.add_argument("--synthetic", type=int, metavar="CLASSES", help="an ImageNet-like JPEG folder of CLASSES")
+    add_recipe_and_folder_arguments(p)
     p.add_argument("--images", type=int, default=None, help="--synthetic: training images (default: 2 updates)")
     p.add_argument("--warmup", type=int, default=20, help="updates before timing")
     p.add_argument("--steps", type=int, default=200, help="updates timed")

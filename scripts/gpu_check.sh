@@ -102,17 +102,21 @@ else
 fi
 echo "($SECONDS s since the start)"
 echo "== the same in bfloat16 autocast (train.amp=bfloat16: no loss scaler; (a) and (b) only)"
-limit=$(allowed 60)
+throughput_with() {  # seconds wanted, what, the --set it varies, the JSON file: (a) and (b) only
+    local limit code
+    limit=$(allowed "$1")
+    if (( limit == 0 )); then echo "gpu_check: no time left for the $2 throughput"; return; fi
+    timeout "$limit" "$PY" -m benchmarks.throughput --recipe paper-ablation --synthetic 64 --images 8192 \
+        --warmup 5 --steps 20 --set "$3" --json "$OUT/$4" || {
+        code=$?
+        if (( code == 124 )); then echo "gpu_check: the $2 throughput was stopped at ${limit} s: not measured"
+        else echo "gpu_check: the $2 throughput failed (exit $code)"; status=1; fi
+    }
+}
 if [[ $bf16 != native ]]; then
     echo "skipped: this card has no native bfloat16 (train.amp=bfloat16 fails a run there, by design)"
-elif (( limit == 0 )); then
-    echo "gpu_check: no time left for the bfloat16 throughput"
 else
-    timeout "$limit" "$PY" -m benchmarks.throughput --recipe paper-ablation --synthetic 64 --images 8192 \
-        --warmup 5 --steps 20 --set train.amp=bfloat16 --json "$OUT/throughput_bf16.json" \
-        || { code=$?
-             if (( code == 124 )); then echo "gpu_check: the bfloat16 throughput was stopped at ${limit} s: not measured"
-             else echo "gpu_check: the bfloat16 throughput failed (exit $code)"; status=1; fi; }
+    throughput_with 60 bfloat16 train.amp=bfloat16 throughput_bf16.json
 fi
 echo "($SECONDS s since the start)"
 
@@ -180,16 +184,7 @@ echo "($SECONDS s since the start)"
 bench 30 scaling_fp32 --scaling --batch-size 32 --iters 5
 bench 30 infer_amp_b256 --versus-reference --iters 3 --amp --batch-size 256 --rounds 5
 
-limit=$(allowed 150)
-if (( limit == 0 )); then
-    echo "== the training throughput under torch.compile: skipped, the check's ${DEADLINE} s are spent"
-else
-    echo "== the training throughput under torch.compile (train.compile=inductor; (a) and (b), compiling timed)"
-    timeout "$limit" "$PY" -m benchmarks.throughput --recipe paper-ablation --synthetic 64 --images 8192 \
-        --warmup 5 --steps 20 --set train.compile=inductor --json "$OUT/throughput_compile.json" \
-        || { code=$?
-             if (( code == 124 )); then echo "gpu_check: the compiled throughput was stopped at ${limit} s: not measured"
-             else echo "gpu_check: the compiled throughput failed (exit $code)"; status=1; fi; }
-fi
+echo "== the training throughput under torch.compile (train.compile=inductor; (a) and (b), compiling timed)"
+throughput_with 150 compiled train.compile=inductor throughput_compile.json
 echo "gpu_check: done in $SECONDS s (bound: ${DEADLINE} s)"
 exit $status
