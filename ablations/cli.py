@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from ablations import command_started
+from ablations import command_started, interruption
 from ablations.spec.errors import InputError
 from ablations.store import UnsafeFile
 
@@ -92,6 +92,12 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
             return EXIT_USAGE if isinstance(err, UnsafeFile) else EXIT_FAILED
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception:
+            if interruption() is None:
+                raise
+            if interruption() != "said":  # e.g. an import a swallowed Ctrl-C broke: see ablations.interrupted
+                print("\ninterrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
 
     return wrapped

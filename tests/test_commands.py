@@ -424,6 +424,33 @@ def test_a_cell_name_and_a_failure_reason_from_run_files_are_printed_escaped(tmp
     assert "\x1b" not in err and r"\x1b[2J\x1b[Hkey is -1" in err
 
 
+def test_an_error_after_a_ctrl_c_that_an_import_swallowed_is_that_ctrl_c(monkeypatch, capsys):
+    """torch's C extension swallows an exception raised while it imports numpy (a Ctrl-C at that moment), and
+    numpy's next import fails with an ImportError: the command ends as the Ctrl-C, one line and exit 130."""
+    import ablations
+    from ablations.cli import command
+
+    monkeypatch.setattr(ablations, "_INTERRUPTIONS", [])
+
+    @command
+    def swallowed(argv=None) -> int:
+        try:
+            ablations.interrupted(signal.SIGINT, None)  # the handler command_started installs, on Ctrl-C
+        except KeyboardInterrupt:
+            pass  # as torch's C initialisation does
+        raise ImportError("cannot load module more than once per process")
+
+    assert swallowed([]) == 130 and capsys.readouterr().err.strip() == "interrupted"
+    monkeypatch.setattr(ablations, "_INTERRUPTIONS", [])
+
+    @command
+    def broken(argv=None) -> int:
+        raise ImportError("a real error, no Ctrl-C")
+
+    with pytest.raises(ImportError, match="a real error"):
+        broken([])
+
+
 @pytest.mark.parametrize("module", ["ablations.run", "analysis.plots"])
 @pytest.mark.parametrize("after_s", [0.15, 0.3, 0.6])
 def test_ctrl_c_while_a_command_starts_is_one_line_and_exit_130(tmp_path, module, after_s):
