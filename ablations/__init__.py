@@ -40,6 +40,12 @@ def interruption() -> str | None:
     return _INTERRUPTIONS[0] if _INTERRUPTIONS else None
 
 
+def raise_if_interrupted() -> None:
+    """Before a command acts (launches, writes): a Ctrl-C that an import swallowed stops it all the same."""
+    if _INTERRUPTIONS:
+        raise KeyboardInterrupt
+
+
 # Installed first thing, only while Python starts a command (`python -m ...`: sys.argv[0] is "-m" while the module
 # is being found), never in a program or a notebook that imports the package.
 if sys.argv[:1] == ["-m"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler:

@@ -82,7 +82,10 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
         command_started()  # from here, Ctrl-C is caught below
         try:
             with contextlib.redirect_stdout(PrintableStream(sys.stdout)):
-                return main(argv)
+                code = main(argv)
+            if interruption() is not None and code != EXIT_INTERRUPTED:  # a Ctrl-C an import swallowed
+                raise KeyboardInterrupt
+            return code
         except InputError as err:
             print_error(err)
             return EXIT_USAGE
@@ -90,14 +93,16 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
             where = err.filename or "a file"
             print_error(f"{where}: {err.strerror or err}" + (f" (and {err.filename2})" if err.filename2 else ""))
             return EXIT_USAGE if isinstance(err, UnsafeFile) else EXIT_FAILED
-        except KeyboardInterrupt:
-            print("\ninterrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
         except Exception:
             if interruption() is None:
                 raise
-            if interruption() != "said":  # e.g. an import a swallowed Ctrl-C broke: see ablations.interrupted
-                print("\ninterrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return interrupted()  # e.g. an import that a swallowed Ctrl-C broke: see ablations.interrupted
+        except KeyboardInterrupt:
+            return interrupted()
+
+    def interrupted() -> int:
+        if interruption() != "said":  # printed by the start-up handler, whose exit torch's import swallowed
+            print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
     return wrapped

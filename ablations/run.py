@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from ablations import results_root, store
+from ablations import raise_if_interrupted, results_root, store
 from ablations.checks import (
     check_datasets,
     check_devices,
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(format_study(plans, wanted, where, costs=costs, measure=measure, on_slurm=executor == "slurm",
                            settings=settings), flush=True)
+    raise_if_interrupted()  # the last moment before anything is written or launched
     if args.dry_run:
         print("\n--dry-run: nothing was written or launched.")
         return EXIT_OK

@@ -451,6 +451,29 @@ def test_an_error_after_a_ctrl_c_that_an_import_swallowed_is_that_ctrl_c(monkeyp
         broken([])
 
 
+def test_a_swallowed_ctrl_c_with_no_error_after_it_stops_the_launch_before_anything_is_written(tmp_path, capsys,
+                                                                                            monkeypatch):
+    """A Ctrl-C swallowed inside an import may leave no error behind: ablations.run then stops where it would
+    write or launch (checked here with --dry-run, the same moment), and any command ends with exit 130."""
+    import ablations
+    from ablations.cli import command
+    from ablations.run import main as run_main
+
+    sweep = Path(__file__).resolve().parents[1] / "sweeps" / "pe.yaml"
+    monkeypatch.setattr(ablations, "_INTERRUPTIONS", ["raised"])  # the handler fired; its exception was lost
+    assert run_main([str(sweep), "--results-root", str(tmp_path), "--dry-run", "--no-eta"]) == 130
+    out, err = capsys.readouterr()
+    assert "--dry-run" not in out and err.strip() == "interrupted" and not any(tmp_path.iterdir())
+
+    @command
+    def finished(argv=None) -> int:
+        print("done")
+        return 0
+
+    monkeypatch.setattr(ablations, "_INTERRUPTIONS", ["said"])  # the start-up handler printed its line already
+    assert finished([]) == 130 and capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("module", ["ablations.run", "analysis.plots"])
 @pytest.mark.parametrize("after_s", [0.15, 0.3, 0.6])
 def test_ctrl_c_while_a_command_starts_is_one_line_and_exit_130(tmp_path, module, after_s):
@@ -458,10 +481,17 @@ def test_ctrl_c_while_a_command_starts_is_one_line_and_exit_130(tmp_path, module
     sweep = Path(__file__).resolve().parents[1] / "sweeps" / "pe.yaml"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     args = ["table"] if module == "analysis.plots" else []
-    proc = subprocess.Popen([sys.executable, "-m", module, *args, str(sweep), "--results-root", str(tmp_path)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(after_s)
-    assert proc.poll() is None, "the command ended before the Ctrl-C"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    executor = ["--executor", "local"] if module == "ablations.run" else []  # never jobs that outlive the test
+    proc = subprocess.Popen([sys.executable, "-m", module, *args, str(sweep), "--results-root", str(tmp_path),
+                             *executor], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        time.sleep(after_s)
+        assert proc.poll() is None, "the command ended before the Ctrl-C"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # the Ctrl-C was lost: end the command and what it started
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 130 and err.strip() == "interrupted" and "Traceback" not in err, err
