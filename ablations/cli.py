@@ -96,11 +96,11 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
         except Exception:
             if interruption() is None:
                 raise
-            return interrupted()  # e.g. an import that a swallowed Ctrl-C broke: see ablations.interrupted
+            return ended_by_ctrl_c()  # e.g. an import that a swallowed Ctrl-C broke: see ablations.interrupted
         except KeyboardInterrupt:
-            return interrupted()
+            return ended_by_ctrl_c()
 
-    def interrupted() -> int:
+    def ended_by_ctrl_c() -> int:
         if interruption() != "said":  # printed by the start-up handler, whose exit torch's import swallowed
             print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -95,7 +95,7 @@ echo "($SECONDS s since the start)"
 echo "== where a loader worker's time goes on this node's CPU (python -m benchmarks.loader, one process)"
 limit=$(allowed 25)
 if (( limit == 0 )); then
-    echo "== the loader profile: skipped, the check's ${DEADLINE} s are spent"
+    echo "gpu_check: no time left for the loader profile"
 else
     timeout "$limit" "$PY" -m benchmarks.loader --recipe paper-ablation --synthetic 8 --samples 300 \
         --json "$OUT/loader_profile.json" || echo "gpu_check: the loader profile gave no figures (exit $?)"
